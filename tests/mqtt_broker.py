@@ -182,3 +182,109 @@ def secure_broker(tmp_path):
     """A broker with a password file and the ACL shipped in deploy/mosquitto (racks confined to their subtree)."""
     with MosquittoBroker(tmp_path / "broker", users=TEST_USERS, acl=SHIPPED_ACL) as b:
         yield b
+
+
+# -- a test subscriber -------------------------------------------------------------------------------------------
+
+class Subscriber:
+    """A plain paho client that records every message it receives (thread-safe), for assertions.
+
+    ``persistent=True`` gives it a persistent session (MQTT 3.1.1, clean_session False), so that the broker
+    queues QoS 1 messages for it while it is reconnecting after a broker restart.
+    """
+
+    def __init__(self, broker: MosquittoBroker, topics: str | list[str] = "#", *, client_id: str = "test-sub",
+                 username: str | None = None, password: str | None = None, persistent: bool = False):
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self._lock = threading.Lock()
+        self.messages: list = []
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(1, 2)
+        self.subscribed = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port, keepalive=10)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "test subscriber could not subscribe"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        for topic in self.topics:
+            client.subscribe(topic, qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append(message)
+
+    def received(self, topic_filter: str = "#") -> list:
+        """Messages so far whose topic matches ``topic_filter`` (MQTT wildcards allowed)."""
+        import paho.mqtt.client as mqtt
+
+        with self._lock:
+            return [m for m in self.messages if mqtt.topic_matches_sub(topic_filter, m.topic)]
+
+    def payloads(self, topic_filter: str = "#") -> list[bytes]:
+        return [m.payload for m in self.received(topic_filter)]
+
+    def events(self, topic_filter: str = "#") -> list[dict]:
+        """The JSON payloads received on matching topics, decoded."""
+        import json
+
+        return [json.loads(p) for p in self.payloads(topic_filter)]
+
+    def wait_for(self, predicate, timeout: float = 15.0, what: str = "messages") -> None:
+        wait_until(lambda: predicate(self), timeout=timeout, what=what)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# -- sample events (built with the real builders) ------------------------------------------------------------------
+
+def sample_rep(rack: str | None, rep: int = 1, *, set_id: str = "set-1", load: bool = True) -> dict:
+    from rackwatch import events
+
+    return events.rep_event(
+        rack, set_id=set_id, rep=rep, exercise="squat", working_leg="both",
+        t_start=10.0 + rep * 3, t_bottom=11.2 + rep * 3, t_end=12.6 + rep * 3,
+        load=events.load_info(100.0, "kg", 140.0) if load else None,
+        valgus={"left": {"fppa_deg": 4.1, "knee_ankle_ratio": 0.97, "severity": "none"},
+                "right": {"fppa_deg": 9.8, "knee_ankle_ratio": 0.84, "severity": "minor"}},
+        severity="minor", verdict="note", depth=0.42, descent_s=1.2, ascent_s=1.4, ascent_speed=0.61,
+        stance_ratio=1.3, hip_shift=None)
+
+
+def sample_set(rack: str | None) -> dict:
+    from rackwatch import events
+
+    return events.set_event(
+        rack, set_id="set-1", exercise="squat", load=events.load_info(100.0, "kg", 140.0), reps=5, clean_reps=4,
+        worst_rep=5, cave_onset_rep=5, weaker_side="right", velocity_loss_pct=18.25,
+        remarks=["right knee moved in on the last rep"], cues=["push the knees out over the toes"],
+        advice={"action": "hold", "next_load": 100.0, "text": "stay at 100 kg until every rep is clean"})
+
+
+def sample_state(rack: str | None, reps_in_set: int = 0) -> dict:
+    from rackwatch import events
+
+    return events.state_event(rack, phase="standing", lifter_seen=True, load=events.load_info(100.0, "kg", None),
+                              exercise="squat", set_id="set-1", reps_in_set=reps_in_set)
+
+
+def sample_health(rack: str | None, outbox_depth: int = 0) -> dict:
+    from rackwatch import events
+
+    return events.health_event(rack, fps=14.87, inference_ms=41.3, dropped_frames=3, cpu_temp_c=61.2,
+                               throttled=False, outbox_depth=outbox_depth)

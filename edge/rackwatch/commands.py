@@ -264,9 +264,11 @@ def _set_exercise(command_id: str, fields: dict[str, Any]) -> SetExercise:
 
 def _identify(command_id: str, fields: dict[str, Any]) -> Identify:
     seconds = fields.get("seconds", IDENTIFY_DEFAULT_S)
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= IDENTIFY_MAX_S:
+    # 10 and 10.0 are the same JSON number; anything fractional, boolean or out of range is not.
+    whole = isinstance(seconds, int) or (isinstance(seconds, float) and seconds.is_integer())
+    if isinstance(seconds, bool) or not whole or not 1 <= seconds <= IDENTIFY_MAX_S:
         raise CommandRejected(f'"seconds" must be a whole number from 1 to {IDENTIFY_MAX_S}, not {_show(seconds)}')
-    return Identify(command_id, seconds=seconds)
+    return Identify(command_id, seconds=int(seconds))
 
 
 _FIELDS = {"load": ("value", "units"), "one_rm": ("value", "units"), "units": ("units",),

@@ -52,6 +52,7 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from . import commands as cmds
 from .outbox import DEFAULT_MAX_EVENTS, Outbox
@@ -287,7 +288,10 @@ class RackLink:
         self.last_error = None
         # Forget paho's in-memory copies of unacknowledged messages: the pump resends them from disk, in order.
         client.drop_out_messages()
-        client.subscribe(self.topics.commands, qos=1)
+        # Never take retained commands: they would run again at every reconnect. (A command published with the
+        # retain flag still reaches us once, live, like any other.)
+        client.subscribe(self.topics.commands,
+                         options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
         if self.settings.ha_discovery:
             client.subscribe(f"{self.settings.ha_prefix}/status", qos=1)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
@@ -327,7 +331,7 @@ class RackLink:
 
     def _handle_command(self, message: mqtt.MQTTMessage) -> None:
         try:
-            if message.retain:
+            if message.retain:   # only if the broker ignored our subscription's retain handling
                 raise cmds.CommandRejected("commands must not be retained (they would run again at every "
                                            "reconnect); publish it without the retain flag and clear the "
                                            "retained one", name=cmds.command_name(message.topic))
