@@ -56,13 +56,16 @@ def rep_event(rack: str | None, *, set_id: str, rep: int, exercise: str, working
               t_start: float, t_bottom: float, t_end: float, load: dict[str, Any] | None,
               valgus: dict[str, dict[str, Any] | None], severity: str, verdict: str,
               depth: float, descent_s: float, ascent_s: float, ascent_speed: float,
-              stance_ratio: float | None, hip_shift: float | None) -> dict[str, Any]:
+              stance_ratio: float | None, hip_shift: float | None,
+              unjudged_reason: str | None = None) -> dict[str, Any]:
     """One rep.
 
     ``valgus`` maps ``left``/``right`` to the leg's measurements and ``severity`` (``None`` for a leg that was
     not judged, e.g. the free leg of a single-leg squat). ``severity`` is the worst leg's severity after the
     load has been taken into account; ``verdict`` is what the rack's LEDs show: ``clean``, ``note`` (a cave
-    tolerated because the load is near the lifter's max) or ``cave``.
+    tolerated because the load is near the lifter's max) or ``cave``; when the knees could not be judged at all
+    (camera too far to the side) both legs are ``None``, ``severity`` is ``None``, ``verdict`` is ``unjudged``
+    and ``unjudged_reason`` says why.
     """
     return envelope("rep", rack, set_id=set_id, rep=rep, exercise=exercise, working_leg=working_leg,
                     t_start=round(t_start, 3), t_bottom=round(t_bottom, 3), t_end=round(t_end, 3),
@@ -70,7 +73,8 @@ def rep_event(rack: str | None, *, set_id: str, rep: int, exercise: str, working
                     depth=round(depth, 3), descent_s=round(descent_s, 3), ascent_s=round(ascent_s, 3),
                     ascent_speed=round(ascent_speed, 3),
                     stance_ratio=None if stance_ratio is None else round(stance_ratio, 3),
-                    hip_shift=None if hip_shift is None else round(hip_shift, 3))
+                    hip_shift=None if hip_shift is None else round(hip_shift, 3),
+                    unjudged_reason=unjudged_reason)
 
 
 def set_event(rack: str | None, *, set_id: str, exercise: str, load: dict[str, Any] | None, reps: int,

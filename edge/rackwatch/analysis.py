@@ -1,0 +1,103 @@
+"""From poses to events: the squat analysis of one rack, one frame at a time.
+
+:class:`LiftAnalyzer` strings the pure stages together (smoothing → geometry → rep tracker → judge) and decides
+where a set ends. It does no I/O and knows nothing of cameras or MQTT, so ``rackwatch analyze`` on a recording
+and ``rackwatch run`` on a live rack produce the same events from the same poses.
+
+A set ends when the lifter has been gone (or standing without a rep) for ``set_rest_s``, when the load or the
+exercise changes, or when the recording ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import events, geometry
+from .judge import JudgeSettings, Load, SetJudge
+from .pose import DEFAULT_MIN_SCORE, Pose
+from .reps import RepSettings, RepTracker
+from .smoothing import OneEuroSettings, PoseSmoother
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    reps: RepSettings = field(default_factory=RepSettings)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    smoothing: OneEuroSettings = field(default_factory=OneEuroSettings)
+    min_score: float = DEFAULT_MIN_SCORE
+    set_rest_s: float = 45.0
+    """A pause longer than this between reps starts a new set."""
+
+
+class LiftAnalyzer:
+    """Feed it poses; it hands back rep and set events as they happen."""
+
+    def __init__(self, rack: str | None = None, exercise: str = "squat", load: Load = Load(),
+                 settings: AnalysisSettings = AnalysisSettings()):
+        self.rack = rack
+        self.settings = settings
+        self.exercise = exercise
+        self.load = load
+        self._smoother = PoseSmoother(settings.smoothing, settings.min_score)
+        self.tracker = RepTracker(settings.reps)
+        self._set: SetJudge | None = None
+        self._last_rep_t: float | None = None
+        self.frames = 0
+
+    @property
+    def phase(self) -> str:
+        return self.tracker.phase
+
+    @property
+    def lifter_seen(self) -> bool:
+        return self.tracker.lifter_seen
+
+    @property
+    def set_id(self) -> str | None:
+        return self._set.set_id if self._set else None
+
+    @property
+    def reps_in_set(self) -> int:
+        return len(self._set.reps) if self._set else 0
+
+    def update(self, t: float, pose: Pose, frame_height: float) -> list[dict]:
+        """Events (rep, and set when one ends) caused by the pose seen at time ``t``."""
+        self.frames += 1
+        out: list[dict] = []
+        if self._set and self._last_rep_t is not None and t - self._last_rep_t > self.settings.set_rest_s:
+            out += self.end_set()
+        smooth = self._smoother.smooth(t, pose, frame_height)
+        for rep in self.tracker.update(t, geometry.measure(smooth, self.settings.min_score)):
+            out.append(self._judge(rep))
+        return out
+
+    def change(self, load: Load | None = None, exercise: str | None = None) -> list[dict]:
+        """The lifter entered a new load or exercise: the set so far ends, and the next one uses the new values."""
+        out = self.end_set()
+        if load is not None:
+            self.load = load
+        if exercise is not None:
+            self.exercise = exercise
+        return out
+
+    def finish(self) -> list[dict]:
+        """The recording ended: judge what the tracker can still tell, and close the set."""
+        out = [self._judge(rep) for rep in self.tracker.finish()]
+        return out + self.end_set()
+
+    def end_set(self) -> list[dict]:
+        summary = self._set.summary() if self._set else None
+        self._set = None
+        self._last_rep_t = None
+        return [summary] if summary else []
+
+    def state(self) -> dict:
+        """The rack's current state event."""
+        return events.state_event(self.rack, phase=self.phase, lifter_seen=self.lifter_seen, load=self.load.info(),
+                                  exercise=self.exercise, set_id=self.set_id, reps_in_set=self.reps_in_set)
+
+    def _judge(self, rep) -> dict:
+        if self._set is None:
+            self._set = SetJudge(self.rack, self.exercise, self.load, self.settings.judge)
+        self._last_rep_t = rep.t_end
+        return self._set.judge(rep)

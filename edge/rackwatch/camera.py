@@ -1,0 +1,210 @@
+"""Frame sources: the Pi camera, a video file, or a folder of images.
+
+Every source yields :class:`Frame` objects in order. Images are H×W×3 ``uint8`` arrays in **BGR** order: that is
+what OpenCV decodes and what Picamera2's ``RGB888`` format holds in memory, so no source converts whole frames
+(the pose stage swaps channels on the small model input instead).
+
+A recording is read frame by frame, every frame, so the same file always gives the same reps. A live camera
+instead always hands over the newest frame and drops the stale ones (counted in :attr:`LiveCamera.dropped`),
+so the rack never falls behind real time.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class SourceError(RuntimeError):
+    """A frame source cannot be opened or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    t: float  # seconds since the source started
+    image: np.ndarray
+
+
+class FrameSource(Protocol):
+    fps: float
+
+    def frames(self) -> Iterator[Frame]: ...
+    def close(self) -> None: ...
+
+
+class VideoFile:
+    """Every frame of a video file, decoded by OpenCV (FFmpeg), upright.
+
+    Phone videos store a rotation in their metadata; OpenCV applies it, so portrait clips come out portrait.
+    Timestamps are ``index / fps``, which makes the analysis of a file repeatable.
+    """
+
+    def __init__(self, path: str | Path):
+        import cv2
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"No video at {self.path}. Check the path.")
+        self._capture = cv2.VideoCapture(str(self.path))
+        if not self._capture.isOpened():
+            raise SourceError(f"{self.path} could not be opened as a video. Is it a complete, playable video "
+                              "file (mp4, mov, mkv, avi)?")
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 1 <= fps <= 1000 else 30.0
+        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            ok, image = self._capture.read()
+            if not ok:
+                break
+            yield Frame(index, index / self.fps, image)
+            index += 1
+        if index == 0:
+            raise SourceError(f"{self.path} holds no frame that can be decoded. The file may be damaged or "
+                              "truncated; try playing it, or export it again.")
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class ImageFolder:
+    """The images of a folder in name order, as if filmed at ``fps``."""
+
+    def __init__(self, path: str | Path, fps: float = 30.0):
+        self.path = Path(path)
+        self.fps = fps
+        self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._files:
+            raise SourceError(f"{self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        self.frame_count = len(self._files)
+
+    def frames(self) -> Iterator[Frame]:
+        import cv2
+
+        for index, file in enumerate(self._files):
+            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            if image is None:
+                raise SourceError(f"{file} is not a readable image.")
+            yield Frame(index, index / self.fps, image)
+
+    def close(self) -> None:
+        pass
+
+
+class PiCamera:
+    """The Raspberry Pi camera through Picamera2, delivering small frames straight from the ISP.
+
+    The ISP scales and converts in hardware, so asking it for a model-sized ``RGB888`` main stream costs the CPU
+    nothing; the frame rate is capped at what the model can use, so the camera does not produce frames that
+    would only be dropped.
+    """
+
+    def __init__(self, size: tuple[int, int] = (640, 480), fps: float = 15.0):
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise SourceError("The Pi camera needs picamera2, which comes with Raspberry Pi OS "
+                              "(sudo apt install python3-picamera2; create the venv with "
+                              "--system-site-packages). On other machines use --source VIDEO.") from exc
+        self.fps = fps
+        self._camera = Picamera2()
+        frame_us = int(1_000_000 / fps)
+        config = self._camera.create_video_configuration(
+            main={"size": size, "format": "RGB888"}, buffer_count=3,
+            controls={"FrameDurationLimits": (frame_us, frame_us)})
+        self._camera.configure(config)
+        self._camera.start()
+        self._start = time.monotonic()
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            image = self._camera.capture_array("main")
+            yield Frame(index, time.monotonic() - self._start, image)
+            index += 1
+
+    def close(self) -> None:
+        self._camera.stop()
+        self._camera.close()
+
+
+def open_source(spec: str | Path, fps: float = 30.0) -> FrameSource:
+    """A frame source from what the user typed: ``picamera``, a video file or a folder of images."""
+    if str(spec) == "picamera":
+        return PiCamera()
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolder(path, fps)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise SourceError(f"{path} is a single image; give a video or a folder of images.")
+    return VideoFile(path)
+
+
+def prefetched(frames: Iterator[Frame], depth: int = 4) -> Iterator[Frame]:
+    """The same frames, decoded ahead in a thread so decoding overlaps inference. Nothing is dropped."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def decode() -> None:
+        try:
+            for frame in frames:
+                slots.put(frame)
+        except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+            slots.put(exc)
+        slots.put(done)
+
+    threading.Thread(target=decode, name="decode", daemon=True).start()
+    while (item := slots.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class LiveCamera:
+    """Serves the newest frame of a live source; frames the pipeline had no time for are dropped and counted."""
+
+    def __init__(self, source: FrameSource):
+        self.source = source
+        self.fps = source.fps
+        self.dropped = 0
+        self._newest: Frame | None = None
+        self._ready = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._capture, name="capture", daemon=True)
+        self._thread.start()
+
+    def _capture(self) -> None:
+        for frame in self.source.frames():
+            with self._ready:
+                if self._newest is not None:
+                    self.dropped += 1
+                self._newest = frame
+                self._ready.notify()
+            if self._stopped:
+                break
+
+    def frames(self) -> Iterator[Frame]:
+        while not self._stopped:
+            with self._ready:
+                while self._newest is None and self._thread.is_alive():
+                    self._ready.wait(0.5)
+                frame, self._newest = self._newest, None
+            if frame is None:
+                return
+            yield frame
+
+    def close(self) -> None:
+        self._stopped = True
+        self.source.close()

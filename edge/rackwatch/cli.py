@@ -1,0 +1,269 @@
+"""The ``rackwatch`` command.
+
+``rackwatch analyze VIDEO``   judge the reps of a recording
+``rackwatch eval DIR``        score rackwatch against a labelled footage folder
+``rackwatch models fetch``    download (or copy) and verify the pose model
+
+Every expected failure (no model, unreadable video, bad config) ends with a one-paragraph message and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .camera import SourceError
+from .config import ConfigError, load_config
+from .events import EXERCISES, UNITS
+from .judge import Load
+from .models import ModelError
+from .pose import PoseError
+
+DEFAULT_CLIP = Path(__file__).resolve().parents[3] / "shared" / "footage" / "kratika" / "squat_front_bodyweight.mp4"
+EXPECTED_ERRORS = (ConfigError, ModelError, PoseError, SourceError)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 2200:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (more than 0, at most 2200)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rackwatch", description="Squat-rack form monitor.")
+    parser.add_argument("--version", action="version", version=f"rackwatch {__version__}")
+    parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    parser.add_argument("--model", help="pose model file (default: $RACKWATCH_MODEL, then models/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="count and judge the reps of a recording")
+    analyze.add_argument("video", nargs="?", default=str(DEFAULT_CLIP),
+                         help="video file or folder of images (default: a sample clip from ../shared/footage)")
+    analyze.add_argument("--load", type=_positive, help="bar load")
+    analyze.add_argument("--one-rm", type=_positive, help="the lifter's one-rep max")
+    analyze.add_argument("--units", choices=UNITS, default="kg")
+    analyze.add_argument("--exercise", choices=EXERCISES, default="squat")
+    analyze.add_argument("--json", action="store_true", help="print events as JSON lines instead of a table")
+    analyze.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with skeleton and knee lines")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("eval", help="score rep counts and knee-cave calls against labelled footage")
+    evaluate.add_argument("footage", help="folder holding labels.json and the clips")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--all", action="store_true", help="also clips labelled not usable")
+
+    models = sub.add_parser("models", help="fetch or verify the pose model")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    fetch = models_sub.add_parser("fetch", help="download the model, or copy it from a folder, and verify it")
+    fetch.add_argument("--from", dest="source", help="copy from this folder instead of downloading")
+    models_sub.add_parser("verify", help="check the model against the manifest")
+    return parser
+
+
+def _interpreter(args, config):
+    from .models import find_model
+    from .pose import load_interpreter
+
+    path = find_model(args.model or config.model.path or None)
+    return load_interpreter(path, config.model.threads or None, config.model.runtime or None)
+
+
+def cmd_analyze(args, config) -> int:
+    from .recording import analyze_recording
+
+    if args.one_rm and not args.load:
+        raise ConfigError("--one-rm needs --load too: the verdict compares the load with the one-rep max.")
+    interpreter = _interpreter(args, config)
+    progress = None if args.quiet or args.json else _Progress(sys.stderr)
+    overlay = None
+    printed = 0
+
+    def on_frame(frame, pose, new_events):
+        nonlocal overlay, printed
+        if progress:
+            progress.update(frame.index + 1)
+        if args.overlay:
+            if overlay is None:
+                from .overlay import OverlayWriter
+                overlay = OverlayWriter(args.overlay, fps, config.analysis.min_score)
+            overlay.add(frame.t, frame.image, pose, new_events)
+        if args.json:
+            for event in new_events:
+                print(json.dumps(event), flush=True)
+            printed += len(new_events)
+
+    from .camera import open_source
+    probe = open_source(args.video)
+    fps, total = probe.fps, getattr(probe, "frame_count", 0)
+    probe.close()
+    if progress:
+        progress.total = total
+    load = Load(args.load, args.units, args.one_rm)
+    try:
+        result = analyze_recording(args.video, interpreter, exercise=args.exercise, load=load,
+                                   settings=config.analysis, on_frame=on_frame)
+    finally:
+        if progress:
+            progress.done()
+        if overlay:
+            overlay.close()
+    if args.json:
+        # The events that closing the recording produced (the set summary) were not printed frame by frame.
+        for event in result.events[printed:]:
+            print(json.dumps(event))
+        return 0
+    print(format_report(args.video, result))
+    if args.overlay:
+        print(f"\nOverlay written to {args.overlay}")
+    return 0
+
+
+def format_report(video: str, result) -> str:
+    lines = [f"{video}: {len(result.reps)} reps in {result.frames / result.fps:.1f} s "
+             f"({result.frames} frames at {result.fps:.1f} fps)", ""]
+    if result.reps:
+        lines.append(" rep  bottom   depth  descent  ascent  left knee            right knee           verdict")
+        for rep in result.reps:
+            legs = []
+            for side in ("left", "right"):
+                v = rep["valgus"][side]
+                legs.append("-" if v is None else f"{v['severity']:<8} {v['cave']:+.2f} {v['peak_phase'][:3]}")
+            lines.append(f"{rep['rep']:4d}  {rep['t_bottom']:5.1f}s  {rep['depth']:5.2f}  {rep['descent_s']:6.1f}s "
+                         f"{rep['ascent_s']:6.1f}s  {legs[0]:<20} {legs[1]:<20} {rep['verdict']}")
+            if rep.get("unjudged_reason"):
+                lines.append(f"      {rep['unjudged_reason']}")
+        lines.append("")
+        lines.append("knee cave: how far the knee moved inside the ankle, in leg lengths (+ = inward), "
+                     "and where it peaked (des/bot/asc)")
+    for summary in result.sets:
+        lines.append("")
+        load = summary["load"]
+        load_text = f" at {load['value']:g} {load['units']}" if load else ""
+        if load and load.get("percent_1rm"):
+            load_text += f" ({load['percent_1rm']:.0f}% of max)"
+        lines.append(f"Set{load_text}: {summary['reps']} reps, {summary['clean_reps']} clean")
+        if summary["worst_rep"]:
+            lines.append(f"  worst rep: {summary['worst_rep']}")
+        if summary["weaker_side"]:
+            lines.append(f"  weaker side: {summary['weaker_side']}")
+        if summary["velocity_loss_pct"] is not None:
+            lines.append(f"  velocity loss: {summary['velocity_loss_pct']:.0f}%")
+        for text in summary["remarks"] + summary["cues"]:
+            lines.append(f"  - {text}")
+        lines.append(f"  next time: {summary['advice']['text']}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args, config) -> int:
+    from .evaluation import score_clip, totals
+    from .recording import analyze_recording
+
+    folder = Path(args.footage)
+    try:
+        labels = json.loads((folder / "labels.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{folder / 'labels.json'} is missing or not valid JSON ({exc}).") from None
+    interpreter = _interpreter(args, config)
+    scores = []
+    for label in labels:
+        if not label.get("usable", True) and not args.all:
+            continue
+        try:
+            result = analyze_recording(folder / label["clip"], interpreter, exercise=label["exercise"],
+                                       settings=config.analysis)
+            scores.append(score_clip(label, result.reps))
+        except SourceError as exc:
+            score = score_clip(label, [])
+            score.error = str(exc)
+            scores.append(score)
+        if not args.json:
+            print(f"  analysed {label['clip']}", file=sys.stderr)
+    summary = totals(scores)
+    if args.json:
+        print(json.dumps({"clips": [s.as_dict() for s in scores], "total": summary}, indent=2))
+    else:
+        print(format_eval(scores, summary))
+    return 0
+
+
+def _pct(x) -> str:
+    return "  -  " if x is None else f"{x:5.2f}"
+
+
+def format_eval(scores, summary) -> str:
+    lines = ["| clip | view | reps labelled | found | exact | cave TP/FP/FN/TN (L) | cave TP/FP/FN/TN (R) |",
+             "|---|---|---|---|---|---|---|"]
+    for s in scores:
+        cells = [f"{t.tp}/{t.fp}/{t.fn}/{t.tn}" + (f" ({t.unjudged} unjudged)" if t.unjudged else "")
+                 for t in s.cave.values()]
+        lines.append(f"| {s.clip} | {s.view.split(' ')[0]} | {s.reps_labelled} | {s.reps_found} | "
+                     f"{'yes' if s.count_exact else 'NO'} | {cells[0]} | {cells[1]} |")
+    lines.append("")
+    lines.append(f"Rep counts exact on {summary['clips_count_exact']} of {summary['clips']} clips; "
+                 f"{summary['reps_matched']} of {summary['reps_labelled']} labelled reps found, "
+                 f"{summary['reps_found'] - summary['reps_matched']} extra.")
+    lines.append("")
+    lines.append("| knee cave | TP | FP | FN | TN | unjudged | precision | recall | F1 |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for leg, t in summary["cave"].items():
+        lines.append(f"| {leg} | {t['tp']} | {t['fp']} | {t['fn']} | {t['tn']} | {t['unjudged']} | "
+                     f"{_pct(t['precision'])} | {_pct(t['recall'])} | {_pct(t['f1'])} |")
+    return "\n".join(lines)
+
+
+def cmd_models(args, config) -> int:
+    from . import models
+
+    if args.action == "fetch":
+        path = models.fetch(Path(args.source) if args.source else None)
+        print(f"Model ready: {path}")
+    else:
+        path = models.find_model(args.model or config.model.path or None)
+        print(f"Model OK: {path}")
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.total = 0
+        self._last = -1
+
+    def update(self, n: int) -> None:
+        if not self.total:
+            return
+        percent = min(100, 100 * n // self.total)
+        if percent != self._last:
+            self._last = percent
+            bar = "#" * (percent // 4)
+            self.stream.write(f"\r  [{bar:<25}] {percent:3d}%  frame {n}/{self.total}")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self._last >= 0:
+            self.stream.write("\n")
+
+
+COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return COMMANDS[args.command](args, config)
+    except EXPECTED_ERRORS as exc:
+        print(f"rackwatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,262 @@
+"""Judging reps and sets: how bad was the knee cave, given the load, and what to do next time.
+
+The measure behind every verdict is **knee cave**: how far the knee has moved inside the ankle below it,
+compared with the lifter's own standing posture, in units of their leg length, taken at its worst moment of the
+rep (the 90th percentile of the rep's frames, so that one bad frame of the model is not a verdict). A knee that
+tracks over or outside the toes gives zero or less; a knee that caves gives a positive number. The knee is
+compared with the foot below it, not with the hip, because that is what coaches look at and because it survives
+the foreshortened thighs of a front view at the bottom (see docs/valgus.md for the measurements behind the
+default thresholds).
+
+Load changes the verdict, not the measurement:
+
+- near a true max (``near_max_percent`` of the one-rep max and up) a cave is judged one step milder and shown as
+  a *note*: a small wobble on a max attempt is expected;
+- at working loads (up to ``working_max_percent``) a cave that repeats on the same leg within a set is judged one
+  step harsher: consistent cave at 75-85 % of max is the pattern to fix;
+- with no load or no one-rep max entered the measurement is judged as it is.
+
+Pure code: reps in, event dicts out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import events
+from .events import SEVERITIES, severity_rank
+from .reps import LEGS, Rep
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    minor_cave: float = 0.04
+    """Knee cave (leg lengths) from which a rep is marked ``minor``."""
+    moderate_cave: float = 0.07
+    severe_cave: float = 0.12
+    min_view_width: float = 0.18
+    """Standing hip width ÷ hip height below this means the camera looks at the lifter too far from the side."""
+    near_max_percent: float = 90.0
+    working_max_percent: float = 85.0
+    wide_stance_ratio: float = 1.9
+    """Ankle gap ÷ shoulder gap above this is a very wide stance (about twice shoulder width)."""
+    hip_shift_limit: float = 0.05
+    """Sideways hip shift at the bottom (leg lengths) worth a remark."""
+    velocity_loss_limit: float = 25.0
+    """Percent drop in ascent speed from the best early rep to the last, worth a remark."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the lifter entered at the rack."""
+
+    value: float | None = None
+    units: str = "kg"
+    one_rm: float | None = None
+
+    @property
+    def percent(self) -> float | None:
+        if self.value is None or not self.one_rm:
+            return None
+        return 100.0 * self.value / self.one_rm
+
+    def info(self) -> dict | None:
+        return events.load_info(self.value, self.units, self.one_rm)
+
+    @property
+    def step(self) -> float:
+        """The usual smallest jump: a pair of 1.25 kg or 2.5 lb plates."""
+        return 2.5 if self.units == "kg" else 5.0
+
+
+def _peak(values: list[float]) -> tuple[float, int] | None:
+    """The 90th percentile of a leg's values and the index of the frame nearest it."""
+    finite = [(v, i) for i, v in enumerate(values) if v is not None]
+    if len(finite) < 3:
+        return None
+    p90 = float(np.percentile([v for v, _ in finite], 90))
+    index = min(finite, key=lambda vi: abs(vi[0] - p90))[1]
+    return p90, index
+
+
+def measure_leg(rep: Rep, side: str) -> dict | None:
+    """The valgus numbers of one leg over one rep, before any judgement; ``None`` if the leg was not seen."""
+    legs = [s.legs[side] for s in rep.samples]
+    peak = _peak([leg.knee_inside_ankle if leg else None for leg in legs])
+    if peak is None:
+        return None
+    cave, index = peak
+    fppa = _peak([leg.fppa_change if leg else None for leg in legs])
+    shift = _peak([leg.medial_shift if leg else None for leg in legs])
+    return {"cave": round(cave, 3), "peak_phase": rep.phase_of[index],
+            "fppa_change_deg": None if fppa is None else round(fppa[0], 1),
+            "medial_shift": None if shift is None else round(shift[0], 3)}
+
+
+def grade(cave: float, settings: JudgeSettings) -> str:
+    """Severity of a measured cave, before the load is considered."""
+    if cave >= settings.severe_cave:
+        return "severe"
+    if cave >= settings.moderate_cave:
+        return "moderate"
+    if cave >= settings.minor_cave:
+        return "minor"
+    return "none"
+
+
+def _shift(severity: str, steps: int) -> str:
+    return SEVERITIES[min(max(severity_rank(severity) + steps, 0), len(SEVERITIES) - 1)]
+
+
+OFF_AXIS = ("The camera sees the lifter too far from the side to judge the knees; "
+            "mount it square to the front of the rack.")
+
+
+def view_is_frontal(rep: Rep, settings: JudgeSettings) -> bool:
+    """Whether the camera sees the lifter square enough to judge knee cave at all."""
+    cal = rep.calibration
+    return bool(cal.hip_width) and cal.hip_width / cal.hip_height >= settings.min_view_width
+
+
+@dataclass
+class SetJudge:
+    """Judges the reps of one set as they come, and sums the set up at the end.
+
+    Make a new one for every set: the load belongs to the set, and so does the memory of which leg caved.
+    """
+
+    rack: str | None
+    exercise: str = "squat"
+    load: Load = field(default_factory=Load)
+    settings: JudgeSettings = field(default_factory=JudgeSettings)
+    set_id: str = field(default_factory=events.new_id)
+    reps: list[dict] = field(default_factory=list)
+    _caved_before: dict = field(default_factory=lambda: {leg: False for leg in LEGS})
+
+    def judge(self, rep: Rep) -> dict:
+        """The rep event for ``rep``, the next rep of this set."""
+        s = self.settings
+        working = "both"
+        judged_legs = list(LEGS)
+        if self.exercise == "single-leg":
+            working = rep.working_leg() or "left"
+            judged_legs = [working]
+        frontal = view_is_frontal(rep, s)
+        percent = self.load.percent
+        valgus: dict[str, dict | None] = {}
+        for side in LEGS:
+            numbers = measure_leg(rep, side) if side in judged_legs else None
+            if numbers is None:
+                valgus[side] = None
+                continue
+            if not frontal:
+                valgus[side] = None
+                continue
+            measured = grade(numbers["cave"], s)
+            severity = measured
+            if measured != "none" and percent is not None:
+                if percent >= s.near_max_percent:
+                    severity = _shift(measured, -1)
+                elif percent <= s.working_max_percent and self._caved_before[side]:
+                    severity = _shift(measured, +1)
+            self._caved_before[side] = self._caved_before[side] or measured != "none"
+            valgus[side] = {**numbers, "severity": severity, "measured": measured}
+        judged = [v for v in valgus.values() if v and v["severity"] is not None]
+        severity = max((v["severity"] for v in judged), key=severity_rank, default="none")
+        measured = max((v["measured"] for v in judged), key=severity_rank, default="none")
+        if severity_rank(severity) >= severity_rank("moderate"):
+            verdict = "cave"
+        elif severity_rank(measured) >= severity_rank("moderate"):
+            verdict = "note"
+        else:
+            verdict = "clean"
+        shifts = [smp.hip_shift for smp, phase in zip(rep.samples, rep.phase_of)
+                  if phase == "bottom" and smp.hip_shift is not None]
+        event = events.rep_event(
+            self.rack, set_id=self.set_id, rep=len(self.reps) + 1, exercise=self.exercise, working_leg=working,
+            t_start=rep.t_start, t_bottom=rep.t_bottom, t_end=rep.t_end, load=self.load.info(), valgus=valgus,
+            severity=severity if judged else None, verdict=verdict if judged else "unjudged", depth=rep.depth,
+            descent_s=rep.descent_s, ascent_s=rep.ascent_s, ascent_speed=rep.ascent_speed,
+            stance_ratio=rep.calibration.stance_ratio, hip_shift=float(np.median(shifts)) if shifts else None,
+            unjudged_reason=None if frontal else OFF_AXIS)
+        self.reps.append(event)
+        return event
+
+    def summary(self) -> dict | None:
+        """The set event, or ``None`` for a set without reps."""
+        if not self.reps:
+            return None
+        s = self.settings
+        reps = self.reps
+        clean = [r for r in reps if r["verdict"] == "clean"]
+        cave_by_rep = [max((v["cave"] for v in r["valgus"].values() if v), default=None) for r in reps]
+        worst = None
+        if any(r["verdict"] in ("cave", "note") for r in reps):
+            worst = reps[int(np.nanargmax([np.nan if c is None else c for c in cave_by_rep]))]["rep"]
+        caving = [r["rep"] for r in reps if r["verdict"] in ("cave", "note")]
+        onset = caving[0] if caving else None
+        weaker = _weaker_side(reps)
+        speeds = [r["ascent_speed"] for r in reps]
+        velocity_loss = None
+        if len(speeds) >= 3 and max(speeds[:2]) > 0:
+            velocity_loss = max(0.0, 100.0 * (1 - speeds[-1] / max(speeds[:2])))
+        remarks, cues = [], []
+        stance = reps[0]["stance_ratio"]
+        if stance is not None and stance > s.wide_stance_ratio:
+            remarks.append(f"Very wide stance (feet about {stance:.1f}x shoulder width): that asks a lot of the hips; "
+                           "try bringing the feet in a little.")
+        shifts = [r["hip_shift"] for r in reps if r["hip_shift"] is not None]
+        # On one leg the hips must move over the standing foot: a shift is only worth a word on two.
+        if shifts and self.exercise == "squat" and abs(float(np.median(shifts))) > s.hip_shift_limit:
+            toward = "left" if np.median(shifts) > 0 else "right"
+            remarks.append(f"Hips drift toward the {toward} at the bottom: a sign of tired or weak hip stabilisers.")
+        if velocity_loss is not None and velocity_loss > s.velocity_loss_limit:
+            remarks.append(f"The last rep came up {velocity_loss:.0f}% slower than the first ones: fatigue is setting in.")
+        if onset is not None and onset > 1 and len(reps) >= 4 and onset > len(reps) / 2:
+            remarks.append(f"Knees held until rep {onset}, then started to cave: fatigue, not technique, is the limit.")
+        if caving:
+            cues.append("Spread the floor with your feet and keep the knees pointing where the toes point.")
+            cues.append("Add side-lying or banded hip abduction and single-leg squats to your warm-up.")
+        if weaker:
+            cues.append(f"Your {weaker} knee caves more: add extra single-leg work on the {weaker} side.")
+        advice = _advice(reps, self.load)
+        return events.set_event(self.rack, set_id=self.set_id, exercise=self.exercise, load=self.load.info(),
+                                reps=len(reps), clean_reps=len(clean), worst_rep=worst, cave_onset_rep=onset,
+                                weaker_side=weaker, velocity_loss_pct=velocity_loss, remarks=remarks, cues=cues,
+                                advice=advice)
+
+
+def _weaker_side(reps: list[dict]) -> str | None:
+    """The leg that caves clearly more over the set, if any."""
+    means = {}
+    for side in LEGS:
+        caves = [r["valgus"][side]["cave"] for r in reps if r["valgus"][side]]
+        if caves:
+            means[side] = float(np.mean(caves))
+    if len(means) < 2:
+        return None
+    side = max(means, key=means.get)
+    other = "left" if side == "right" else "right"
+    caves_often = sum(1 for r in reps if r["valgus"][side] and r["valgus"][side]["measured"] != "none")
+    return side if means[side] - means[other] > 0.03 and caves_often >= 1 else None
+
+
+def _advice(reps: list[dict], load: Load) -> dict:
+    verdicts = [r["verdict"] for r in reps]
+    severe = any(r["severity"] == "severe" for r in reps)
+    caves = verdicts.count("cave")
+    value = load.value
+    if caves == 0 and verdicts.count("note") == 0 and "unjudged" not in verdicts:
+        next_load = None if value is None else value + load.step
+        text = ("Every rep clean. After three clean sets at this load, add "
+                f"{load.step:g}-{2 * load.step:g} {load.units} next time.")
+        return {"action": "add", "next_load": next_load, "text": text}
+    if severe or caves >= 2:
+        next_load = None if value is None else max(0.0, round(value * 0.9 / load.step) * load.step)
+        return {"action": "reduce", "next_load": next_load,
+                "text": "The knees caved badly or on more than one rep: drop about 10% and rebuild clean reps "
+                        "before adding weight."}
+    return {"action": "hold", "next_load": value,
+            "text": "The knees wobbled: stay at this load until every rep of every set is clean."}

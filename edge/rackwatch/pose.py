@@ -1,0 +1,195 @@
+"""Body keypoints from a frame: MoveNet SinglePose Lightning (int8) on LiteRT, with a crop that follows the lifter.
+
+MoveNet sees a 192×192 square. Squeezing a whole 1080p frame into it leaves the lifter a few dozen pixels tall,
+so, as in TensorFlow's Raspberry Pi example, each frame is cropped around where the lifter was in the previous
+frame. The crop is sized from the torso *and* the limbs (a wide stance or raised arms are never clipped), and
+falls back to the whole frame whenever the lifter is lost, so that someone who walks off and comes back is
+found again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+KEYPOINT_NAMES = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+KP = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+INPUT_SIZE = 192
+
+# A joint scored below this is treated as missing, never as a position (MoveNet's own examples use 0.2-0.3).
+DEFAULT_MIN_SCORE = 0.3
+
+
+class PoseError(RuntimeError):
+    """The model could not be loaded or run; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Pose:
+    """17 COCO keypoints in image pixels: ``xy[i] = (x, y)``, ``score[i]`` in 0..1."""
+
+    xy: np.ndarray
+    score: np.ndarray
+
+    def visible(self, min_score: float = DEFAULT_MIN_SCORE) -> np.ndarray:
+        return self.score >= min_score
+
+    def point(self, name: str, min_score: float = DEFAULT_MIN_SCORE) -> np.ndarray | None:
+        """The joint's (x, y), or ``None`` when the model is not confident about it."""
+        i = KP[name]
+        return self.xy[i] if self.score[i] >= min_score else None
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A square region of the frame, in pixels; it may reach past the edges (the outside is black)."""
+
+    x0: float
+    y0: float
+    size: float
+
+    @classmethod
+    def whole(cls, width: int, height: int) -> "Crop":
+        """The whole frame, padded to a square about its centre."""
+        size = float(max(width, height))
+        return cls((width - size) / 2, (height - size) / 2, size)
+
+
+class Interpreter(Protocol):
+    """The seam over the TFLite interpreter: the part of its API this module uses."""
+
+    def allocate_tensors(self) -> None: ...
+    def get_input_details(self) -> list[dict]: ...
+    def get_output_details(self) -> list[dict]: ...
+    def set_tensor(self, index: int, value: np.ndarray) -> None: ...
+    def invoke(self) -> None: ...
+    def get_tensor(self, index: int) -> np.ndarray: ...
+
+
+def available_runtimes() -> list[str]:
+    """The LiteRT runtimes importable here, preferred first."""
+    found = []
+    for name in ("ai_edge_litert", "tflite_runtime"):
+        try:
+            __import__(f"{name}.interpreter")
+            found.append(name)
+        except ImportError:
+            pass
+    return found
+
+
+def load_interpreter(model_path: Path, threads: int | None = None, runtime: str | None = None) -> Interpreter:
+    """A ready interpreter for ``model_path``: ``ai_edge_litert`` if installed, else ``tflite_runtime``.
+
+    ``threads`` defaults to every core: MoveNet's convolutions scale well to the Pi's four.
+    """
+    runtimes = [runtime] if runtime else available_runtimes()
+    if not runtimes:
+        raise PoseError("No TFLite runtime is installed. Install one with: pip install ai-edge-litert "
+                        "(or, on older systems, pip install tflite-runtime).")
+    name = runtimes[0]
+    try:
+        module = __import__(f"{name}.interpreter", fromlist=["Interpreter"])
+    except ImportError as exc:
+        raise PoseError(f"The runtime {name!r} is not installed ({exc}).") from exc
+    try:
+        interpreter = module.Interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count() or 1)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise PoseError(f"{model_path} is not a usable TFLite model ({exc}). "
+                        "Fetch a fresh copy with: rackwatch models fetch") from exc
+    return interpreter
+
+
+class PoseEstimator:
+    """Runs MoveNet on frames of one camera, following the lifter from frame to frame.
+
+    Keep one estimator per camera: it remembers where the lifter was. Call :meth:`reset` when the scene changes
+    (a new recording).
+    """
+
+    def __init__(self, interpreter: Interpreter, min_score: float = DEFAULT_MIN_SCORE, bgr_frames: bool = True):
+        self._interpreter = interpreter
+        inp = interpreter.get_input_details()[0]
+        self._input_index = inp["index"]
+        self._input_dtype = inp["dtype"]
+        self._output_index = interpreter.get_output_details()[0]["index"]
+        self._input = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=self._input_dtype)
+        self.min_score = min_score
+        self.bgr_frames = bgr_frames
+        self._crop: Crop | None = None
+
+    def reset(self) -> None:
+        self._crop = None
+
+    @property
+    def crop(self) -> Crop | None:
+        """The region the next frame will be cropped to (``None``: the whole frame)."""
+        return self._crop
+
+    def estimate(self, frame: np.ndarray) -> Pose:
+        """Keypoints of the lifter in ``frame``: an H×W×3 uint8 array, BGR unless ``bgr_frames`` is False.
+
+        BGR is what OpenCV decodes and what Picamera2's ``RGB888`` format holds in memory, so no source has
+        to convert whole frames.
+        """
+        height, width = frame.shape[:2]
+        crop = self._crop or Crop.whole(width, height)
+        self.prepare(frame, crop)
+        pose = self.infer(crop)
+        self._crop = next_crop(pose, width, height, self.min_score)
+        return pose
+
+    def prepare(self, frame: np.ndarray, crop: Crop) -> None:
+        """Cut ``crop`` out of ``frame`` and scale it into the model's input tensor (no copy besides that)."""
+        import cv2  # imported here so that the pure parts of rackwatch never need OpenCV
+
+        scale = INPUT_SIZE / crop.size
+        matrix = np.array([[scale, 0.0, -crop.x0 * scale], [0.0, scale, -crop.y0 * scale]], dtype=np.float32)
+        # One warp does crop, scale and black padding at once, writing straight into the input tensor.
+        cv2.warpAffine(frame, matrix, (INPUT_SIZE, INPUT_SIZE), dst=self._input[0],
+                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if self.bgr_frames:
+            # Swapping channels on 192x192 pixels is far cheaper than converting the full frame.
+            self._input[0] = self._input[0, :, :, ::-1]
+
+    def infer(self, crop: Crop) -> Pose:
+        """Run the model on the prepared input; keypoints mapped back to frame pixels."""
+        self._interpreter.set_tensor(self._input_index, self._input)
+        self._interpreter.invoke()
+        raw = self._interpreter.get_tensor(self._output_index)[0, 0]  # 17 × (y, x, score), 0..1 in the crop
+        xy = np.empty((17, 2), dtype=np.float32)
+        xy[:, 0] = crop.x0 + raw[:, 1] * crop.size
+        xy[:, 1] = crop.y0 + raw[:, 0] * crop.size
+        return Pose(xy=xy, score=raw[:, 2].astype(np.float32))
+
+
+_TORSO = [KP["left_shoulder"], KP["right_shoulder"], KP["left_hip"], KP["right_hip"]]
+
+
+def next_crop(pose: Pose, width: int, height: int, min_score: float = DEFAULT_MIN_SCORE) -> Crop | None:
+    """Where to look in the next frame, or ``None`` (the whole frame) when the lifter is not clearly there.
+
+    The square is centred on the hips and big enough for every confident joint with a margin, and for the
+    torso scaled up, so that a body half-found in this frame is still inside the next crop.
+    """
+    visible = pose.score >= min_score
+    hips = [KP["left_hip"], KP["right_hip"]]
+    if not visible[hips].all() or visible.sum() < 8:
+        return None
+    center = pose.xy[hips].mean(axis=0)
+    torso = [i for i in _TORSO if visible[i]]
+    torso_reach = np.abs(pose.xy[torso] - center).max()
+    body_reach = np.abs(pose.xy[visible] - center).max()
+    half = max(torso_reach * 1.9, body_reach * 1.25)
+    # Never smaller than a quarter of the frame (MoveNet is poor on tiny, blurry crops) nor bigger than the frame.
+    half = float(np.clip(half, max(width, height) / 8, max(width, height) / 2))
+    return Crop(float(center[0] - half), float(center[1] - half), 2 * half)

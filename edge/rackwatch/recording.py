@@ -1,0 +1,67 @@
+"""Analysing a recording end to end: frames → poses → events, every frame, in order.
+
+Used by ``rackwatch analyze`` and ``rackwatch eval``. The same file always gives the same events (apart from
+their ids and wall-clock times).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .analysis import AnalysisSettings, LiftAnalyzer
+from .camera import Frame, SourceError, open_source, prefetched
+from .judge import Load
+from .pose import Interpreter, Pose, PoseEstimator
+
+
+class NobodyThere(SourceError):
+    """The recording was read, but nobody was ever seen in it."""
+
+
+@dataclass
+class RecordingResult:
+    events: list[dict]
+    frames: int
+    fps: float
+    frames_with_lifter: int
+
+    @property
+    def reps(self) -> list[dict]:
+        return [e for e in self.events if e["type"] == "rep"]
+
+    @property
+    def sets(self) -> list[dict]:
+        return [e for e in self.events if e["type"] == "set"]
+
+
+def analyze_recording(path: str | Path, interpreter: Interpreter, *, exercise: str = "squat", load: Load = Load(),
+                      settings: AnalysisSettings = AnalysisSettings(), rack: str | None = None,
+                      on_frame: Callable[[Frame, Pose, list[dict]], None] | None = None) -> RecordingResult:
+    """Run the whole pipeline over one recording.
+
+    ``on_frame`` (optional) sees every frame with its pose and the events it caused: the progress bar and the
+    overlay writer hang off it.
+    """
+    source = open_source(path)
+    estimator = PoseEstimator(interpreter, settings.min_score)
+    analyzer = LiftAnalyzer(rack=rack, exercise=exercise, load=load, settings=settings)
+    out: list[dict] = []
+    seen = frames = 0
+    try:
+        for frame in prefetched(source.frames()):
+            pose = estimator.estimate(frame.image)
+            new = analyzer.update(frame.t, pose, frame.image.shape[0])
+            out += new
+            frames += 1
+            seen += analyzer.lifter_seen
+            if on_frame:
+                on_frame(frame, pose, new)
+    finally:
+        source.close()
+    out += analyzer.finish()
+    if seen == 0:
+        raise NobodyThere(f"Nobody was found in {path}: the lifter's hips, knees and ankles must be in view. "
+                          "Check that the recording shows a person from the front, head to feet.")
+    return RecordingResult(events=out, frames=frames, fps=source.fps, frames_with_lifter=seen)

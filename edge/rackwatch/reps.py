@@ -1,0 +1,429 @@
+"""The rep tracker: squat geometry over time becomes reps.
+
+How it works, in the order things happen at the rack:
+
+1. **Calibration.** While the lifter stands still and upright for a moment, the tracker records their standing
+   posture: hip height, each leg's length and each knee's natural alignment. Every later measure is a change from
+   that posture, in units of the lifter's own leg length, so people with naturally close or wide knees, tall or
+   short, near or far from the camera, are judged alike. It recalibrates whenever the lifter stands still again
+   (between reps), which also follows a camera that zooms. Frames seen before the first calibration are kept and
+   replayed once it exists, so a rep that starts with the recording is not lost.
+2. **Reps.** *Depth* is the share of the standing hip height the lifter has sunk. A rep starts when depth passes
+   ``start_depth``, and ends when the lifter is back within ``end_depth`` of standing. Only then is it judged
+   real: deep enough, neither too quick nor too slow, feet planted, torso up (not bending over to pick up a
+   plate), the same person throughout, and no long gap in the joints.
+3. **Phases.** Within a finished rep, frames at ≥ 90 % of the rep's greatest depth are the *bottom*; before that
+   is the *descent*, after it the *ascent*.
+
+Pure code: frames in, :class:`Rep` objects out. No clock, no camera, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import geometry
+
+LEGS = ("left", "right")
+
+
+@dataclass(frozen=True)
+class RepSettings:
+    start_depth: float = 0.10
+    """Sinking this share of standing hip height starts a rep."""
+    end_depth: float = 0.06
+    """Back within this share of standing, the rep is over."""
+    min_depth: float = 0.18
+    """A rep must reach at least this depth to count."""
+    min_rep_s: float = 0.6
+    max_rep_s: float = 12.0
+    still_s: float = 0.4
+    """How long the lifter must hold still to (re)calibrate."""
+    still_tolerance: float = 0.04
+    """Hip height may wander by this share of itself and still count as still."""
+    upright_ratio: float = 1.55
+    """Standing means hip height ≥ this many shank lengths (a deep squat is near 1)."""
+    max_gap_s: float = 1.0
+    """A rep survives missing joints for this long (the model often loses knees at the bottom of a side view)."""
+    max_feet_drift: float = 0.35
+    """Ankles may slide this many leg lengths during a rep (a walk is far more)."""
+    max_jump: float = 0.5
+    """A hip jump of this many leg lengths in one frame means the model found someone else."""
+    min_torso_share: float = 0.35
+    """At the bottom, shoulders stay at least this share of their standing height above the hips."""
+    pre_calibration_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The lifter's standing posture."""
+
+    t: float
+    hip_height: float
+    leg_length: dict[str, float]
+    knee_medial: dict[str, float]
+    knee_over_ankle: dict[str, float]
+    fppa: dict[str, float]
+    knee_ankle_ratio: float | None
+    torso_height: float | None
+    stance_ratio: float | None
+    hip_width: float | None
+    hip_over_feet: float | None
+
+
+@dataclass(frozen=True)
+class LegSample:
+    """One leg in one frame, as change from standing (leg lengths and degrees; + = toward the midline)."""
+
+    medial_shift: float
+    """Knee's distance from the hip-ankle line."""
+    knee_inside_ankle: float
+    """Knee's horizontal distance inside the ankle."""
+    fppa_change: float
+    on_floor: bool
+    """The ankle is as low as the lower of the two (the standing leg of a single-leg squat)."""
+    ankle: tuple[float, float]
+    """Where the ankle is, in leg lengths from the image origin (to see which foot stays planted)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One frame of a rep."""
+
+    t: float
+    depth: float
+    legs: dict[str, LegSample | None]
+    knee_ankle_drop: float | None
+    """How much the knee-gap ÷ ankle-gap ratio fell below standing."""
+    stance_ratio: float | None
+    hip_shift: float | None
+    """Hip centre's sideways move from standing, in leg lengths, + toward the lifter's left."""
+    hip_tilt_deg: float | None
+
+
+@dataclass
+class Rep:
+    """A finished, real rep, with every frame of it."""
+
+    t_start: float
+    t_end: float
+    samples: list[Sample]
+    calibration: Calibration
+    phase_of: list[str] = field(default_factory=list)
+
+    @property
+    def bottom_index(self) -> int:
+        return int(np.argmax([s.depth for s in self.samples]))
+
+    @property
+    def t_bottom(self) -> float:
+        """The middle of the lowest stretch (within 5 % of the greatest depth): a paused bottom's centre."""
+        depths = np.array([s.depth for s in self.samples])
+        i = first = last = self.bottom_index
+        while first > 0 and depths[first - 1] >= 0.95 * depths[i]:
+            first -= 1
+        while last < len(depths) - 1 and depths[last + 1] >= 0.95 * depths[i]:
+            last += 1
+        return (self.samples[first].t + self.samples[last].t) / 2
+
+    @property
+    def depth(self) -> float:
+        return self.samples[self.bottom_index].depth
+
+    @property
+    def descent_s(self) -> float:
+        return self.t_bottom - self.t_start
+
+    @property
+    def ascent_s(self) -> float:
+        return self.t_end - self.t_bottom
+
+    @property
+    def ascent_speed(self) -> float:
+        """Mean rising speed from the bottom, in standing hip heights per second (for velocity loss)."""
+        return self.depth / self.ascent_s if self.ascent_s > 0 else 0.0
+
+    def working_leg(self) -> str | None:
+        """The leg a single-leg squat stands on: the one whose foot stays planted while the other moves.
+
+        The free leg travels during the rep whichever way it is held (lifted behind, swung forward, slid out to
+        the side); the standing foot does not.
+        """
+        travel = {}
+        for leg in LEGS:
+            ankles = np.array([s.legs[leg].ankle for s in self.samples if s.legs[leg]])
+            if len(ankles) >= 3:
+                spread = np.percentile(ankles, 90, axis=0) - np.percentile(ankles, 10, axis=0)
+                travel[leg] = float(np.hypot(*spread))
+        if len(travel) < 2:
+            return next(iter(travel), None)
+        return min(travel, key=travel.get)
+
+
+@dataclass
+class _Pending:
+    t_start: float
+    samples: list[Sample] = field(default_factory=list)
+    ankles_start: np.ndarray | None = None
+    feet_drift: float = 0.0
+    max_depth: float = 0.0
+    torso_ok: bool = True
+    last_seen: float = 0.0
+
+
+class RepTracker:
+    """Feed :meth:`update` one frame at a time; it returns the reps that the frame completes.
+
+    ``phase`` and ``lifter_seen`` describe the present moment, for the rack's live state.
+    """
+
+    def __init__(self, settings: RepSettings = RepSettings()):
+        self.settings = settings
+        self.calibration: Calibration | None = None
+        self.phase = "standing"
+        self.lifter_seen = False
+        self._still: deque[tuple[float, geometry.Frame, float]] = deque()
+        self._before_calibration: deque[tuple[float, geometry.Frame, float | None]] = deque()
+        self._rep: _Pending | None = None
+        self._armed = False  # a rep may only start from standing
+        self._last_hip: np.ndarray | None = None
+        self._recent_heights: deque[float] = deque(maxlen=5)
+
+    # -- public ---------------------------------------------------------------------------------------------
+
+    def update(self, t: float, frame: geometry.Frame) -> list[Rep]:
+        height = self._steady(_hip_height(frame))
+        self.lifter_seen = height is not None
+        if self.calibration is None:
+            self._before_calibration.append((t, frame, height))
+            while t - self._before_calibration[0][0] > self.settings.pre_calibration_s:
+                self._before_calibration.popleft()
+            if self._try_calibrate(t, frame, height):
+                return self._replay()
+            return []
+        self._try_calibrate(t, frame, height)
+        return self._track(t, frame, height)
+
+    def finish(self) -> list[Rep]:
+        """The recording ended: a rep still under way is incomplete and is not counted.
+
+        A short recording may end before the lifter ever stood still long enough to calibrate; then the most
+        upright frames seen stand in for the calibration, and the reps found with it are returned.
+        """
+        reps: list[Rep] = []
+        if self.calibration is None and self._before_calibration:
+            upright = [(t, f, h) for t, f, h in self._before_calibration
+                       if h is not None and (s := _shank(f)) and h >= self.settings.upright_ratio * s]
+            if upright:
+                tallest = max(h for _, _, h in upright)
+                frames = [f for _, f, h in upright if h >= (1 - self.settings.still_tolerance) * tallest]
+                self.calibration = _calibrate(upright[-1][0], frames, float(np.median([
+                    h for _, _, h in upright if h >= (1 - self.settings.still_tolerance) * tallest])), None)
+                reps = self._replay()
+        self._rep = None
+        self.phase = "standing"
+        return reps
+
+    def _steady(self, height: float | None) -> float | None:
+        """Hip height with one- and two-frame glitches of the model removed (a running median of five)."""
+        if height is None:
+            return None
+        self._recent_heights.append(height)
+        return float(np.median(self._recent_heights))
+
+    # -- calibration ----------------------------------------------------------------------------------------
+
+    def _try_calibrate(self, t: float, frame: geometry.Frame, height: float | None) -> bool:
+        s = self.settings
+        shank = _shank(frame)
+        if height is None or shank is None or height < s.upright_ratio * shank or self._rep is not None:
+            self._still.clear()
+            return False
+        self._still.append((t, frame, height))
+        heights = [h for _, _, h in self._still]
+        while len(heights) > 1 and (max(heights) - min(heights)) > s.still_tolerance * max(heights):
+            self._still.popleft()
+            heights = heights[1:]
+        if t - self._still[0][0] < s.still_s:
+            return False
+        frames = [f for _, f, _ in self._still]
+        self.calibration = _calibrate(t, frames, float(np.median(heights)), self.calibration)
+        return True
+
+    def _replay(self) -> list[Rep]:
+        frames, self._before_calibration = list(self._before_calibration), deque()
+        done: list[Rep] = []
+        first_depth = None
+        for t, frame, height in frames:
+            if first_depth is None and height is not None:
+                first_depth = 1 - height / self.calibration.hip_height
+                # A recording that opens with the lifter only slightly bent counts as opening at the start
+                # of a rep; one that opens deep in a squat does not (that rep's descent was never seen).
+                self._armed = first_depth < self.settings.min_depth
+            done += self._track(t, frame, height)
+        return done
+
+    # -- rep detection --------------------------------------------------------------------------------------
+
+    def _track(self, t: float, frame: geometry.Frame, height: float | None) -> list[Rep]:
+        s, cal = self.settings, self.calibration
+        rep = self._rep
+        if height is None or not self._same_person(t, frame):
+            if rep is not None and t - rep.last_seen > s.max_gap_s:
+                self._abandon()
+            return []
+        depth = 1 - height / cal.hip_height
+        sample = _sample(t, depth, frame, cal)
+        if rep is None:
+            if depth < s.end_depth:
+                self._armed = True
+            if depth >= s.start_depth and self._armed:
+                self._rep = rep = _Pending(t_start=t, ankles_start=_ankles(frame))
+            else:
+                self.phase = "standing"
+                return []
+        rep.samples.append(sample)
+        rep.last_seen = t
+        rep.max_depth = max(rep.max_depth, depth)
+        ankles = _ankles(frame)
+        if ankles is not None and rep.ankles_start is not None:
+            drift = float(np.abs(ankles - rep.ankles_start).max()) / cal.hip_height
+            rep.feet_drift = max(rep.feet_drift, drift)
+        torso = _torso_height(frame)
+        if torso is not None and cal.torso_height and depth >= 0.9 * rep.max_depth:
+            rep.torso_ok = torso >= s.min_torso_share * cal.torso_height
+        self.phase = "descent" if depth >= 0.9 * rep.max_depth and depth > s.start_depth else "ascent"
+        if depth >= s.end_depth:
+            if t - rep.t_start > s.max_rep_s:
+                self._abandon()
+            return []
+        return self._close(t)
+
+    def _close(self, t: float) -> list[Rep]:
+        s, pending = self.settings, self._rep
+        self._rep = None
+        self.phase = "standing"
+        duration = t - pending.t_start
+        real = (pending.max_depth >= s.min_depth and s.min_rep_s <= duration <= s.max_rep_s
+                and pending.feet_drift <= s.max_feet_drift and pending.torso_ok)
+        if not real:
+            return []
+        rep = Rep(t_start=pending.t_start, t_end=t, samples=pending.samples, calibration=self.calibration)
+        rep.phase_of = _phases(rep.samples)
+        return [rep]
+
+    def _abandon(self) -> None:
+        self._rep = None
+        self._armed = False
+        self.phase = "standing"
+
+    def _same_person(self, t: float, frame: geometry.Frame) -> bool:
+        hip = frame.hip_center
+        previous, self._last_hip = self._last_hip, hip
+        if hip is None or previous is None or self.calibration is None:
+            return hip is not None
+        jump = float(np.hypot(*(hip - previous))) / self.calibration.hip_height
+        if jump > self.settings.max_jump:
+            self._abandon()
+            return False
+        return True
+
+
+# -- helpers (pure functions of one frame or of a calibration) --------------------------------------------------
+
+
+def _hip_height(frame: geometry.Frame) -> float | None:
+    """Lower ankle minus hip centre, vertically: the lower ankle is the foot on the floor in a single-leg squat."""
+    legs = [leg for leg in (frame.left, frame.right) if leg is not None]
+    if not legs:
+        return None
+    hip_y = frame.hip_center[1] if frame.hip_center is not None else np.mean([leg.hip[1] for leg in legs])
+    return float(max(leg.ankle[1] for leg in legs) - hip_y)
+
+
+def _shank(frame: geometry.Frame) -> float | None:
+    lengths = [float(np.hypot(*(leg.ankle - leg.knee))) for leg in (frame.left, frame.right) if leg is not None]
+    return max(lengths) if lengths else None
+
+
+def _ankles(frame: geometry.Frame) -> np.ndarray | None:
+    if frame.left is None or frame.right is None:
+        return None
+    return np.array([frame.left.ankle[0], frame.right.ankle[0]])
+
+
+def _torso_height(frame: geometry.Frame) -> float | None:
+    legs = [leg for leg in (frame.left, frame.right) if leg is not None]
+    shoulders = frame.shoulder_y
+    if not legs or shoulders is None:
+        return None
+    return float(np.mean([leg.hip[1] for leg in legs]) - shoulders)
+
+
+def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previous: Calibration | None) -> Calibration:
+    def per_leg(attr: str) -> dict[str, float]:
+        out = {}
+        for side in LEGS:
+            values = [getattr(f.leg(side), attr) for f in frames if f.leg(side) is not None]
+            if values:
+                out[side] = float(np.median(values))
+            elif previous is not None and side in getattr(previous, _CAL_FIELD[attr]):
+                out[side] = getattr(previous, _CAL_FIELD[attr])[side]
+        return out
+
+    def median(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return float(np.median(values)) if values else None
+
+    lengths = {}
+    for side in LEGS:
+        values = [float(np.hypot(*(f.leg(side).ankle - f.leg(side).hip))) for f in frames if f.leg(side)]
+        if values:
+            lengths[side] = float(np.median(values))
+    return Calibration(t=t, hip_height=hip_height, leg_length=lengths,
+                       knee_medial=per_leg("knee_medial_px"), knee_over_ankle=per_leg("knee_over_ankle_px"),
+                       fppa=per_leg("fppa_deg"),
+                       knee_ankle_ratio=median([f.knee_ankle_ratio for f in frames]),
+                       torso_height=median([_torso_height(f) for f in frames]),
+                       stance_ratio=median([f.stance_ratio for f in frames]),
+                       hip_width=median([f.hip_width_px for f in frames]),
+                       hip_over_feet=median([f.hip_over_feet_px for f in frames]))
+
+
+_CAL_FIELD = {"knee_medial_px": "knee_medial", "knee_over_ankle_px": "knee_over_ankle", "fppa_deg": "fppa"}
+
+
+def _sample(t: float, depth: float, frame: geometry.Frame, cal: Calibration) -> Sample:
+    legs: dict[str, LegSample | None] = {}
+    present = [leg for leg in (frame.left, frame.right) if leg is not None]
+    lowest = max(leg.ankle[1] for leg in present) if present else None
+    for side in LEGS:
+        leg = frame.leg(side)
+        if leg is None or side not in cal.knee_medial:
+            legs[side] = None
+            continue
+        length = cal.leg_length.get(side) or cal.hip_height
+        legs[side] = LegSample(
+            medial_shift=(leg.knee_medial_px - cal.knee_medial[side]) / length,
+            knee_inside_ankle=(leg.knee_over_ankle_px - cal.knee_over_ankle[side]) / length,
+            fppa_change=leg.fppa_deg - cal.fppa[side],
+            on_floor=lowest is not None and leg.ankle[1] >= lowest - 0.05 * length,
+            ankle=(float(leg.ankle[0]) / length, float(leg.ankle[1]) / length))
+    drop = None
+    if frame.knee_ankle_ratio is not None and cal.knee_ankle_ratio is not None:
+        drop = cal.knee_ankle_ratio - frame.knee_ankle_ratio
+    shift = None
+    if frame.hip_over_feet_px is not None and cal.hip_over_feet is not None:
+        shift = (frame.hip_over_feet_px - cal.hip_over_feet) / cal.hip_height
+    return Sample(t=t, depth=depth, legs=legs, knee_ankle_drop=drop, stance_ratio=frame.stance_ratio,
+                  hip_shift=shift, hip_tilt_deg=frame.hip_tilt_deg)
+
+
+def _phases(samples: list[Sample]) -> list[str]:
+    depths = np.array([s.depth for s in samples])
+    deep = np.flatnonzero(depths >= 0.9 * depths.max())
+    first, last = int(deep[0]), int(deep[-1])
+    return ["descent" if i < first else "ascent" if i > last else "bottom" for i in range(len(samples))]
