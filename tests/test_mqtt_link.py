@@ -340,12 +340,14 @@ def test_tls_with_the_gym_ca(tmp_path):
 
 def test_home_assistant_discovery_makes_the_rack_a_device(broker, tmp_path):
     settings = settings_for(broker, tmp_path, ha_discovery=True)
+    expected = {topic for topic, _ in discovery_configs(settings)}
+    first = Subscriber(broker, "homeassistant/#", client_id="first")
     link = RackLink(settings).start()
     try:
-        assert link.wait_connected(10)
-        expected = {topic for topic, _ in discovery_configs(settings)}
+        first.wait_for(lambda s: {m.topic for m in s.received()} >= expected, what="the discovery configs")
+        first.close()
         ha = Subscriber(broker, "homeassistant/#", client_id="ha")   # joins later: gets the retained configs
-        ha.wait_for(lambda s: {m.topic for m in s.received()} >= expected, what="the discovery configs")
+        ha.wait_for(lambda s: {m.topic for m in s.received()} >= expected, what="the retained configs")
         assert all(m.retain for m in ha.received())
         for message in ha.received():
             config = json.loads(message.payload)
