@@ -63,7 +63,8 @@ class MosquittoBroker:
     """One Mosquitto process with its own config, data and log in ``workdir``."""
 
     def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, acl: str | Path | None = None,
-                 persistence: bool = True, tls: dict[str, Path] | None = None, port: int | None = None):
+                 persistence: bool = True, tls: dict[str, Path] | None = None, port: int | None = None,
+                 config_text: str | None = None):
         if not Path(MOSQUITTO).exists():
             pytest.skip(f"Mosquitto is not installed at {MOSQUITTO}")
         self.workdir = Path(workdir)
@@ -78,7 +79,10 @@ class MosquittoBroker:
         self.log_path = self.workdir / "mosquitto.log"
         self.config_path = self.workdir / "mosquitto.conf"
         self.process: subprocess.Popen | None = None
-        self._write_config()
+        if config_text is None:
+            self._write_config()
+        else:   # a config of the caller's own (e.g. the shipped one, adapted); it must listen on self.port
+            self.config_path.write_text(config_text)
 
     # -- configuration -------------------------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from mqtt_broker import (REPO, TEST_USERS, MosquittoBroker, Subscriber, broker, sample_health,  # noqa: F401
-                         sample_rep, sample_set, sample_state, secure_broker, wait_until)
+from mqtt_broker import (REPO, TEST_USERS, MosquittoBroker, Subscriber, broker,  # noqa: F401 (fixtures)
+                         free_port, sample_health, sample_rep, sample_set, sample_state, secure_broker,
+                         wait_until)
 from rackwatch import contract
 from rackwatch.mqtt import LinkSettings, RackLink, discovery_configs
 from rackwatch.outbox import Outbox
@@ -372,3 +373,38 @@ def test_bench_publish_reports_throughput_and_outbox_cost(broker):
     result = bench_publish(100, broker.host, broker.port)
     assert result["events"] == 100 and result["acked"] == 100
     assert result["acked_per_s"] > 0 and result["outbox_ms_per_event"] > 0
+
+
+def test_the_shipped_gym_broker_config_works_with_tls_passwords_and_the_acl(tmp_path):
+    """deploy/mosquitto as an installer would set it up, only with the paths and ports of this test."""
+    etc = tmp_path / "etc"
+    certs = make_certificates(etc)
+    (etc / "aclfile").write_text((REPO / "deploy/mosquitto/aclfile").read_text())
+    for user, password in TEST_USERS.items():
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if user == "rack01" else []), str(etc / "passwd"),
+                        user, password], check=True, capture_output=True)
+    (etc / "passwd").chmod(0o600)
+    local_port, tls_port = free_port(), free_port()
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
+    for old, new in (("/etc/mosquitto/rackwatch", str(etc)), ("/var/lib/mosquitto/", f"{tmp_path}/"),
+                     ("listener 1883 127.0.0.1", f"listener {local_port} 127.0.0.1"),
+                     ("listener 8883", f"listener {tls_port}"),
+                     ("log_dest syslog", f"log_dest file {tmp_path}/mosquitto.log")):
+        assert old in conf, f"the shipped config no longer has {old!r}"
+        conf = conf.replace(old, new)
+    if os.geteuid() == 0:
+        conf = "user root\n" + conf
+    with MosquittoBroker(tmp_path, port=local_port, config_text=conf) as b:
+        link = RackLink(settings_for(b, tmp_path, port=tls_port, username="rack01", password=TEST_USERS["rack01"],
+                                     tls_ca=str(certs["ca"]))).start()
+        anonymous = RackLink(settings_for(b, tmp_path, rack="rack02", port=tls_port, tls_ca=str(certs["ca"])))
+        try:
+            link.publish(sample_rep("rack01"))
+            assert link.wait_drained(10), link.last_error
+            assert link.refused == 0
+            anonymous.start()
+            wait_until(lambda: anonymous.last_error, what="the anonymous rack to be refused")
+            assert not anonymous.connected
+        finally:
+            link.close()
+            anonymous.close()
