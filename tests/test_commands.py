@@ -200,6 +200,14 @@ def test_hostile_commands_over_mqtt_get_rejected_replies_and_the_link_carries_on
         staff.client.publish("rackwatch/rack01/cmd/identify", payload(id="after"), qos=1)
         sub.wait_for(lambda s: any(e["command_id"] == "after" for e in s.events()), what="reply after reconnect")
         assert [c.id for c in rack.applied] == ["ok1", "r1", "after"]
+
+        # A command sent while the rack is away waits in its broker session and is carried out on return.
+        link.close()
+        staff.client.publish("rackwatch/rack01/cmd/units", payload(id="while-away", units="kg"), qos=1)
+        link = RackLink(LinkSettings(rack="rack01", host=broker.host, port=broker.port,
+                                     state_dir=tmp_path / "state", ha_discovery=False), on_command=rack).start()
+        sub.wait_for(lambda s: any(e["command_id"] == "while-away" for e in s.events()), what="the queued command")
+        assert rack.applied[-1] == SetUnits("while-away", "kg")
         staff.client.publish("rackwatch/rack01/cmd/units", b"", qos=1, retain=True)   # clear it again
     finally:
         sub.close()

@@ -145,6 +145,21 @@ def test_an_event_is_on_disk_when_add_returns_even_if_the_process_is_killed(tmp_
     assert stored[:len(printed)] == printed      # every acknowledged add is there, in order
 
 
+def test_events_json_cannot_carry_are_refused_clearly_and_numpy_like_scalars_become_numbers(tmp_path):
+    class Int64:   # stands in for numpy.int64 without importing numpy here
+        def item(self):
+            return 7
+
+    with Outbox(tmp_path) as box:
+        with pytest.raises(ValueError, match="NaN"):
+            box.add(sample_health("rack01") | {"fps": float("nan")}, "h", qos=0)
+        with pytest.raises(TypeError, match="cannot be sent as JSON"):
+            box.add(sample_rep("rack01") | {"depth": object()}, REP)
+        assert box.depth == 0                    # nothing half-written
+        box.add(sample_health("rack01") | {"dropped_frames": Int64()}, "h", qos=0)
+        assert json.loads(box.peek()[0].payload)["dropped_frames"] == 7
+
+
 def test_bad_settings_are_refused_with_a_reason(tmp_path):
     with pytest.raises(ValueError, match="max_events"):
         Outbox(tmp_path, max_events=0)

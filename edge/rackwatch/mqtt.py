@@ -88,7 +88,7 @@ class LinkSettings:
     keepalive: int = 30
     state_dir: Path = Path("/var/lib/rackwatch")
     outbox_max: int = DEFAULT_MAX_EVENTS
-    session_expiry_s: int = 24 * 3600  # how long the broker keeps our subscription while we are away
+    session_expiry_s: int = 3600      # how long the broker keeps commands for us while we are away
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
     window: int = 32                  # unacknowledged messages in flight at most
@@ -230,6 +230,8 @@ class RackLink:
         elif event["rack"] != self.settings.rack:
             raise ValueError(f"event for rack {event['rack']!r} given to the link of rack {self.settings.rack!r}")
         topic, qos, retain = self.topics.for_event(str(event.get("type")))
+        if self._stopping.is_set():
+            raise RuntimeError("this MQTT link is closed; events published now would not be sent until restart")
         seq = self.outbox.add(event, topic, qos=qos, retain=retain)
         self._events.put(("wake",))
         return seq

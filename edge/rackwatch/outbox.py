@@ -54,6 +54,24 @@ class OutboxEntry:
     retain: bool
 
 
+def to_json(event: dict[str, Any]) -> bytes:
+    """The compact UTF-8 JSON of an event, refusing what JSON cannot carry (NaN, infinity, arbitrary objects)."""
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                          default=_plain).encode("utf-8")
+    except ValueError:
+        raise ValueError(f"a {event.get('type', 'event')} event contains NaN or an infinite number, which JSON "
+                         "cannot carry; send null for a value that is unknown") from None
+
+
+def _plain(value: Any) -> Any:
+    # numpy scalars (np.int64, np.bool_, ...) slip easily out of the pose pipeline: store them as plain numbers.
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    raise TypeError(f"an event field holds a {type(value).__name__}, which cannot be sent as JSON; "
+                    "convert it to a number, string, list or dict first")
+
+
 class Outbox:
     """An ordered, bounded, crash-safe queue of outgoing MQTT messages in ``<state_dir>/outbox.sqlite3``."""
 
@@ -99,7 +117,7 @@ class Outbox:
         When this returns, the event is on disk (committed and, with ``synchronous=FULL``, fsynced).
         """
         kind = str(event.get("type", "event"))
-        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        payload = to_json(event)
         with self._lock, self._transaction():
             if kind == "health":
                 # Only the newest health snapshot is worth sending (see module docstring).
