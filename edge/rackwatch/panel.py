@@ -320,6 +320,11 @@ class TunePlayer:
         with self._lock:
             self._stop()
 
+    @property
+    def is_playing(self) -> bool:
+        playing = self._playing
+        return playing is not None and playing[0].is_alive()
+
     def _stop(self) -> None:
         if self._playing:
             thread, stop = self._playing
@@ -404,7 +409,7 @@ class RackPanel:
 
     The devices are public attributes (``up_button``, ``down_button``, ``mode_button``, ``lights`` keyed by
     ``green``/``amber``/``red``, ``status_light``, ``buzzer``, ``display``) so a test or a diagnostics
-    command can look at them; ``buzzer`` and ``display`` are ``None`` when not fitted.
+    command can look at them; ``buzzer``, ``tune_player`` and ``display`` are ``None`` when not fitted.
     """
 
     def __init__(self, store: SettingsStore, pins: PanelPins = PanelPins(), pin_factory: Any = None,
@@ -422,7 +427,7 @@ class RackPanel:
         self._devices: list[Any] = []
         self.buzzer: TonalBuzzer | None = None
         self.display: MultiCharDisplay | None = None
-        self._tunes: TunePlayer | None = None
+        self.tune_player: TunePlayer | None = None
         try:
             def button(pin: int) -> Button:
                 return self._own(Button(pin, bounce_time=timing.bounce_time, hold_time=timing.hold_delay,
@@ -438,7 +443,7 @@ class RackPanel:
                 # tunes span A4 to A6.
                 self.buzzer = self._own(TonalBuzzer(pins.buzzer, mid_tone=Tone("A5"), octaves=2,
                                                     pin_factory=pin_factory))
-                self._tunes = TunePlayer(self.buzzer)
+                self.tune_player = TunePlayer(self.buzzer)
             if pins.has_display:
                 self.display = self._own(_seven_segment_display(pins, pin_factory))
         except BaseException:
@@ -508,8 +513,8 @@ class RackPanel:
     @buzzer_enabled.setter
     def buzzer_enabled(self, value: bool) -> None:
         self._buzzer_enabled = bool(value)
-        if not value and self._tunes:
-            self._tunes.stop()
+        if not value and self.tune_player:
+            self.tune_player.stop()
 
     def close(self) -> None:
         """Switch everything off and release the pins. Safe to call twice."""
@@ -520,8 +525,8 @@ class RackPanel:
         self.controls.close()
         self._cancel_timer("_label_timer")
         self._cancel_timer("_identify_timer")
-        if self._tunes:
-            self._tunes.stop()
+        if self.tune_player:
+            self.tune_player.stop()
         for device in reversed(self._devices):
             device.close()
         self._devices.clear()
@@ -576,8 +581,8 @@ class RackPanel:
             self.display.value = display_chars(text)
 
     def _play(self, tune: Tune) -> None:
-        if self._tunes and self._buzzer_enabled and not self._closed:
-            self._tunes.play(tune)
+        if self.tune_player and self._buzzer_enabled and not self._closed:
+            self.tune_player.play(tune)
 
     def _apply_status(self) -> None:
         pattern = STATUS_PATTERNS[self._status]

@@ -85,6 +85,7 @@ class VirtualPanel:
         self._print_lock = threading.Lock()
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
+        self._terminal: _KeyByKey | None = None
         store.add_listener(self._settings_changed)
 
     # -- the same API as RackPanel -------------------------------------------------------------------------
@@ -117,6 +118,9 @@ class VirtualPanel:
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(timeout=0.5)  # a blocked line read cannot be interrupted
         self._reader = None
+        if self._terminal is not None:
+            self._terminal.restore()
+            self._terminal = None
         self.store.remove_listener(self._settings_changed)
         self.controls.close()
 
@@ -160,52 +164,49 @@ class VirtualPanel:
         return f"keys: {keys}"
 
     def start(self, stdin: TextIO | None = None) -> None:
-        """Read keys from ``stdin`` (standard input by default) in a background thread."""
+        """Read keys from ``stdin`` (standard input by default) in a background thread, until :meth:`close`."""
         stream = stdin if stdin is not None else sys.stdin
         self._print(self.help())
         self._show()
-        self._reader = threading.Thread(target=self._read_keys, args=(stream,), name="rackwatch-keys", daemon=True)
+        if stream.isatty():
+            # Switched here rather than in the thread, so that keys typed straight away already count.
+            self._terminal = _KeyByKey(stream.fileno())
+            target, args = self._read_terminal, (stream.fileno(),)
+        else:
+            target, args = self._read_lines, (stream,)
+        self._reader = threading.Thread(target=self._guarded, args=(target, *args), name="rackwatch-keys",
+                                        daemon=True)
         self._reader.start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until ``q`` is pressed (or ``timeout`` passes); returns whether it was pressed."""
         return self.quit_requested.wait(timeout)
 
-    def _read_keys(self, stream: TextIO) -> None:
+    def _guarded(self, read: Callable[..., None], *args: Any) -> None:
         try:
-            if stream.isatty():
-                self._read_terminal(stream.fileno())
-            else:
-                for line in stream:
-                    if self._stop.is_set() or not all(self.handle_key(ch) for ch in line if not ch.isspace()):
-                        return
-                # End of input (e.g. stdin is /dev/null under systemd) only ends the key reading, not the rack.
+            read(*args)
         except Exception as exc:  # never take the service down over a keyboard
             self._print(f"virtual panel stopped reading keys: {exc}")
 
-    def _read_terminal(self, fd: int) -> None:
-        import termios
-        import tty
+    def _read_lines(self, stream: TextIO) -> None:
+        for line in stream:
+            if self._stop.is_set() or not all(self.handle_key(ch) for ch in line if not ch.isspace()):
+                return
+        # End of input (e.g. stdin is /dev/null under systemd) only ends the key reading, not the rack.
 
-        saved = termios.tcgetattr(fd)
-        try:
-            # cbreak rather than full raw mode: keys arrive one by one without Enter, but Ctrl-C still stops
-            # the program and printed newlines still return the cursor.
-            tty.setcbreak(fd)
-            while not self._stop.is_set():
-                # A short timeout, so close() is noticed and the terminal restored promptly.
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                if not ready:
-                    continue
-                data = os.read(fd, 32).decode(errors="ignore")
-                if not data:
-                    return
-                for sequence, key in _ARROWS.items():
-                    data = data.replace(sequence, key)
-                if not all(self.handle_key(ch) for ch in data):
-                    return
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    def _read_terminal(self, fd: int) -> None:
+        while not self._stop.is_set():
+            # A short timeout, so that close() is noticed promptly.
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            data = os.read(fd, 32).decode(errors="ignore")
+            if not data:
+                return
+            for sequence, key in _ARROWS.items():
+                data = data.replace(sequence, key)
+            if not all(self.handle_key(ch) for ch in data):
+                return
 
     # -- output --------------------------------------------------------------------------------------------
 
@@ -224,6 +225,27 @@ class VirtualPanel:
     def _print(self, line: str) -> None:
         with self._print_lock:
             print(line, file=self.out, flush=True)
+
+
+class _KeyByKey:
+    """Puts a terminal into cbreak mode until :meth:`restore`.
+
+    cbreak rather than full raw mode: keys arrive one at a time without Enter and unechoed, but Ctrl-C still
+    stops the program and printed newlines still return the cursor to the start of the line.
+    """
+
+    def __init__(self, fd: int) -> None:
+        import termios
+        import tty
+
+        self._fd = fd
+        self._saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+
+    def restore(self) -> None:
+        import termios
+
+        termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
 
 
 def _weight(value: float | None) -> str:

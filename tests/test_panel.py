@@ -1,0 +1,401 @@
+"""The rack panel on gpiozero's mock pins, and its terminal stand-in.
+
+Buttons are pressed the way gpiozero's own tests do it: the mock pin of a pulled-up button is driven low
+(pressed) and high again (released). Lights are checked on their pins; the buzzer's pin remembers every
+frequency it was asked to play.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+from gpiozero.tones import Tone
+
+from rackwatch.load import SettingsStore
+from rackwatch.panel import FEEDBACK, MODES, PanelPins, PanelTiming, RackPanel, display_chars, feedback_for
+from rackwatch.virtual_panel import VirtualPanel
+
+PINS = PanelPins()
+
+# Quick lights and labels for tests. Presses keep the default hold delay: a mock press lasts as long as the
+# panel takes to react, and on a busy machine that must never count as a hold.
+FAST = PanelTiming(bounce_time=None, verdict_time=0.3, label_time=0.1, mode_timeout=None, identify_time=0.5)
+# Quick holds, slow enough for the repeat timings to be told apart.
+QUICK_HOLD = PanelTiming(hold_delay=0.1, repeat_every=0.05, accelerate_after=0.5, fast_steps=4, bounce_time=None)
+
+
+class RecordingPWMPin(MockPWMPin):
+    """A PWM mock pin that remembers every frequency set on it (``None`` = silence)."""
+
+    def __init__(self, factory, info):
+        super().__init__(factory, info)
+        self.frequencies = []
+
+    def _set_frequency(self, value):
+        super()._set_frequency(value)
+        self.frequencies.append(value)
+
+
+def eventually(check, timeout=3.0):
+    """Poll ``check`` until it is true; threads (hold repeats, blinks, tunes) need a moment."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+def factory():
+    factory = MockFactory(pin_class=RecordingPWMPin)
+    yield factory
+    factory.reset()
+
+
+@pytest.fixture
+def store():
+    return SettingsStore()
+
+
+@pytest.fixture
+def panel(store, factory):
+    panel = RackPanel(store, pin_factory=factory, timing=FAST)
+    silence(factory)
+    yield panel
+    panel.close()
+
+
+def press(factory, pin):
+    factory.pin(pin).drive_low()
+    factory.pin(pin).drive_high()
+
+
+def shown(panel):
+    return "".join(panel.display.value).strip()
+
+
+def lit(panel):
+    return {name for name, light in panel.lights.items() if light.is_lit}
+
+
+def notes(factory):
+    """The notes the buzzer played since the last call: note names, ``None`` for silence between them."""
+    pin = factory.pin(PINS.buzzer)
+    played, pin.frequencies = pin.frequencies, []
+    names = [None if f is None else Tone.from_frequency(f).note for f in played]
+    tidy = [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
+    return tidy[1:] if tidy and tidy[0] is None else tidy
+
+
+def tune_finished(panel):
+    return not panel.tune_player.is_playing
+
+
+def silence(factory):
+    """Forget what the buzzer pin was set to so far (its set-up sets a frequency too)."""
+    factory.pin(PINS.buzzer).frequencies.clear()
+
+
+# -- entering the load ---------------------------------------------------------------------------------------
+
+def test_each_press_is_one_plate_step(panel, store, factory):
+    assert shown(panel) == "----"  # nothing entered yet
+    press(factory, PINS.up)
+    press(factory, PINS.up)
+    assert store.settings.load == 5 and shown(panel) == "5"
+    press(factory, PINS.down)
+    assert store.settings.load == 2.5 and panel.display.value == (" ", " ", "2.", "5")
+
+
+def test_down_at_zero_stays_at_zero_with_a_low_buzz(panel, store, factory):
+    store.set_load(0)
+    press(factory, PINS.down)
+    assert store.settings.load == 0
+    eventually(lambda: tune_finished(panel))
+    assert notes(factory) == ["A4", None]
+
+
+def test_up_stops_at_the_heaviest_load(store, factory):
+    with RackPanel(store, pin_factory=factory, timing=QUICK_HOLD) as panel:
+        store.set_load(995)
+        factory.pin(PINS.up).drive_low()
+        eventually(lambda: store.settings.load == 1000)
+        time.sleep(0.2)  # still held, still repeating
+        factory.pin(PINS.up).drive_high()
+        assert store.settings.load == 1000 and shown(panel) == "1000"
+
+
+def test_holding_repeats_then_speeds_up(store, factory):
+    with RackPanel(store, pin_factory=factory, timing=QUICK_HOLD):
+        check_holding(store, factory)
+
+
+def check_holding(store, factory):
+    loads = []
+    store.add_listener(lambda s: loads.append(s.load))
+    factory.pin(PINS.up).drive_low()
+    time.sleep(0.03)
+    assert loads == [2.5]  # held for less than hold_delay: just the press
+    eventually(lambda: len(loads) >= 3)  # repeating
+    eventually(lambda: len(loads) >= 2 and loads[-1] - loads[-2] == 10)  # four steps at a time
+    factory.pin(PINS.up).drive_high()
+    steps = [b - a for a, b in zip([0.0] + loads, loads)]
+    assert steps[:3] == [2.5, 2.5, 2.5]
+    assert set(steps) == {2.5, 10} and steps == sorted(steps)  # never slows down again while held
+
+    # Letting go stops the repeat, and the next press starts slowly again.
+    settled = store.settings.load
+    time.sleep(0.2)
+    assert store.settings.load == settled
+    factory.pin(PINS.down).drive_low()
+    time.sleep(0.03)
+    assert store.settings.load == settled - 2.5
+    factory.pin(PINS.down).drive_high()
+
+
+# -- modes ---------------------------------------------------------------------------------------------------
+
+def test_mode_button_cycles_through_what_up_and_down_edit(panel, store, factory):
+    store.set_load(100)
+    assert panel.controls.mode == "load"
+
+    press(factory, PINS.mode)
+    assert panel.controls.mode == "one_rm" and shown(panel) == "1REP"  # its name first...
+    eventually(lambda: shown(panel) == "----")                          # ...then its value
+    for _ in range(9):
+        press(factory, PINS.up)
+    assert store.settings.one_rm == 120 and store.settings.load == 100 and shown(panel) == "120"
+
+    press(factory, PINS.mode)
+    assert panel.controls.mode == "units"
+    eventually(lambda: shown(panel) == "KG")
+    press(factory, PINS.up)
+    assert (store.settings.units, store.settings.load, store.settings.one_rm) == ("lb", 220, 265)
+    assert shown(panel) == "LB"
+
+    press(factory, PINS.mode)
+    assert panel.controls.mode == "exercise"
+    eventually(lambda: shown(panel) == "2LEG")
+    press(factory, PINS.down)
+    assert store.settings.exercise == "single-leg" and shown(panel) == "1LEG"
+
+    press(factory, PINS.mode)
+    assert panel.controls.mode == "load"
+    eventually(lambda: shown(panel) == "220")
+
+
+def test_the_mode_button_beeps_its_position(panel, factory):
+    press(factory, PINS.mode)  # one-rep max: the second mode
+    eventually(lambda: tune_finished(panel))
+    assert [n for n in notes(factory) if n] == ["C6", "C6"]
+    assert MODES.index("one_rm") == 1
+
+
+def test_the_panel_returns_to_the_load_after_a_quiet_spell(store, factory):
+    timing = PanelTiming(label_time=0.05, mode_timeout=0.2, bounce_time=None)
+    with RackPanel(store, pin_factory=factory, timing=timing) as panel:
+        press(factory, PINS.mode)
+        press(factory, PINS.mode)
+        assert panel.controls.mode == "units"
+        eventually(lambda: panel.controls.mode == "load")
+        eventually(lambda: shown(panel) == "----")
+
+
+def test_a_remote_change_shows_on_the_display(panel, store):
+    worker = threading.Thread(target=store.set_load, args=(142.5,))  # as the MQTT client's thread would
+    worker.start()
+    worker.join()
+    assert shown(panel) == "142.5"
+
+
+def test_a_load_entered_at_the_panel_survives_a_restart(tmp_path, factory):
+    with RackPanel(SettingsStore(tmp_path), pin_factory=factory, timing=FAST):
+        for _ in range(4):
+            press(factory, PINS.up)
+    factory.reset()
+    with RackPanel(SettingsStore(tmp_path), pin_factory=factory, timing=FAST) as panel:
+        assert panel.store.settings.load == 10 and shown(panel) == "10"
+
+
+# -- rep feedback --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("verdict, light, tune", [
+    ("clean", "green", ["A6", None]),                  # short and high
+    ("note", "amber", ["A5", None, "A5", None]),       # two in the middle
+    ("cave", "red", ["A4", None]),                     # low (and long)
+])
+def test_each_verdict_has_its_light_and_tune(panel, factory, verdict, light, tune):
+    panel.show_rep({"type": "rep", "rep": 3, "verdict": verdict, "severity": "minor"})
+    assert lit(panel) == {light}
+    eventually(lambda: tune_finished(panel))
+    assert notes(factory) == tune
+    eventually(lambda: lit(panel) == set())  # goes out by itself after verdict_time
+
+
+def test_the_cave_tone_is_the_longest(panel, factory):
+    pin = factory.pin(PINS.buzzer)
+    durations = {}
+    for verdict in ("clean", "note", "cave"):
+        pin.clear_states()
+        panel.show_rep({"verdict": verdict})
+        eventually(lambda: tune_finished(panel))
+        durations[verdict] = sum(state.timestamp for state in pin.states[1:])
+    assert durations["cave"] > 2 * max(durations["clean"], durations["note"])
+
+
+def test_a_new_rep_replaces_the_last_light(panel):
+    panel.show_rep({"verdict": "cave"})
+    panel.show_rep({"verdict": "clean"})
+    assert lit(panel) == {"green"}
+
+
+def test_a_rep_without_a_known_verdict_shows_nothing(panel, factory):
+    assert panel.show_rep({"verdict": None}).light is None
+    time.sleep(0.05)
+    assert lit(panel) == set() and notes(factory) == []
+
+
+def test_the_buzzer_can_be_switched_off(store, factory):
+    with RackPanel(store, pin_factory=factory, timing=FAST, buzzer_enabled=False) as panel:
+        silence(factory)
+        panel.show_rep({"verdict": "cave"})
+        press(factory, PINS.up)
+        time.sleep(0.05)
+        assert lit(panel) == {"red"} and notes(factory) == []
+        panel.buzzer_enabled = True
+        panel.show_rep({"verdict": "clean"})
+        eventually(lambda: tune_finished(panel))
+        assert notes(factory) == ["A6", None]
+
+
+# -- status light --------------------------------------------------------------------------------------------
+
+def changes_during(panel, seconds):
+    pin = panel.status_light.pin
+    pin.clear_states()
+    time.sleep(seconds)
+    return len(pin.states) - 1
+
+
+def test_status_light_steady_when_the_camera_sees_the_lifter(panel):
+    assert panel.set_status(lifter_seen=True, broker_ok=True, fault=False) == "ready"
+    assert panel.status_light.is_lit and changes_during(panel, 0.3) == 0
+
+
+def test_status_light_blips_while_nobody_is_in_view(panel):
+    # The panel starts like this; calling it every frame must not restart the blink.
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        assert panel.set_status(lifter_seen=False, broker_ok=True, fault=False) == "waiting"
+        time.sleep(0.01)
+    assert not panel.status_light.is_lit  # lit only 0.05 s in every 3 s
+
+
+def test_status_light_blinks_slowly_without_a_broker_and_fast_on_a_fault(panel):
+    assert panel.set_status(lifter_seen=True, broker_ok=False, fault=False) == "no-broker"
+    assert changes_during(panel, 0.4) <= 1
+    assert panel.set_status(lifter_seen=True, broker_ok=False, fault=True) == "fault"  # the worst wins
+    assert changes_during(panel, 0.4) >= 3
+
+
+def test_identify_blinks_everything_then_goes_back(panel, factory):
+    panel.set_status(lifter_seen=True, broker_ok=True, fault=False)
+    green = factory.pin(PINS.green)
+    green.clear_states()
+    panel.identify()
+    assert shown(panel) == "8.8.8.8."
+    eventually(lambda: len(green.states) >= 3)
+    eventually(lambda: shown(panel) == "----")
+    eventually(lambda: lit(panel) == set() and panel.status_light.is_lit)
+
+
+# -- fitting and wiring --------------------------------------------------------------------------------------
+
+def test_display_and_buzzer_are_optional(store, factory):
+    pins = PanelPins(buzzer=None, segments=None, dp=None, digits=None)
+    with RackPanel(store, pins=pins, pin_factory=factory, timing=FAST) as panel:
+        assert panel.display is None and panel.buzzer is None
+        press(factory, PINS.up)
+        panel.show_rep({"verdict": "note"})
+        assert store.settings.load == 2.5 and lit(panel) == {"amber"}
+        panel.identify(0.1)
+
+
+def test_pins_from_config():
+    pins = PanelPins.from_mapping({"up": "3", "buzzer": "none", "digits": [2, 7, 8, 14]})
+    assert (pins.up, pins.buzzer, pins.digits) == (3, None, (2, 7, 8, 14))
+    with pytest.raises(ValueError, match="unknown"):
+        PanelPins.from_mapping({"upp": 12})
+    with pytest.raises(ValueError, match="GPIO 17"):
+        PanelPins(up=17)  # already the green light
+
+
+def test_close_frees_the_pins(store, factory):
+    RackPanel(store, pin_factory=factory, timing=FAST).close()
+    RackPanel(store, pin_factory=factory, timing=FAST).close()  # would fail if a pin were still reserved
+
+
+def test_display_chars_put_the_decimal_point_on_its_digit():
+    assert display_chars("997.5") == ("9", "9", "7.", "5")
+    assert display_chars("8.8.8.8.") == ("8.",) * 4
+
+
+# -- the virtual panel ---------------------------------------------------------------------------------------
+
+def test_virtual_keys_change_the_same_store(store):
+    out = io.StringIO()
+    with VirtualPanel(store, out=out) as panel:
+        for key in "+++-":
+            panel.handle_key(key)
+        assert store.settings.load == 5
+        panel.handle_key("m")
+        panel.handle_key("+")
+        assert store.settings.one_rm == 5
+        panel.handle_key("u")
+        assert store.settings.units == "lb" and store.settings.load == 10
+        assert panel.handle_key("q") is False and panel.quit_requested.is_set()
+    assert "[    5] editing bar load" in out.getvalue()
+    assert "editing one-rep max" in out.getvalue()
+
+
+def test_virtual_panel_shows_the_same_feedback_as_the_rack():
+    out = io.StringIO()
+    with VirtualPanel(SettingsStore(), out=out) as panel:
+        for verdict in FEEDBACK:
+            assert panel.show_rep({"verdict": verdict, "rep": 1}) == feedback_for(verdict)
+            assert f"{FEEDBACK[verdict].light.upper()} light" in out.getvalue().splitlines()[-1]
+        panel.set_status(lifter_seen=False, broker_ok=False, fault=False)
+        assert "slow blink" in out.getvalue().splitlines()[-1]
+
+
+def test_virtual_panel_reads_piped_lines(store):
+    quit_called = threading.Event()
+    with VirtualPanel(store, out=io.StringIO(), on_quit=quit_called.set) as panel:
+        panel.start(io.StringIO("++\nm+\nq\n+++\n"))
+        assert panel.wait(timeout=3)
+        assert quit_called.is_set()
+        assert (store.settings.load, store.settings.one_rm) == (5, 5)  # nothing after q
+
+
+def test_virtual_panel_reads_single_keys_from_a_terminal(store):
+    termios = pytest.importorskip("termios")
+    master, slave = os.openpty()
+    terminal = os.fdopen(slave, "r")
+    before = termios.tcgetattr(slave)
+    try:
+        with VirtualPanel(store, out=io.StringIO()) as panel:
+            panel.start(terminal)
+            os.write(master, b"++")  # no Enter
+            eventually(lambda: store.settings.load == 5)
+            os.write(master, b"\x1b[A")  # arrow up
+            eventually(lambda: store.settings.load == 7.5)
+        assert termios.tcgetattr(slave) == before  # the terminal is left as it was found
+    finally:
+        terminal.close()
+        os.close(master)
