@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rackwatch.load import MAX_LOAD, PLATE_STEP, RackSettings, SettingsStore, step_weight
+from rackwatch.load import MAX_LOAD, PLATE_STEP, LifterSettings, SettingsStore, step_weight
 
 
 def on_plate_step(value: float, units: str) -> bool:
@@ -19,17 +19,17 @@ def on_plate_step(value: float, units: str) -> bool:
     return math.isclose(steps, round(steps), abs_tol=1e-9)
 
 
-# -- RackSettings --------------------------------------------------------------------------------------------
+# -- LifterSettings --------------------------------------------------------------------------------------------
 
 def test_defaults_mean_nothing_entered_yet():
-    settings = RackSettings()
+    settings = LifterSettings()
     assert (settings.load, settings.one_rm, settings.units, settings.exercise) == (None, None, "kg", "squat")
     assert settings.load_info() is None
 
 
 def test_zero_is_a_real_load_and_the_max_may_be_below_the_load():
-    assert RackSettings(load=0).load == 0
-    assert RackSettings(load=150, one_rm=140).one_rm == 140  # attempting a new best
+    assert LifterSettings(load=0).load == 0
+    assert LifterSettings(load=150, one_rm=140).one_rm == 140  # attempting a new best
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -46,28 +46,28 @@ def test_zero_is_a_real_load_and_the_max_may_be_below_the_load():
 ])
 def test_impossible_settings_are_refused_with_a_readable_reason(kwargs, words):
     with pytest.raises(ValueError, match=words):
-        RackSettings(**kwargs)
+        LifterSettings(**kwargs)
 
 
 def test_limits_are_inclusive():
-    assert RackSettings(load=1000, one_rm=1000).load == 1000
-    assert RackSettings(load=2200, units="lb").load == 2200
+    assert LifterSettings(load=1000, one_rm=1000).load == 1000
+    assert LifterSettings(load=2200, units="lb").load == 2200
 
 
 @pytest.mark.parametrize("kg, lb", [(100, 220), (140, 310), (60, 130), (20, 45), (0, 0)])
 def test_switching_to_pounds_converts_and_rounds_to_5_lb(kg, lb):
-    assert RackSettings(load=kg, units="kg").in_units("lb").load == lb
+    assert LifterSettings(load=kg, units="kg").in_units("lb").load == lb
 
 
 @pytest.mark.parametrize("lb, kg", [(225, 102.5), (315, 142.5), (135, 60), (45, 20)])
 def test_switching_to_kilos_converts_and_rounds_to_2_5_kg(lb, kg):
-    assert RackSettings(load=lb, units="lb").in_units("kg").load == kg
+    assert LifterSettings(load=lb, units="lb").in_units("kg").load == kg
 
 
 def test_switching_units_converts_the_max_too_and_keeps_within_limits():
-    switched = RackSettings(load=1000, one_rm=1000, units="kg").in_units("lb")
+    switched = LifterSettings(load=1000, one_rm=1000, units="kg").in_units("lb")
     assert (switched.load, switched.one_rm, switched.units) == (2200, 2200, "lb")  # 2204.6 would be over
-    assert RackSettings(one_rm=1, units="lb").in_units("kg").one_rm == 2.5  # never rounds down to 0
+    assert LifterSettings(one_rm=1, units="lb").in_units("kg").one_rm == 2.5  # never rounds down to 0
 
 
 weights = {units: st.one_of(st.none(), st.floats(0, MAX_LOAD[units])) for units in ("kg", "lb")}
@@ -78,13 +78,13 @@ def test_any_valid_settings_convert_to_valid_settings_on_the_plate_steps(units, 
     load = data.draw(weights[units])
     one_rm = data.draw(st.one_of(st.none(), st.floats(0.1, MAX_LOAD[units])))
     other = "lb" if units == "kg" else "kg"
-    switched = RackSettings(load=load, one_rm=one_rm, units=units).in_units(other)
+    switched = LifterSettings(load=load, one_rm=one_rm, units=units).in_units(other)
     for value in (switched.load, switched.one_rm):
         assert value is None or (0 <= value <= MAX_LOAD[other] and on_plate_step(value, other))
 
 
 def test_load_info_is_the_event_load_object():
-    assert RackSettings(load=100, one_rm=125).load_info() == {
+    assert LifterSettings(load=100, one_rm=125).load_info() == {
         "value": 100.0, "units": "kg", "one_rm": 125.0, "percent_1rm": 80.0}
 
 
@@ -143,9 +143,10 @@ def test_settings_survive_a_restart(tmp_path):
     first.set_load(100)
     first.set_one_rm(140)
     first.set_units("lb")
-    first.set_exercise("single-leg")
+    first.set_exercise("single-leg", working_leg="right")
     again = SettingsStore(tmp_path)
-    assert again.settings == RackSettings(load=220, one_rm=310, units="lb", exercise="single-leg")
+    assert again.settings == LifterSettings(load=220, one_rm=310, units="lb", exercise="single-leg",
+                                            working_leg="right")
     assert json.loads((tmp_path / "settings.json").read_text())["load"] == 220
     assert [p.name for p in tmp_path.iterdir()] == ["settings.json"]  # no temporary files left behind
 
@@ -155,7 +156,7 @@ def test_an_unreadable_file_gives_the_defaults_and_a_warning(tmp_path, caplog, c
     (tmp_path / "settings.json").write_text(content)
     with caplog.at_level(logging.WARNING, logger="rackwatch.load"):
         store = SettingsStore(tmp_path)
-    assert store.settings == RackSettings()
+    assert store.settings == LifterSettings()
     assert "could not be read" in caplog.text and "defaults" in caplog.text
     assert (tmp_path / "settings.json.bad").read_text() == content  # kept for whoever wants to know why
     store.set_load(50)
@@ -164,7 +165,7 @@ def test_an_unreadable_file_gives_the_defaults_and_a_warning(tmp_path, caplog, c
 
 def test_a_missing_folder_is_created_on_the_first_change(tmp_path):
     store = SettingsStore(tmp_path / "state" / "rack")
-    assert store.settings == RackSettings()
+    assert store.settings == LifterSettings()
     store.set_load(20)
     assert SettingsStore(tmp_path / "state" / "rack").settings.load == 20
 
@@ -200,6 +201,25 @@ def test_a_failing_listener_does_not_stop_the_others(caplog):
     store.remove_listener(broken)
     store.set_load(32.5)
     assert len(heard) == 2
+
+
+def test_a_remote_value_in_the_other_units_is_converted_to_the_lifters_units():
+    store = SettingsStore()
+    assert store.set_load(225, units="lb").load == 102.5  # the rack stays in kg, on its plate steps
+    assert store.set_one_rm(140, units="kg").one_rm == 140
+    assert store.settings.units == "kg"
+    with pytest.raises(ValueError, match="2400 lb"):
+        store.set_load(2400, units="lb")  # refused in the sender's own numbers
+
+
+def test_working_leg_belongs_to_the_single_leg_squat():
+    store = SettingsStore()
+    assert store.set_exercise("single-leg", working_leg="left").working_leg == "left"
+    assert store.set_exercise("squat").working_leg is None
+    with pytest.raises(ValueError, match="single-leg"):
+        store.set_exercise("squat", working_leg="right")
+    with pytest.raises(ValueError, match="working leg"):
+        store.set_exercise("single-leg", working_leg="middle")
 
 
 def test_one_rep_max_steps_start_from_the_load_and_clear_below_one_step():

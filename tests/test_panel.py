@@ -17,7 +17,8 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gpiozero.tones import Tone
 
 from rackwatch.load import SettingsStore
-from rackwatch.panel import FEEDBACK, MODES, PanelPins, PanelTiming, RackPanel, display_chars, feedback_for
+from rackwatch.panel import (FEEDBACK, MODES, PanelPins, PanelSettings, PanelTiming, RackPanel, display_chars,
+                             feedback_for)
 from rackwatch.virtual_panel import VirtualPanel
 
 PINS = PanelPins()
@@ -334,6 +335,22 @@ def test_pins_from_config():
         PanelPins.from_mapping({"upp": 12})
     with pytest.raises(ValueError, match="GPIO 17"):
         PanelPins(up=17)  # already the green light
+
+
+def test_panel_settings_from_the_config_file():
+    settings = PanelSettings.from_table({
+        "buzzer": False,
+        "pins": {"segments": [], "digits": "none", "dp": "none"},
+        "timing": {"mode_timeout": "none", "hold_delay": 0.4},
+    })
+    assert not settings.buzzer and not settings.pins.has_display
+    assert settings.timing.mode_timeout is None and settings.timing.hold_delay == 0.4
+    assert PanelSettings.from_table(None) == PanelSettings()
+    for table, words in [({"buzer": True}, "no setting"), ({"enabled": "yes"}, "true or false"),
+                         ({"pins": {"up": "five"}}, "BCM GPIO number"),
+                         ({"timing": {"verdict_time": -1}}, "seconds")]:
+        with pytest.raises(ValueError, match=words):
+            PanelSettings.from_table(table)
 
 
 def test_close_frees_the_pins(store, factory):

@@ -2,10 +2,10 @@
 
 Every rep is judged relative to the load on the bar, so these few numbers matter as much as the camera. They
 arrive from two directions, the buttons on the rack panel and remote commands over MQTT, and both go through
-the same :class:`SettingsStore` methods, so both end in the same place: one :class:`RackSettings` value, saved
+the same :class:`SettingsStore` methods, so both end in the same place: one :class:`LifterSettings` value, saved
 to disk and announced to whoever listens (the panel's display, the rep judge, the retained MQTT state).
 
-:class:`RackSettings` is a plain frozen value and knows nothing about files or threads; it validates itself, so
+:class:`LifterSettings` is a plain frozen value and knows nothing about files or threads; it validates itself, so
 an impossible load (negative, or heavier than any squat ever recorded) cannot exist at all. The store adds the
 file, the lock and the listeners.
 
@@ -22,11 +22,11 @@ import math
 import os
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .events import EXERCISES, UNITS, load_info
+from .events import EXERCISES, LEGS, UNITS, load_info
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def step_weight(value: float | None, steps: int, units: str) -> float:
 
 
 @dataclass(frozen=True)
-class RackSettings:
+class LifterSettings:
     """The lifter's settings at the rack.
 
     ``load``
@@ -98,6 +98,12 @@ class RackSettings:
         ``kg`` or ``lb``; both weights are in these units.
     ``exercise``
         ``squat`` or ``single-leg``.
+    ``working_leg``
+        for a single-leg squat, ``left`` or ``right`` when the lifter said which; ``None`` lets the rep
+        tracker see for itself. Always ``None`` for a squat on both legs.
+
+    (Not to be confused with :class:`rackwatch.config.RackSettings`, the rack's own id and folders: these
+    settings belong to whoever is lifting and change between sets.)
 
     Constructing an invalid value raises :exc:`ValueError` with a message fit to show the person who typed it.
     """
@@ -106,12 +112,18 @@ class RackSettings:
     one_rm: float | None = None
     units: str = "kg"
     exercise: str = "squat"
+    working_leg: str | None = None
 
     def __post_init__(self) -> None:
         if self.units not in UNITS:
             raise ValueError(f"units must be one of {', '.join(UNITS)}, not {self.units!r}")
         if self.exercise not in EXERCISES:
             raise ValueError(f"exercise must be one of {', '.join(EXERCISES)}, not {self.exercise!r}")
+        if self.working_leg is not None:
+            if self.working_leg not in LEGS:
+                raise ValueError(f"working leg must be one of {', '.join(LEGS)}, not {self.working_leg!r}")
+            if self.exercise != "single-leg":
+                raise ValueError("a working leg only applies to the single-leg squat")
         # object.__setattr__ because the dataclass is frozen; this only normalises ints to floats.
         object.__setattr__(self, "load", _check_weight("load", self.load, self.units, allow_zero=True))
         object.__setattr__(self, "one_rm", _check_weight("one-rep max", self.one_rm, self.units, allow_zero=False))
@@ -124,15 +136,14 @@ class RackSettings:
     def max_load(self) -> float:
         return MAX_LOAD[self.units]
 
-    def in_units(self, units: str) -> RackSettings:
+    def in_units(self, units: str) -> LifterSettings:
         """The same settings in other units; both weights are converted and rounded to that unit's plate step."""
         if units not in UNITS:
             raise ValueError(f"units must be one of {', '.join(UNITS)}, not {units!r}")
         one_rm = convert(self.one_rm, self.units, units)
         if one_rm is not None:
             one_rm = max(one_rm, PLATE_STEP[units])  # a tiny 1RM must not round to the forbidden 0
-        return RackSettings(load=convert(self.load, self.units, units), one_rm=one_rm, units=units,
-                            exercise=self.exercise)
+        return replace(self, load=convert(self.load, self.units, units), one_rm=one_rm, units=units)
 
     def load_info(self) -> dict[str, Any] | None:
         """The ``load`` object that rep, set and state events carry (see :func:`rackwatch.events.load_info`)."""
@@ -142,15 +153,24 @@ class RackSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RackSettings:
+    def from_dict(cls, data: dict[str, Any]) -> LifterSettings:
         """Settings from :meth:`to_dict` output; unknown keys are ignored, missing ones take the defaults."""
         if not isinstance(data, dict):
             raise ValueError(f"settings must be a JSON object, not {type(data).__name__}")
-        known = {key: data[key] for key in ("load", "one_rm", "units", "exercise") if key in data}
+        known = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         return cls(**known)
 
 
-Listener = Callable[[RackSettings], None]
+Listener = Callable[[LifterSettings], None]
+
+
+def _in_current_units(value: Any, units: str | None, settings: LifterSettings) -> Any:
+    if units is None or units == settings.units or value is None:
+        return value
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {', '.join(UNITS)}, not {units!r}")
+    # Checked in the sender's units first, so a mistake is reported in the numbers the sender typed.
+    return convert(_check_weight("weight", value, units, allow_zero=True), units, settings.units)
 
 
 class SettingsStore:
@@ -172,7 +192,7 @@ class SettingsStore:
     FILENAME = "settings.json"
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None, *,
-                 defaults: RackSettings = RackSettings()) -> None:
+                 defaults: LifterSettings = LifterSettings()) -> None:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._path = Path(state_dir) / self.FILENAME if state_dir is not None else None
@@ -184,7 +204,7 @@ class SettingsStore:
         return self._path
 
     @property
-    def settings(self) -> RackSettings:
+    def settings(self) -> LifterSettings:
         """The current settings (an immutable value: keep it as long as you like)."""
         return self._settings
 
@@ -203,34 +223,39 @@ class SettingsStore:
 
     # -- changes -------------------------------------------------------------------------------------------
 
-    def set_load(self, value: float | None) -> RackSettings:
-        """Set the bar load in the current units; ``None`` clears it."""
-        return self._change(lambda s: replace(s, load=value))
+    def set_load(self, value: float | None, units: str | None = None) -> LifterSettings:
+        """Set the bar load; ``None`` clears it.
 
-    def set_one_rm(self, value: float | None) -> RackSettings:
-        """Set the one-rep max in the current units; ``None`` clears it."""
-        return self._change(lambda s: replace(s, one_rm=value))
+        ``value`` is in ``units`` if given (a remote command says what it means), else in the current units. A
+        value in the other units is converted to the current ones and rounded to their plate step: the rack
+        keeps showing the units the lifter chose.
+        """
+        return self._change(lambda s: replace(s, load=_in_current_units(value, units, s)))
 
-    def set_units(self, units: str) -> RackSettings:
+    def set_one_rm(self, value: float | None, units: str | None = None) -> LifterSettings:
+        """Set the one-rep max; ``None`` clears it. ``units`` as for :meth:`set_load`."""
+        return self._change(lambda s: replace(s, one_rm=_in_current_units(value, units, s)))
+
+    def set_units(self, units: str) -> LifterSettings:
         """Switch to ``kg`` or ``lb``, converting the load and one-rep max to the new unit's plate steps."""
         return self._change(lambda s: s.in_units(units))
 
-    def set_exercise(self, exercise: str) -> RackSettings:
-        """Set the exercise: ``squat`` or ``single-leg``."""
-        return self._change(lambda s: replace(s, exercise=exercise))
+    def set_exercise(self, exercise: str, working_leg: str | None = None) -> LifterSettings:
+        """Set the exercise: ``squat`` or ``single-leg``, the latter optionally with its ``working_leg``."""
+        return self._change(lambda s: replace(s, exercise=exercise, working_leg=working_leg))
 
-    def step_load(self, steps: int) -> RackSettings:
+    def step_load(self, steps: int) -> LifterSettings:
         """Move the load by ``steps`` plate steps (negative for lighter), stopping at 0 and at the limit."""
         return self._change(lambda s: replace(s, load=step_weight(s.load, steps, s.units)))
 
-    def step_one_rm(self, steps: int) -> RackSettings:
+    def step_one_rm(self, steps: int) -> LifterSettings:
         """Move the one-rep max by ``steps`` plate steps.
 
         With no one-rep max yet, a step up starts from the current load (the max is rarely below it) and a step
         down does nothing. Stepping down past the smallest plate step clears it, which is how a lifter removes
         a one-rep max from the panel.
         """
-        def stepped(s: RackSettings) -> RackSettings:
+        def stepped(s: LifterSettings) -> LifterSettings:
             if s.one_rm is None:
                 if steps <= 0:
                     return s
@@ -240,7 +265,7 @@ class SettingsStore:
             return replace(s, one_rm=moved if moved > 0 else None)
         return self._change(stepped)
 
-    def _change(self, how: Callable[[RackSettings], RackSettings]) -> RackSettings:
+    def _change(self, how: Callable[[LifterSettings], LifterSettings]) -> LifterSettings:
         with self._lock:
             old = self._settings
             new = how(old)
@@ -260,11 +285,11 @@ class SettingsStore:
 
     # -- the file ------------------------------------------------------------------------------------------
 
-    def _read(self, defaults: RackSettings) -> RackSettings:
+    def _read(self, defaults: LifterSettings) -> LifterSettings:
         if self._path is None or not self._path.exists():
             return defaults
         try:
-            return RackSettings.from_dict(json.loads(self._path.read_text(encoding="utf-8")))
+            return LifterSettings.from_dict(json.loads(self._path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             aside = self._path.with_name(self._path.name + ".bad")
             try:
@@ -276,7 +301,7 @@ class SettingsStore:
                         "(load, one-rep max, units and exercise need entering again); %s", self._path, exc, kept)
             return defaults
 
-    def _write(self, settings: RackSettings) -> None:
+    def _write(self, settings: LifterSettings) -> None:
         if self._path is None:
             return
         try:

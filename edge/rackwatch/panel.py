@@ -38,7 +38,7 @@ from gpiozero import (LED, Button, CompositeOutputDevice, LEDCharDisplay, LEDMul
 from gpiozero.tones import Tone
 
 from .events import EXERCISES, UNITS
-from .load import RackSettings, SettingsStore
+from .load import LifterSettings, SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def format_weight(value: float | None) -> str:
     return f"{value:.1f}"
 
 
-def display_text(settings: RackSettings, mode: str) -> str:
+def display_text(settings: LifterSettings, mode: str) -> str:
     """The text for a 4-digit display showing ``mode``'s value, e.g. ``102.5``, ``KG`` or ``1LEG``."""
     if mode == "load":
         return format_weight(settings.load)
@@ -274,13 +274,19 @@ class PanelPins:
         if unknown:
             raise ValueError(f"unknown panel pin setting(s): {', '.join(sorted(unknown))}")
 
-        def value(raw: Any) -> Any:
+        def value(key: str, raw: Any) -> Any:
             if isinstance(raw, str) and raw.strip().lower() in ("", "none"):
                 return None
-            if isinstance(raw, (list, tuple)):
-                return tuple(int(pin) for pin in raw)
-            return int(raw)
-        return cls(**{key: value(raw) for key, raw in mapping.items()})
+            try:
+                if isinstance(raw, (list, tuple)):
+                    return tuple(int(pin) for pin in raw) or None  # an empty list: not fitted
+                if isinstance(raw, bool):
+                    raise ValueError
+                return int(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"panel pin {key} must be a BCM GPIO number (or a list of them), "
+                                 f"not {raw!r}") from None
+        return cls(**{key: value(key, raw) for key, raw in mapping.items()})
 
 
 @dataclass(frozen=True)
@@ -296,6 +302,63 @@ class PanelTiming:
     label_time: float = 0.8          # the mode's name stays on the display this long
     mode_timeout: float | None = 15.0  # back to editing the load after this long without a press
     identify_time: float = 5.0       # identify() blinks for this long
+
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> PanelTiming:
+        """Timings from a config section, e.g. ``{"mode_timeout": 30}``; ``"none"`` turns an optional one off."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(mapping) - set(known)
+        if unknown:
+            raise ValueError(f"unknown panel timing setting(s): {', '.join(sorted(unknown))}")
+        values = {}
+        for key, raw in mapping.items():
+            if isinstance(raw, str) and raw.strip().lower() == "none" and key in ("bounce_time", "mode_timeout"):
+                values[key] = None
+                continue
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
+                raise ValueError(f"panel timing {key} must be a number of seconds, 0 or more, not {raw!r}")
+            values[key] = int(raw) if key == "fast_steps" else float(raw)
+        if values.get("fast_steps", 1) < 1:
+            raise ValueError("panel timing fast_steps must be 1 or more")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PanelSettings:
+    """The ``[panel]`` table of the config file (see docs/panel.md)::
+
+        [panel]
+        enabled = true        # false: no panel fitted, settings come by MQTT only
+        buzzer = true         # false: lights only
+
+        [panel.pins]          # BCM numbers; "none" for a part not fitted
+        buzzer = 18
+
+        [panel.timing]        # seconds
+        mode_timeout = 15
+    """
+
+    enabled: bool = True
+    buzzer: bool = True
+    pins: PanelPins = PanelPins()
+    timing: PanelTiming = PanelTiming()
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any] | None) -> PanelSettings:
+        """Settings from the parsed ``[panel]`` table (``None`` or empty: the defaults); :exc:`ValueError` says
+        what is wrong."""
+        table = dict(table or {})
+        unknown = set(table) - {"enabled", "buzzer", "pins", "timing"}
+        if unknown:
+            raise ValueError(f"[panel] has no setting(s) {', '.join(sorted(unknown))}; "
+                             "known: enabled, buzzer, pins, timing")
+        for key in ("enabled", "buzzer"):
+            if not isinstance(table.get(key, True), bool):
+                raise ValueError(f"[panel] {key} must be true or false, not {table[key]!r}")
+        return cls(enabled=table.get("enabled", True), buzzer=table.get("buzzer", True),
+                   pins=PanelPins.from_mapping(table.get("pins", {})),
+                   timing=PanelTiming.from_mapping(table.get("timing", {})))
 
 
 class TunePlayer:
@@ -459,6 +522,12 @@ class RackPanel:
         self._show(self.controls.display_text())
         self.set_status(lifter_seen=False, broker_ok=True, fault=False)
 
+    @classmethod
+    def from_settings(cls, store: SettingsStore, settings: PanelSettings, pin_factory: Any = None) -> RackPanel:
+        """A panel as the ``[panel]`` table of the config file describes it."""
+        return cls(store, pins=settings.pins, pin_factory=pin_factory, buzzer_enabled=settings.buzzer,
+                   timing=settings.timing)
+
     def _own(self, device: Any) -> Any:
         self._devices.append(device)
         return device
@@ -566,7 +635,7 @@ class RackPanel:
             self._cancel_timer("_label_timer")
             self._label_timer = self._start_timer(self.timing.label_time, self._show_value)
 
-    def _settings_changed(self, settings: RackSettings) -> None:
+    def _settings_changed(self, settings: LifterSettings) -> None:
         self._show_value()
 
     # -- output helpers ------------------------------------------------------------------------------------

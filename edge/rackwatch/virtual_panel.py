@@ -220,7 +220,8 @@ class VirtualPanel:
         settings = self.store.settings
         self._print(f"[{self.controls.display_text():>5}] editing {MODE_NAMES[self.controls.mode]}"
                     f"  (load {_weight(settings.load)}, one-rep max {_weight(settings.one_rm)}, "
-                    f"{settings.units}, {settings.exercise})")
+                    f"{settings.units}, {settings.exercise}"
+                    f"{' on the ' + settings.working_leg + ' leg' if settings.working_leg else ''})")
 
     def _print(self, line: str) -> None:
         with self._print_lock:
