@@ -191,11 +191,19 @@ class RepTracker:
         self._armed = False  # a rep may only start from standing
         self._last_hip: np.ndarray | None = None
         self._recent_heights: deque[float] = deque(maxlen=5)
+        self._last_seen_t: float | None = None
 
     # -- public ---------------------------------------------------------------------------------------------
 
     def update(self, t: float, frame: geometry.Frame) -> list[Rep]:
-        height = self._steady(_hip_height(frame))
+        raw = _hip_height(frame)
+        if raw is not None:
+            if self._last_seen_t is not None and t - self._last_seen_t > self.settings.max_gap_s:
+                # Lost for too long: whatever happened meanwhile was not seen, so no rep may start mid-way.
+                self._recent_heights.clear()
+                self._abandon()
+            self._last_seen_t = t
+        height = self._steady(raw)
         self.lifter_seen = height is not None
         if self.calibration is None:
             self._before_calibration.append((t, frame, height))
@@ -275,6 +283,9 @@ class RepTracker:
             if rep is not None and t - rep.last_seen > s.max_gap_s:
                 self._abandon()
             return []
+        if rep is not None and t - rep.last_seen > s.max_gap_s:
+            self._abandon()
+            rep = None
         depth = 1 - height / cal.hip_height
         sample = _sample(t, depth, frame, cal)
         if rep is None:

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real model, the real footage, and synthetic lifters for the pure stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rackwatch.pose import KP, Pose
+
+PROJECT = Path(__file__).resolve().parents[1]
+FOOTAGE = PROJECT.parent / "shared" / "footage"
+
+
+@pytest.fixture(scope="session")
+def footage_dir() -> Path:
+    if not (FOOTAGE / "labels.json").is_file():
+        pytest.fail(f"The labelled footage is missing: expected {FOOTAGE}/labels.json (../shared beside the project).")
+    return FOOTAGE
+
+
+@pytest.fixture(scope="session")
+def labels(footage_dir) -> list[dict]:
+    return json.loads((footage_dir / "labels.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def interpreter():
+    from rackwatch.models import find_model
+    from rackwatch.pose import load_interpreter
+
+    return load_interpreter(find_model())
+
+
+def standing_pose(*, hip_height: float = 400.0, knee_in: float = 0.0, depth: float = 0.0, x: float = 500.0,
+                  stance: float = 120.0, shoulder_drop: float = 0.0, score: float = 0.9) -> Pose:
+    """A front-view lifter drawn by numbers (pixels; image y points down).
+
+    ``depth`` is the share of standing hip height lost; ``knee_in`` moves both knees toward the midline;
+    ``shoulder_drop`` lowers the shoulders toward the hips (bending over).
+    """
+    ankle_y = 900.0
+    hip_y = ankle_y - hip_height * (1 - depth)
+    knee_y = (hip_y + ankle_y) / 2
+    xy = np.zeros((17, 2), np.float32)
+    # The lifter faces the camera: their left side is on the image's right (+x).
+    for side, sign in (("left", 1), ("right", -1)):
+        xy[KP[f"{side}_hip"]] = (x + sign * 60, hip_y)
+        xy[KP[f"{side}_knee"]] = (x + sign * (stance - knee_in), knee_y)
+        xy[KP[f"{side}_ankle"]] = (x + sign * stance, ankle_y)
+        xy[KP[f"{side}_shoulder"]] = (x + sign * 90, hip_y - 250 + shoulder_drop)
+        xy[KP[f"{side}_elbow"]] = (x + sign * 110, hip_y - 130)
+        xy[KP[f"{side}_wrist"]] = (x + sign * 110, hip_y - 20)
+        xy[KP[f"{side}_eye"]] = (x + sign * 15, hip_y - 340)
+        xy[KP[f"{side}_ear"]] = (x + sign * 30, hip_y - 335)
+    xy[KP["nose"]] = (x, hip_y - 330)
+    return Pose(xy=xy, score=np.full(17, score, np.float32))

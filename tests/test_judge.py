@@ -1,0 +1,107 @@
+"""Judging reps relative to load, sets, and the single-leg screen, on synthetic lifters with known caves."""
+
+import pytest
+
+from rackwatch.judge import JudgeSettings, Load, SetJudge, grade
+
+from conftest import standing_pose
+from test_reps import run, squat, stand
+
+CAVE_PX = 30  # knee 30 px inside the ankle on a 400 px leg: about 0.075 leg lengths, a moderate cave
+
+
+def one_rep(knee_in=0.0):
+    (rep,) = run(stand(1) + squat(knee_in=knee_in) + stand(1))
+    return rep
+
+
+def caving_rep(px):
+    # The knees move in during the bottom of the rep only, as they do at the rack.
+    poses = stand(1) + squat() + stand(1)
+    for i in range(40, 80):  # the synthetic rep runs from frame 30 to 90, deepest at 60
+        poses[i] = standing_pose(depth=0.5 * (1 - abs(i - 60) / 30), knee_in=px)
+    (rep,) = run(poses)
+    return rep
+
+
+@pytest.fixture(scope="module")
+def moderate_rep():
+    return caving_rep(CAVE_PX)
+
+
+def test_grades_follow_the_thresholds():
+    s = JudgeSettings()
+    assert grade(0.0, s) == "none"
+    assert grade(s.minor_cave, s) == "minor"
+    assert grade(s.moderate_cave, s) == "moderate"
+    assert grade(s.severe_cave + 0.01, s) == "severe"
+
+
+def test_clean_rep_is_clean():
+    event = SetJudge(rack=None).judge(one_rep())
+    assert event["verdict"] == "clean"
+    assert event["valgus"]["left"]["severity"] == "none"
+    assert event["valgus"]["right"]["severity"] == "none"
+
+
+def test_cave_without_a_load_is_judged_as_measured(moderate_rep):
+    event = SetJudge(rack=None).judge(moderate_rep)
+    assert event["valgus"]["left"]["severity"] == "moderate"
+    assert event["verdict"] == "cave"
+    assert event["valgus"]["left"]["peak_phase"] in ("descent", "bottom", "ascent")
+
+
+def test_same_cave_near_max_is_a_note_not_a_fault(moderate_rep):
+    event = SetJudge(rack=None, load=Load(95, "kg", 100)).judge(moderate_rep)
+    assert event["severity"] == "minor"
+    assert event["verdict"] == "note"
+
+
+def test_repeated_cave_at_working_load_is_judged_harsher(moderate_rep):
+    judge = SetJudge(rack=None, load=Load(80, "kg", 100))
+    first = judge.judge(moderate_rep)
+    second = judge.judge(moderate_rep)
+    assert first["severity"] == "moderate"
+    assert second["severity"] == "severe"
+
+
+def test_set_summary_clean_set_advises_adding_weight():
+    judge = SetJudge(rack=None, load=Load(100, "kg", 140))
+    for _ in range(3):
+        judge.judge(one_rep())
+    summary = judge.summary()
+    assert summary["reps"] == 3 and summary["clean_reps"] == 3
+    assert summary["advice"]["action"] == "add"
+    assert summary["advice"]["next_load"] == 102.5
+    assert summary["cave_onset_rep"] is None
+
+
+def test_set_summary_finds_onset_weaker_side_and_reduces(moderate_rep):
+    judge = SetJudge(rack=None, load=Load(60, "lb", 100))
+    for _ in range(3):
+        judge.judge(one_rep())
+    for _ in range(2):
+        judge.judge(moderate_rep)
+    summary = judge.summary()
+    assert summary["clean_reps"] == 3
+    assert summary["cave_onset_rep"] == 4
+    assert summary["advice"]["action"] == "reduce"
+    assert summary["advice"]["next_load"] == pytest.approx(55)  # about 10 % less, in 5 lb steps
+    assert any("rep 4" in remark for remark in summary["remarks"])
+
+
+def test_single_leg_judges_only_the_working_leg(moderate_rep):
+    event = SetJudge(rack=None, exercise="single-leg").judge(moderate_rep)
+    judged = [leg for leg, v in event["valgus"].items() if v is not None]
+    assert len(judged) == 1
+    assert event["working_leg"] == judged[0]
+
+
+def test_side_view_is_not_judged():
+    # Hips 0 px apart: the camera sees the lifter from the side.
+    rep = one_rep()
+    narrow = JudgeSettings(min_view_width=10.0)
+    event = SetJudge(rack=None, settings=narrow).judge(rep)
+    assert event["verdict"] == "unjudged"
+    assert event["valgus"] == {"left": None, "right": None}
+    assert "side" in event["unjudged_reason"]

@@ -1,0 +1,108 @@
+"""The rep tracker on synthetic lifters: every case a gym throws at it, with a known right answer."""
+
+import numpy as np
+
+from rackwatch import geometry
+from rackwatch.pose import Pose
+from rackwatch.reps import RepTracker
+
+from conftest import standing_pose
+
+FPS = 30
+
+
+def stand(seconds, **kw):
+    return [standing_pose(**kw)] * int(seconds * FPS)
+
+
+def squat(depth=0.5, down=1.0, up=1.0, **kw):
+    descent = [standing_pose(depth=d, **kw) for d in np.linspace(0, depth, int(down * FPS))]
+    ascent = [standing_pose(depth=d, **kw) for d in np.linspace(depth, 0, int(up * FPS))]
+    return descent + ascent
+
+
+def run(poses):
+    tracker = RepTracker()
+    reps = []
+    for i, pose in enumerate(poses):
+        reps += tracker.update(i / FPS, geometry.measure(pose))
+    return reps + tracker.finish()
+
+
+def hidden(pose: Pose) -> Pose:
+    return Pose(xy=pose.xy, score=np.zeros(17, np.float32))
+
+
+def test_counts_each_full_rep():
+    reps = run(stand(1) + squat() + stand(1) + squat() + stand(1) + squat() + stand(1))
+    assert len(reps) == 3
+    # The bottom is where the synthetic lifter is deepest: 1 s into each rep.
+    assert abs(reps[0].t_bottom - 2.0) < 0.1
+    assert all(abs(r.depth - 0.5) < 0.02 for r in reps)
+
+
+def test_reps_right_after_the_recording_starts_are_found_once_calibrated():
+    # No standing still before the first rep: it is replayed once the lifter stands still afterwards.
+    reps = run(squat() + stand(1) + squat() + stand(1))
+    assert len(reps) == 2
+
+
+def test_short_dropout_mid_rep_is_survived():
+    poses = stand(1) + squat() + stand(1)
+    for i in range(45, 55):  # a third of a second with no joints, at the bottom
+        poses[i] = hidden(poses[i])
+    assert len(run(poses)) == 1
+
+
+def test_long_dropout_drops_the_rep():
+    poses = stand(1) + squat(down=1.5, up=1.5) + stand(1)
+    for i in range(40, 90):  # 1.7 s unseen
+        poses[i] = hidden(poses[i])
+    assert run(poses) == []
+
+
+def test_partial_rep_is_not_counted():
+    assert run(stand(1) + squat(depth=0.12) + stand(1)) == []
+
+
+def test_rep_cut_off_by_the_end_of_the_recording_is_not_counted():
+    poses = stand(1) + squat() + stand(1) + squat()[:40]
+    assert len(run(poses)) == 1
+
+
+def test_recording_opening_deep_in_a_squat_does_not_count_that_rep():
+    ascent_only = squat()[30:]
+    assert len(run(ascent_only + stand(1) + squat() + stand(1))) == 1
+
+
+def test_someone_walking_through_is_not_a_rep():
+    walk = [standing_pose(x=100 + 15 * i) for i in range(60)]
+    assert run(stand(1) + walk + stand(1)) == []
+
+
+def test_model_jumping_to_another_person_mid_rep_drops_the_rep():
+    poses = stand(1) + squat() + stand(1)
+    poses[45:] = [standing_pose(x=900, depth=0.3)] * 10 + poses[55:]
+    assert run(poses) == []
+
+
+def test_bending_over_to_load_plates_is_not_a_rep():
+    # Hips drop, but the shoulders come down to hip level: a hinge, not a squat.
+    bend = [standing_pose(depth=d, shoulder_drop=230 * d / 0.4) for d in np.linspace(0, 0.4, 30)]
+    assert run(stand(1) + bend + bend[::-1] + stand(1)) == []
+
+
+def test_phases_run_descent_bottom_ascent():
+    (rep,) = run(stand(1) + squat() + stand(1))
+    phases = rep.phase_of
+    assert phases[0] == "descent" and phases[-1] == "ascent"
+    assert "bottom" in phases
+    first_bottom, last_bottom = phases.index("bottom"), len(phases) - 1 - phases[::-1].index("bottom")
+    assert set(phases[:first_bottom]) == {"descent"} and set(phases[last_bottom + 1:]) == {"ascent"}
+
+
+def test_cave_is_measured_from_the_lifters_own_standing_posture():
+    # A lifter who stands knock-kneed (knees 10 px in) and keeps exactly that posture shows no cave.
+    (rep,) = run(stand(1, knee_in=10) + squat(knee_in=10) + stand(1, knee_in=10))
+    caves = [s.legs["left"].knee_inside_ankle for s in rep.samples]
+    assert max(abs(c) for c in caves) < 1e-3
