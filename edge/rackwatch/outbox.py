@@ -146,10 +146,12 @@ class Outbox:
         self._db.execute("DELETE FROM outbox WHERE seq = ?", (row[0],))
         self._bump("dropped")
 
-    def remove(self, seq: int) -> None:
-        """Forget one row: the broker has acknowledged it (or refused it for good)."""
+    def remove(self, *seqs: int) -> None:
+        """Forget rows: the broker has acknowledged them (or refused them for good). One commit for all."""
+        if not seqs:
+            return
         with self._lock, self._transaction():
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
 
     def count(self, name: str, by: int = 1) -> None:
         """Add ``by`` to a named counter kept in the same file (e.g. messages the broker refused)."""
