@@ -1,0 +1,124 @@
+"""The rackwatch command as a user meets it: real subprocesses, real files, clear errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import FOOTAGE
+
+CLIP = FOOTAGE / "calimiro_workouttracker" / "squat_19.mp4"
+
+
+def rackwatch(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "rackwatch.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def assert_clear_failure(result, *words):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+def test_analyze_prints_a_table_and_a_set_summary():
+    result = rackwatch("analyze", str(CLIP), "--load", "60", "--one-rm", "100", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "2 reps" in result.stdout
+    assert "Set at 60 kg (60% of max): 2 reps" in result.stdout
+
+
+def test_analyze_json_is_the_event_stream():
+    result = rackwatch("analyze", str(CLIP), "--json", "--load", "100", "--units", "lb")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    reps = [e for e in events if e["type"] == "rep"]
+    assert [e["rep"] for e in reps] == [1, 2]
+    assert events[-1]["type"] == "set" and events[-1]["reps"] == 2
+    for rep in reps:
+        assert rep["load"] == {"value": 100.0, "units": "lb", "one_rm": None, "percent_1rm": None}
+        for leg in ("left", "right"):
+            assert rep["valgus"][leg]["severity"] in ("none", "minor", "moderate", "severe")
+        assert 0 < rep["t_bottom"] < 6
+    assert len({e["id"] for e in events}) == len(events)
+
+
+def test_overlay_video_is_written(tmp_path):
+    import cv2
+
+    out = tmp_path / "overlay.mp4"
+    result = rackwatch("analyze", str(CLIP), "--overlay", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 143
+
+
+def test_missing_model_says_where_to_get_it(tmp_path):
+    result = rackwatch("analyze", str(CLIP), env={"RACKWATCH_MODEL": str(tmp_path / "nope.tflite")})
+    assert_clear_failure(result, "No pose model", "rackwatch models fetch")
+
+
+def test_corrupt_model_is_refused(tmp_path):
+    bad = tmp_path / "movenet.tflite"
+    bad.write_bytes(b"not a model" * 1000)
+    result = rackwatch("analyze", str(CLIP), env={"RACKWATCH_MODEL": str(bad)})
+    assert_clear_failure(result, "damaged")
+
+
+def test_unreadable_video(tmp_path):
+    junk = tmp_path / "clip.mp4"
+    junk.write_bytes(os.urandom(20000))
+    assert_clear_failure(rackwatch("analyze", str(junk)), str(junk))
+
+
+def test_missing_video(tmp_path):
+    assert_clear_failure(rackwatch("analyze", str(tmp_path / "none.mp4")), "No video")
+
+
+def test_video_with_nobody_in_it(tmp_path):
+    import cv2
+
+    empty = tmp_path / "empty.mp4"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
+    for i in range(50):
+        writer.write(np.full((240, 320, 3), 40 + i, np.uint8))
+    writer.release()
+    assert_clear_failure(rackwatch("analyze", str(empty)), "Nobody was found")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[analysis.judge]\nmoderate_cave = 'lots'\n", ["moderate_cave", "must be float"]),
+    ("[analysis.reps]\nstart_depht = 0.1\n", ["no setting 'start_depht'", "start_depth"]),
+    ("[analysis.judge]\nminor_cave = 0.2\n", ["minor_cave < moderate_cave"]),
+    ("[analysis\n", ["not valid TOML"]),
+])
+def test_wrong_config_is_explained(tmp_path, text, words):
+    config = tmp_path / "rackwatch.toml"
+    config.write_text(text)
+    assert_clear_failure(rackwatch("--config", str(config), "analyze", str(CLIP)), *words)
+
+
+def test_bad_load_is_refused():
+    result = rackwatch("analyze", str(CLIP), "--load", "-20")
+    assert result.returncode == 2 and "out of range" in result.stderr
+
+
+def test_eval_scoring_of_one_clip():
+    from rackwatch.evaluation import score_clip, totals
+
+    label = {"clip": "x.mp4", "view": "front", "exercise": "squat", "fps": 10.0,
+             "reps": [{"bottom": 20, "valgus_left": "clear", "valgus_right": "none"},
+                      {"bottom": 60, "valgus_left": "none", "valgus_right": "slight"}]}
+    found = [{"t_bottom": 2.3, "valgus": {"left": {"severity": "moderate"}, "right": {"severity": "minor"}}},
+             {"t_bottom": 9.0, "valgus": {"left": {"severity": "severe"}, "right": None}}]
+    score = score_clip(label, found)
+    assert score.reps_matched == 1 and score.count_exact  # two found for two labelled, one of them too late
+    assert (score.cave["left"].tp, score.cave["right"].tn) == (1, 1)
+    summary = totals([score])
+    assert summary["cave"]["both"]["f1"] == 1.0
+    assert summary["rep_recall"] == 0.5
