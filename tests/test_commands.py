@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mqtt_broker import Subscriber, broker, wait_until  # noqa: F401  (broker is a fixture)
+from mqtt_broker import Subscriber, broker  # noqa: F401  (broker is a fixture)
 from rackwatch import contract
-from rackwatch.commands import (MAX_PAYLOAD_BYTES, CommandRejected, Identify, SetExercise, SetLoad, SetOneRepMax,
+from rackwatch.commands import (CommandRejected, Identify, SetExercise, SetLoad, SetOneRepMax,
                                 SetUnits, parse_command)
 from rackwatch.mqtt import LinkSettings, RackLink
 

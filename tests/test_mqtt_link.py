@@ -334,6 +334,7 @@ def test_tls_with_the_gym_ca(tmp_path):
             assert link.wait_drained(10), link.last_error
             sub.wait_for(lambda s: s.events("rackwatch/rack01/rep"), what="the rep over TLS")
             assert sub.events("rackwatch/rack01/rep")[0]["id"] == event["id"]
+            assert_contract(sub)
         finally:
             link.close()
             sub.close()

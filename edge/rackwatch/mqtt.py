@@ -45,7 +45,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -291,7 +291,9 @@ class RackLink:
             return
         self.last_error = None
         # Forget paho's in-memory copies of unacknowledged messages: the pump resends them from disk, in order.
-        client.drop_out_messages()
+        drop = getattr(client, "drop_out_messages", None)   # paho-mqtt >= 2.1
+        if drop is not None:
+            drop()
         # Never take retained commands: they would run again at every reconnect. (A command published with the
         # retain flag still reaches us once, live, like any other.)
         client.subscribe(self.topics.commands,
