@@ -168,6 +168,9 @@ class VirtualPanel:
         stream = stdin if stdin is not None else sys.stdin
         self._print(self.help())
         self._show()
+        if stream is None or stream.closed:
+            self._print("no keyboard input available: the virtual panel only shows what happens")
+            return
         if stream.isatty():
             # Switched here rather than in the thread, so that keys typed straight away already count.
             self._terminal = _KeyByKey(stream.fileno())
