@@ -113,6 +113,7 @@ def test_a_broker_outage_mid_stream_loses_nothing(broker, tmp_path):
         wait_until(lambda: not link.connected, what="the link to notice the outage")
         published_during_outage = len(sent)
         wait_until(lambda: len(sent) >= published_during_outage + 30, what="reps during the outage")
+        wait_until(lambda: link.last_error, what="a failed reconnect attempt")   # the outage is felt, not just seen
         assert link.outbox_depth > 0                         # they wait on disk
         broker.start()
         assert done.wait(30)
@@ -196,10 +197,7 @@ def test_events_queued_while_the_broker_is_down_survive_kill_9(tmp_path):
     with broker:
         sub = Subscriber(broker, "rackwatch/rack01/rep")
         try:
-            child = run_child(tmp_path, "drain", broker.port, state_dir, 0)
-            assert read_lines(child, 1) == ["drained"]
-            child.wait(10)
-            child.stdout.close()
+            drain(tmp_path, broker, state_dir)
             sub.wait_for(lambda s: set(waiting) <= {e["id"] for e in s.events()}, what="the replayed reps")
             assert first_seen_order([e["id"] for e in sub.events()]) == waiting
             assert_contract(sub)
@@ -207,6 +205,36 @@ def test_events_queued_while_the_broker_is_down_survive_kill_9(tmp_path):
             sub.close()
     with Outbox(state_dir) as box:
         assert box.depth == 0
+
+
+def test_a_rack_killed_while_sending_delivers_the_rest_after_restart(broker, tmp_path):
+    """kill -9 with messages in flight: those the broker had not acknowledged yet are sent again at restart."""
+    state_dir = tmp_path / "state"
+    sub = Subscriber(broker, "rackwatch/rack01/rep")
+    try:
+        child = run_child(tmp_path, "publish", broker.port, state_dir, 2000)
+        try:
+            accepted = read_lines(child, 300)
+        finally:
+            kill9(child)
+        drain(tmp_path, broker, state_dir)
+        sub.wait_for(lambda s: set(accepted) <= {e["id"] for e in s.events()}, what="every accepted rep")
+        seen = first_seen_order([e["id"] for e in sub.events()])
+        assert [i for i in seen if i in set(accepted)] == accepted     # in order, none missing
+        copies: dict[str, dict] = {}
+        for event in sub.events():
+            assert copies.setdefault(event["id"], event) == event       # a resent event is the same event
+        assert_contract(sub)
+    finally:
+        sub.close()
+
+
+def drain(tmp_path, broker, state_dir) -> None:
+    """Start the rack again in a fresh process, let it deliver its outbox and stop cleanly."""
+    child = run_child(tmp_path, "drain", broker.port, state_dir, 0)
+    assert read_lines(child, 1) == ["drained"]
+    child.wait(10)
+    child.stdout.close()
 
 
 def test_last_will_says_offline_and_a_restarted_rack_says_online_and_republishes_its_state(broker, tmp_path):
