@@ -251,6 +251,11 @@ class RackLink:
         """Messages the broker refused for good (e.g. not authorised by its ACL); they are logged and dropped."""
         return self.outbox.counter("refused")
 
+    @property
+    def dropped(self) -> int:
+        """Reps, sets or replies lost because the outbox was full (see :mod:`rackwatch.outbox`)."""
+        return self.outbox.dropped
+
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self._connected.wait(timeout)
 
