@@ -60,6 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--all", action="store_true", help="also clips labelled not usable")
 
+    run = sub.add_parser("run", help="run the rack: camera (or a video in its place) to MQTT events and the panel")
+    run.add_argument("--source", default="picamera",
+                     help="'picamera' (default) or a video file / folder of images in place of the camera")
+    run.add_argument("--rack", help="rack id (default: [rack] id of the config, rack01)")
+    run.add_argument("--broker", metavar="URL",
+                     help="mqtt://HOST:PORT or mqtts://HOST:PORT (default: [mqtt] host and port of the config)")
+    run.add_argument("--username", help="broker username (default: [mqtt] username)")
+    run.add_argument("--password", help="broker password (default: $RACKWATCH_MQTT_PASSWORD, then [mqtt])")
+    run.add_argument("--speed", choices=("max", "realtime"), default="realtime",
+                     help="for a recording: every frame as fast as possible (max), or at its own frame rate, "
+                          "dropping frames like the camera when behind (realtime, the default)")
+    run.add_argument("--state-dir", help="folder for the outbox and the lifter's settings (default: [rack] state_dir)")
+    run.add_argument("--virtual-panel", action="store_true", help="the rack panel in this terminal (keys and text)")
+    run.add_argument("--load", type=_positive, help="bar load, in --units (else in the saved units)")
+    run.add_argument("--one-rm", type=_positive, help="the lifter's one-rep max")
+    run.add_argument("--units", choices=UNITS, help="kg or lb (default: as saved, kg at first)")
+    run.add_argument("--exercise", choices=EXERCISES, help="squat or single-leg (default: as saved)")
+    run.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
+                     help="at shutdown, wait this long for the broker to take the last events (default 10)")
+    run.add_argument("--health-every", type=float, default=5.0, metavar="S",
+                     help="seconds between health events (default 5)")
+
     models = sub.add_parser("models", help="fetch or verify the pose model")
     models_sub = models.add_subparsers(dest="action", required=True)
     fetch = models_sub.add_parser("fetch", help="download the model, or copy it from a folder, and verify it")
@@ -231,6 +253,12 @@ def cmd_models(args, config) -> int:
     return 0
 
 
+def cmd_run(args, config) -> int:
+    from .service import run_command
+
+    return run_command(args, config, lambda: _interpreter(args, config))
+
+
 class _Progress:
     """A one-line progress bar on stderr."""
 
@@ -254,7 +282,7 @@ class _Progress:
             self.stream.write("\n")
 
 
-COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "models": cmd_models}
+COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "models": cmd_models, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,268 @@
+"""`rackwatch run` and RackService: the real model on real footage, a real Mosquitto, the panel on mock pins.
+
+Every JSON message a test subscriber sees is checked against the published contract (contract/*.schema.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from conftest import FOOTAGE, PROJECT
+from mqtt_broker import MosquittoBroker, Subscriber, broker, free_port, wait_until  # noqa: F401 (fixture)
+from rackwatch import contract
+from rackwatch.config import ConfigError, load_config
+from rackwatch.load import SettingsStore
+from rackwatch.mqtt import LinkSettings, RackLink
+from rackwatch.panel import FEEDBACK, PanelPins, PanelSettings, PanelTiming, RackPanel
+from rackwatch.service import RackService, SystemdNotifier, link_settings, open_frames, parse_broker_url
+
+pytestmark = [pytest.mark.broker, pytest.mark.footage]
+
+SQUAT = "calimiro_workouttracker/squat_19.mp4"     # 2 clean reps, 143 frames
+CAVE = "tuxotiikeri/hyva_ja_paha.mp4"              # 1 single-leg rep, the right knee clearly caves
+LIGHT_PINS = {name: getattr(PanelPins(), name) for name in ("green", "amber", "red")}
+BUZZER_PIN = PanelPins().buzzer
+
+
+def label_of(labels, clip):
+    return next(label for label in labels if label["clip"] == clip)
+
+
+def assert_contract(sub: Subscriber) -> None:
+    for message in sub.received("rackwatch/#"):
+        leaf = message.topic.split("/", 2)[2]
+        if leaf == "availability":
+            assert message.payload in (b"online", b"offline")
+        elif leaf in ("rep", "set", "state", "health", "reply"):
+            event = json.loads(message.payload)
+            assert event["type"] == leaf and event["rack"] == "rack01"
+            contract.validate(event)
+
+
+def unique(events: list[dict]) -> list[dict]:
+    """QoS 1 is at least once: drop repeats of the same event id."""
+    return list({e["id"]: e for e in events}.values())
+
+
+def rackwatch_run(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "rackwatch.cli", "run", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def link_for(broker, state_dir) -> RackLink:
+    return RackLink(LinkSettings(rack="rack01", host=broker.host, port=broker.port, state_dir=state_dir,
+                                 reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False))
+
+
+# -- 1. the command, as systemd would run it --------------------------------------------------------------------------
+
+def test_run_on_a_recording_publishes_reps_set_state_health_and_availability(broker, tmp_path, labels):
+    label = label_of(labels, SQUAT)
+    sub = Subscriber(broker, "rackwatch/#")
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(0.2)
+    try:
+        result = rackwatch_run("--source", FOOTAGE / SQUAT, "--rack", "rack01", "--broker",
+                               f"mqtt://{broker.host}:{broker.port}", "--speed", "max", "--state-dir",
+                               tmp_path / "state", "--load", "100", "--one-rm", "140",
+                               env={"NOTIFY_SOCKET": str(notify_path)})
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        sub.wait_for(lambda s: b"offline" in s.payloads("rackwatch/rack01/availability"), what="offline")
+
+        reps = unique(sub.events("rackwatch/rack01/rep"))
+        assert [r["rep"] for r in reps] == list(range(1, len(label["reps"]) + 1))
+        for rep in reps:
+            assert rep["load"] == {"value": 100.0, "units": "kg", "one_rm": 140.0, "percent_1rm": 71.4}
+            assert rep["verdict"] in FEEDBACK
+        sets = unique(sub.events("rackwatch/rack01/set"))
+        assert len(sets) == 1 and sets[0]["reps"] == len(label["reps"])
+        assert sets[0]["set_id"] == reps[0]["set_id"]
+
+        states = sub.events("rackwatch/rack01/state")
+        assert {"standing", "descent", "ascent"} <= {s["phase"] for s in states}
+        assert max(s["reps_in_set"] for s in states) == len(label["reps"])
+        assert states[-1]["set_id"] is None and states[-1]["reps_in_set"] == 0   # the set was closed at the end
+        assert len(sub.events("rackwatch/rack01/health")) >= 1
+        assert sub.payloads("rackwatch/rack01/availability") == [b"online", b"offline"]
+        assert_contract(sub)
+
+        # a dashboard that connects afterwards sees the rack offline and its last state, retained
+        late = Subscriber(broker, "rackwatch/#", client_id="late")
+        late.wait_for(lambda s: len(s.received()) >= 2, what="retained messages")
+        retained = {m.topic: m for m in late.received()}
+        assert retained["rackwatch/rack01/availability"].payload == b"offline"
+        assert retained["rackwatch/rack01/state"].retain
+        assert json.loads(retained["rackwatch/rack01/state"].payload)["id"] == states[-1]["id"]
+        late.close()
+
+        messages = []
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except socket.timeout:
+                break
+        assert messages[0].startswith("READY=1")
+        assert "WATCHDOG=1" in messages and messages[-1] == "STOPPING=1"
+    finally:
+        notify.close()
+        sub.close()
+    assert "2 reps" in result.stderr and "rep 1:" in result.stdout
+
+
+def test_an_unreachable_broker_is_not_fatal_and_the_events_go_out_at_the_next_start(tmp_path):
+    # Three black frames: nobody there, but the run still publishes its state and health.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.zeros((240, 320, 3), np.uint8))
+    down = MosquittoBroker(tmp_path / "broker", port=free_port())   # configured, not running
+    state = tmp_path / "state"
+    args = ("--source", frames, "--broker", f"mqtt://{down.host}:{down.port}", "--speed", "max",
+            "--state-dir", state)
+    result = rackwatch_run(*args, "--drain-timeout", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("no connection to the broker") == 1
+    assert "stay in the outbox" in result.stderr
+
+    with down:
+        sub = Subscriber(down, "rackwatch/#")
+        try:
+            assert rackwatch_run(*args).returncode == 0
+            sub.wait_for(lambda s: len(s.events("rackwatch/rack01/state")) >= 4, what="both runs' states")
+            assert len(sub.events("rackwatch/rack01/health")) >= 1
+            assert_contract(sub)
+        finally:
+            sub.close()
+
+
+@pytest.mark.parametrize("url, words", [
+    ("localhost:1883", "mqtt://"), ("http://broker:1883", "mqtt://"), ("mqtt://:1883", "names no host"),
+    ("mqtt://broker:99999", "Port out of range"), ("mqtt://rack01:secret@broker", "--username"),
+    ("mqtts://broker", "tls_ca"),
+])
+def test_a_bad_broker_address_is_a_clear_error(url, words, tmp_path):
+    with pytest.raises(ConfigError, match=words):
+        link_settings("rack01", tmp_path, None, broker=url)
+    if url == "http://broker:1883":   # and through the command: exit 2, one line, no traceback
+        result = rackwatch_run("--source", FOOTAGE / SQUAT, "--broker", url, "--state-dir", tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and "mqtt://" in result.stderr
+
+
+def test_broker_addresses_and_the_example_config():
+    assert parse_broker_url("mqtt://broker.gym.lan") == ("broker.gym.lan", 1883, False)
+    assert parse_broker_url("mqtts://10.0.0.2:8884") == ("10.0.0.2", 8884, True)
+    example = PROJECT / "deploy" / "rackwatch.example.toml"
+    config = load_config(example)
+    settings = link_settings(config.rack.id, config.rack.state_dir, config.extra["mqtt"],
+                             broker="mqtt://10.0.0.2:1884", username="rack01", password="pw")
+    assert (settings.host, settings.port, settings.username, settings.password) == ("10.0.0.2", 1884, "rack01", "pw")
+    assert PanelSettings.from_table(config.extra["panel"]) == PanelSettings()
+    assert tomllib.loads(example.read_text())["mqtt"]["topic_root"] == settings.topic_root
+    with pytest.raises(ConfigError, match="has no setting 'hots'"):
+        link_settings("rack01", "/tmp", {"hots": "x"})
+    with pytest.raises(ConfigError, match="port must be a whole number"):
+        link_settings("rack01", "/tmp", {"port": "1883"})
+
+
+# -- 2. the panel, driven by the pipeline -----------------------------------------------------------------------------
+
+def lit(factory: MockFactory, pin: int) -> bool:
+    """Whether the pin was ever driven high (its history survives the panel's close)."""
+    return any(state.state for state in factory.pin(pin).states)
+
+
+@pytest.mark.parametrize("clip, exercise, expected", [(CAVE, "single-leg", "cave"), (SQUAT, "squat", "clean")])
+def test_the_verdict_of_each_rep_lights_its_led_and_plays_its_tune(broker, tmp_path, interpreter, clip, exercise,
+                                                                   expected):
+    store = SettingsStore(tmp_path / "state")
+    store.set_load(100)
+    store.set_one_rm(140)
+    store.set_exercise(exercise)
+    factory = MockFactory(pin_class=MockPWMPin)
+    reps: list[dict] = []
+    injected = clip == SQUAT   # one run with a panel the test owns, one with a panel the service builds
+    timing = PanelTiming(verdict_time=60, bounce_time=None)
+    panel = RackPanel(store, pin_factory=factory, timing=timing) if injected else None
+    service = RackService(link_for(broker, tmp_path / "state"), store, interpreter,
+                          open_frames(str(FOOTAGE / clip), "max"), panel=panel, pin_factory=factory,
+                          panel_settings=PanelSettings(timing=timing), notifier=SystemdNotifier({}),
+                          on_event=lambda e: reps.append(e) if e["type"] == "rep" else None)
+    try:
+        assert service.run() == 0
+        verdicts = [rep["verdict"] for rep in reps]
+        assert verdicts and set(verdicts) == {expected}
+        assert all(rep["load"]["percent_1rm"] == 71.4 and rep["exercise"] == exercise for rep in reps)
+        light = FEEDBACK[expected].light
+        assert lit(factory, LIGHT_PINS[light])
+        assert not any(lit(factory, LIGHT_PINS[other]) for other in LIGHT_PINS if other != light)
+        assert lit(factory, BUZZER_PIN)
+        if injected:   # still showing the last verdict, and the status light says the lifter is there
+            assert panel.lights[light].is_lit
+            assert panel.status == "ready" or panel.status == "no-broker"
+    finally:
+        if panel is not None:
+            panel.close()
+
+
+# -- 3. remote commands ------------------------------------------------------------------------------------------------
+
+def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(broker, tmp_path, interpreter):
+    store = SettingsStore(tmp_path / "state")
+    sub = Subscriber(broker, "rackwatch/#")
+    service = RackService(link_for(broker, tmp_path / "state"), store, interpreter, None,
+                          notifier=SystemdNotifier({}))
+    service.start()
+    try:
+        assert service.link.wait_connected(10)
+
+        def send(name, payload):
+            sub.client.publish(f"rackwatch/rack01/cmd/{name}", json.dumps(payload), qos=1)
+
+        def reply(command_id):
+            sub.wait_for(lambda s: any(e["command_id"] == command_id for e in s.events("rackwatch/rack01/reply")),
+                         what=f"the reply to {command_id}")
+            return next(e for e in sub.events("rackwatch/rack01/reply") if e["command_id"] == command_id)
+
+        send("load", {"id": "c1", "value": 120, "units": "kg"})
+        assert reply("c1")["status"] == "ok"
+        send("one_rm", {"id": "c2", "value": 330, "units": "lb"})   # converted to the rack's kg, to the plate
+        assert reply("c2")["status"] == "ok"
+        assert (store.settings.load, store.settings.one_rm, store.settings.units) == (120.0, 150.0, "kg")
+        assert service.analyzer.load.value == 120.0 and service.analyzer.load.one_rm == 150.0
+        assert json.loads((tmp_path / "state" / "settings.json").read_text())["load"] == 120.0
+
+        send("exercise", {"id": "c3", "exercise": "single-leg"})
+        assert reply("c3")["status"] == "ok" and service.analyzer.exercise == "single-leg"
+        send("identify", {"id": "c4"})   # no panel on this rack
+        assert reply("c4") | {"id": None, "time": None} == {
+            "type": "reply", "schema": 1, "id": None, "rack": "rack01", "time": None, "command_id": "c4",
+            "command": "identify", "status": "rejected", "reason": "this rack has no panel to blink"}
+        send("load", {"id": "c5", "value": 5000, "units": "kg"})
+        assert reply("c5")["status"] == "rejected" and store.settings.load == 120.0
+
+        expected = {"value": 120.0, "units": "kg", "one_rm": 150.0, "percent_1rm": 80.0}
+        wait_until(lambda: service.link.outbox_depth == 0, what="the outbox to drain")
+        late = Subscriber(broker, "rackwatch/rack01/state", client_id="late")
+        late.wait_for(lambda s: len(s.received()) >= 1, what="the retained state")
+        state = late.events()[0]
+        assert late.received()[0].retain
+        assert (state["load"], state["exercise"]) == (expected, "single-leg")
+        late.close()
+    finally:
+        service.close()
+        sub.close()
+    assert_contract(sub)
