@@ -10,6 +10,9 @@ import pytest
 
 from rackwatch.pose import KP, Pose
 
+# The broker fixtures start a real Mosquitto on a free port for the tests that ask for them.
+from mqtt_broker import broker, secure_broker  # noqa: F401
+
 PROJECT = Path(__file__).resolve().parents[1]
 FOOTAGE = PROJECT.parent / "shared" / "footage"
 

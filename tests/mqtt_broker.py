@@ -17,6 +17,7 @@ messages survive a restart as in a real gym), and an optional TLS listener.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -166,6 +167,21 @@ class MosquittoBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def assert_contract(sub: "Subscriber", rack: str | None = None) -> None:
+    """Every message the subscriber saw under rackwatch/ is what the contract promises (and from ``rack``)."""
+    from rackwatch import contract
+
+    for message in sub.received("rackwatch/#"):
+        leaf = message.topic.split("/", 2)[2]
+        if leaf == "availability":
+            assert message.payload in (b"online", b"offline")
+        elif leaf in ("rep", "set", "state", "health", "reply"):
+            event = json.loads(message.payload)
+            assert event["type"] == leaf
+            assert rack is None or event["rack"] == rack
+            contract.validate(event)
 
 
 # -- pytest fixtures (import them into a test module by name) -------------------------------------------------------

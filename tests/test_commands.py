@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mqtt_broker import Subscriber, broker  # noqa: F401  (broker is a fixture)
+from mqtt_broker import Subscriber
 from rackwatch import contract
 from rackwatch.commands import (CommandRejected, Identify, SetExercise, SetLoad, SetOneRepMax,
                                 SetUnits, parse_command)

@@ -96,7 +96,6 @@ def test_synthetic_cave_on_real_clean_reps_is_caught(analysed, shift, expected):
     assert all(r["verdict"] == "clean" for r in result.reps)
     caved = _replay(_displace_knees(poses, result.reps, shift))
     assert len(caved) == len(result.reps), "displacing the knees must not change the rep count"
-    order = ["none", "minor", "moderate", "severe"]
     for after in caved:
         for leg in ("left", "right"):
             # The 90th percentile of the rep sits a little below its very deepest frame.

@@ -17,10 +17,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from mqtt_broker import (REPO, TEST_USERS, MosquittoBroker, Subscriber, broker,  # noqa: F401 (fixtures)
-                         free_port, sample_health, sample_rep, sample_set, sample_state, secure_broker,
-                         wait_until)
-from rackwatch import contract
+from mqtt_broker import (REPO, TEST_USERS, MosquittoBroker, Subscriber, assert_contract, free_port,
+                         sample_health, sample_rep, sample_set, sample_state, wait_until)
 from rackwatch.mqtt import LinkSettings, RackLink, discovery_configs
 from rackwatch.outbox import Outbox
 
@@ -32,18 +30,6 @@ def settings_for(broker, tmp_path, rack="rack01", **overrides) -> LinkSettings:
                   reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False)
     values.update(overrides)
     return LinkSettings(**values)
-
-
-def assert_contract(sub: Subscriber) -> None:
-    """Every message the subscriber saw under rackwatch/ is what the contract promises."""
-    for message in sub.received("rackwatch/#"):
-        leaf = message.topic.split("/", 2)[2]
-        if leaf == "availability":
-            assert message.payload in (b"online", b"offline")
-        elif leaf in ("rep", "set", "state", "health", "reply"):
-            event = json.loads(message.payload)
-            assert event["type"] == leaf
-            contract.validate(event)
 
 
 def first_seen_order(ids: list[str]) -> list[str]:

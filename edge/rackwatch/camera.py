@@ -16,12 +16,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+SPEEDS = ("max", "realtime")
 
 
 class SourceError(RuntimeError):
@@ -152,26 +153,6 @@ def open_source(spec: str | Path, fps: float = 30.0) -> FrameSource:
     return VideoFile(path)
 
 
-def prefetched(frames: Iterator[Frame], depth: int = 4) -> Iterator[Frame]:
-    """The same frames, decoded ahead in a thread so decoding overlaps inference. Nothing is dropped."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def decode() -> None:
-        try:
-            for frame in frames:
-                slots.put(frame)
-        except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
-            slots.put(exc)
-        slots.put(done)
-
-    threading.Thread(target=decode, name="decode", daemon=True).start()
-    while (item := slots.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-
-
 class LiveCamera:
     """Serves the newest frame of a live source; frames the pipeline had no time for are dropped and counted."""
 
@@ -208,3 +189,94 @@ class LiveCamera:
     def close(self) -> None:
         self._stopped = True
         self.source.close()
+
+
+class PacedSource:
+    """A recording delivered at its own frame rate, the way a camera delivers frames."""
+
+    def __init__(self, source: FrameSource):
+        self.source = source
+        self.fps = source.fps
+        self._stop = threading.Event()
+
+    def frames(self) -> Iterator[Frame]:
+        start = time.monotonic()
+        try:
+            for frame in self.source.frames():
+                delay = start + frame.t - time.monotonic()
+                if (delay > 0 and self._stop.wait(delay)) or self._stop.is_set():
+                    return
+                yield frame
+        finally:
+            # Released by the thread that reads it, never while a read is in progress.
+            self.source.close()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class Prefetched:
+    """Every frame of a recording, decoded ahead in a thread so decoding overlaps inference; nothing dropped.
+
+    It can be stopped half-way: :meth:`close` waits for the decoding thread to let go of the file before
+    releasing it.
+    """
+
+    dropped = 0
+
+    def __init__(self, source: FrameSource, depth: int = 4):
+        self.source = source
+        self.fps = source.fps
+        self.frame_count = getattr(source, "frame_count", 0)
+        self._slots: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._done = object()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _decode(self) -> None:
+        try:
+            for frame in self.source.frames():
+                if not self._put(frame):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+            self._put(exc)
+        self._put(self._done)
+
+    def frames(self) -> Iterator[Frame]:
+        self._thread = threading.Thread(target=self._decode, name="rackwatch-decode", daemon=True)
+        self._thread.start()
+        while (item := self._slots.get()) is not self._done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.source.close()
+
+
+def open_frames(spec: str, speed: str = "max") -> FrameSource:
+    """The service's frame source for ``spec`` (``picamera``, a video file or a folder of images).
+
+    The camera is always live (newest frame, drops counted); a recording is read every frame as fast as
+    possible (``speed="max"``) or played at its own frame rate like a camera (``speed="realtime"``).
+    """
+    if speed not in SPEEDS:
+        raise SourceError(f"speed must be one of {', '.join(SPEEDS)}, not {speed!r}")
+    if str(spec) == "picamera":
+        return LiveCamera(PiCamera())
+    source = open_source(spec)
+    if speed == "realtime":
+        return LiveCamera(PacedSource(source))
+    return Prefetched(source)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .analysis import AnalysisSettings, LiftAnalyzer
-from .camera import Frame, SourceError, open_source, prefetched
+from .camera import Frame, Prefetched, SourceError, open_source
 from .judge import Load
 from .pose import Interpreter, Pose, PoseEstimator
 
@@ -44,13 +44,13 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, exercise: s
     ``on_frame`` (optional) sees every frame with its pose and the events it caused: the progress bar and the
     overlay writer hang off it.
     """
-    source = open_source(path)
+    source = Prefetched(open_source(path))
     estimator = PoseEstimator(interpreter, settings.min_score)
     analyzer = LiftAnalyzer(rack=rack, exercise=exercise, load=load, settings=settings)
     out: list[dict] = []
     seen = frames = 0
     try:
-        for frame in prefetched(source.frames()):
+        for frame in source.frames():
             pose = estimator.estimate(frame.image)
             new = analyzer.update(frame.t, pose, frame.image.shape[0])
             out += new

@@ -8,7 +8,7 @@ How one frame travels::
     frame source ─► PoseEstimator ─► LiftAnalyzer ─► events ─► RackLink.publish (outbox on disk ─► broker)
                                                         └────► panel.show_rep (lights, buzzer)
 
-Frame sources (:func:`open_frames`):
+Frame sources (:func:`rackwatch.camera.open_frames`):
 
 ``picamera``
     the Pi camera behind a :class:`~rackwatch.camera.LiveCamera`: always the newest frame, stale frames dropped
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -50,13 +49,13 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TextIO, get_type_hints
+from typing import Any, Callable, Mapping, TextIO, get_type_hints
 from urllib.parse import urlsplit
 
 from . import commands as cmds
 from . import events
 from .analysis import AnalysisSettings, LiftAnalyzer
-from .camera import Frame, FrameSource, LiveCamera, PiCamera, open_source
+from .camera import Frame, FrameSource, open_frames
 from .config import ConfigError
 from .judge import Load
 from .load import LifterSettings, SettingsStore
@@ -65,101 +64,7 @@ from .pose import Interpreter, PoseEstimator
 
 log = logging.getLogger(__name__)
 
-SPEEDS = ("max", "realtime")
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
-
-
-# -- frame sources -------------------------------------------------------------------------------------------------
-
-class PacedSource:
-    """A recording delivered at its own frame rate, the way a camera delivers frames."""
-
-    def __init__(self, source: FrameSource):
-        self.source = source
-        self.fps = source.fps
-        self._stop = threading.Event()
-
-    def frames(self) -> Iterator[Frame]:
-        start = time.monotonic()
-        try:
-            for frame in self.source.frames():
-                delay = start + frame.t - time.monotonic()
-                if (delay > 0 and self._stop.wait(delay)) or self._stop.is_set():
-                    return
-                yield frame
-        finally:
-            # Released by the thread that reads it, never while a read is in progress.
-            self.source.close()
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-class Prefetched:
-    """Every frame of a recording, decoded ahead in a thread so decoding overlaps inference; nothing dropped.
-
-    Unlike :func:`rackwatch.camera.prefetched` it can be stopped half-way: :meth:`close` waits for the decoding
-    thread to let go of the file before releasing it.
-    """
-
-    dropped = 0
-
-    def __init__(self, source: FrameSource, depth: int = 4):
-        self.source = source
-        self.fps = source.fps
-        self.frame_count = getattr(source, "frame_count", 0)
-        self._slots: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._done = object()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _decode(self) -> None:
-        try:
-            for frame in self.source.frames():
-                if not self._put(frame):
-                    return
-        except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
-            self._put(exc)
-        self._put(self._done)
-
-    def frames(self) -> Iterator[Frame]:
-        self._thread = threading.Thread(target=self._decode, name="rackwatch-decode", daemon=True)
-        self._thread.start()
-        while (item := self._slots.get()) is not self._done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.source.close()
-
-
-def open_frames(spec: str, speed: str = "max") -> FrameSource:
-    """The service's frame source for ``spec`` (``picamera``, a video file or a folder of images).
-
-    The camera is always live (newest frame, drops counted); a recording is read every frame as fast as
-    possible (``speed="max"``) or played at its own frame rate like a camera (``speed="realtime"``).
-    """
-    if speed not in SPEEDS:
-        raise ConfigError(f"speed must be one of {', '.join(SPEEDS)}, not {speed!r}")
-    if str(spec) == "picamera":
-        return LiveCamera(PiCamera())
-    source = open_source(spec)
-    if speed == "realtime":
-        return LiveCamera(PacedSource(source))
-    return Prefetched(source)
 
 
 # -- systemd and the Pi's own health ----------------------------------------------------------------------------------
