@@ -143,10 +143,6 @@ def test_damaged_video_through_prefetched_reaches_the_consumer(tmp_path, footage
         source.close()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.xfail(strict=True, reason="camera.py LiveCamera._capture: an exception from the source kills the "
-                   "capture thread and frames() then ends as if the source had simply finished; the SourceError "
-                   "never reaches the consumer (Prefetched hands it over, LiveCamera does not)")
 def test_damaged_video_played_in_realtime_reaches_the_consumer(tmp_path, footage_dir):
     head = _damaged_files(tmp_path, footage_dir)[0]
     source = open_frames(str(head), speed="realtime")

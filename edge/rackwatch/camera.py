@@ -163,18 +163,24 @@ class LiveCamera:
         self._newest: Frame | None = None
         self._ready = threading.Condition()
         self._stopped = False
+        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._capture, name="capture", daemon=True)
         self._thread.start()
 
     def _capture(self) -> None:
-        for frame in self.source.frames():
-            with self._ready:
-                if self._newest is not None:
-                    self.dropped += 1
-                self._newest = frame
-                self._ready.notify()
-            if self._stopped:
-                break
+        try:
+            for frame in self.source.frames():
+                with self._ready:
+                    if self._newest is not None:
+                        self.dropped += 1
+                    self._newest = frame
+                    self._ready.notify()
+                if self._stopped:
+                    break
+        except BaseException as exc:  # handed to the consumer: a failing camera must not look like an ending
+            self._failure = exc
+        with self._ready:
+            self._ready.notify()
 
     def frames(self) -> Iterator[Frame]:
         while not self._stopped:
@@ -183,6 +189,8 @@ class LiveCamera:
                     self._ready.wait(0.5)
                 frame, self._newest = self._newest, None
             if frame is None:
+                if self._failure is not None:
+                    raise self._failure
                 return
             yield frame
 

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--health-every", type=float, default=5.0, metavar="S",
                      help="seconds between health events (default 5)")
 
+    bench = sub.add_parser("bench", help="measure the model, the pipeline, publishing and memory on real footage")
+    bench.add_argument("video", nargs="?", default=str(DEFAULT_CLIP), help="recording to measure on")
+    bench.add_argument("--frames", type=int, default=150, help="frames to use (default 150)")
+    bench.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
+    bench.add_argument("--broker", help="mqtt://HOST:PORT (default: a private Mosquitto on a free port)")
+    bench.add_argument("--no-rss", action="store_true", help="skip measuring `rackwatch run`'s memory")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
     models = sub.add_parser("models", help="fetch or verify the pose model")
     models_sub = models.add_subparsers(dest="action", required=True)
     fetch = models_sub.add_parser("fetch", help="download the model, or copy it from a folder, and verify it")
@@ -241,6 +249,28 @@ def format_eval(scores, summary) -> str:
     return "\n".join(lines)
 
 
+def cmd_bench(args, config) -> int:
+    from . import bench
+    from .models import find_model
+
+    broker = None
+    if args.broker:
+        from .service import parse_broker_url
+        host, port, _tls = parse_broker_url(args.broker)
+        broker = (host, port)
+    if args.frames < 10 or args.repeats < 1:
+        raise ConfigError("--frames must be at least 10 and --repeats at least 1.")
+    progress = (lambda line: print(f"  {line}", file=sys.stderr)) if not args.json else (lambda line: None)
+    try:
+        figures = bench.run(Path(args.video), find_model(args.model or config.model.path or None),
+                            frames=args.frames, repeats=args.repeats, broker=broker,
+                            measure_rss=not args.no_rss, progress=progress)
+    except RuntimeError as exc:
+        raise SourceError(str(exc)) from None
+    print(json.dumps(figures, indent=2) if args.json else bench.format_report(figures))
+    return 0
+
+
 def cmd_models(args, config) -> int:
     from . import models
 
@@ -282,7 +312,7 @@ class _Progress:
             self.stream.write("\n")
 
 
-COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "models": cmd_models, "run": cmd_run}
+COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,26 +13,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from .pose import DEFAULT_MIN_SCORE, KP, Pose
 
-from .pose import DEFAULT_MIN_SCORE, Pose
+Point = tuple[float, float]
+"""(x, y) in image pixels. Plain floats: a frame's worth of arithmetic on a handful of joints is several times
+faster in Python floats than in tiny NumPy arrays, and this runs for every frame on the Pi."""
 
 
 @dataclass(frozen=True)
 class Leg:
     """One leg's joints and valgus measures (pixels / degrees)."""
 
-    hip: np.ndarray
-    knee: np.ndarray
-    ankle: np.ndarray
+    hip: Point
+    knee: Point
+    ankle: Point
     fppa_deg: float
     """Frontal plane projection angle: 180° minus the hip-knee-ankle angle, signed (+ = knee medial)."""
     knee_medial_px: float
     """The knee's distance from the hip-ankle line, + toward the midline (medial knee displacement)."""
     knee_over_ankle_px: float
     """How far the knee sits medial of the ankle below it, horizontally (+ = inside the foot)."""
-    hip_height_px: float
-    """Ankle minus hip, vertically: shrinks as the lifter sinks."""
+    length_px: float
+    """Hip to ankle, straight."""
+    shank_px: float
+    """Knee to ankle."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Frame:
 
     left: Leg | None
     right: Leg | None
-    hip_center: np.ndarray | None
+    hip_center: Point | None
     knee_ankle_ratio: float | None
     """Knee gap ÷ ankle gap: below 1 the knees are inside the feet."""
     knee_hip_ratio: float | None
@@ -61,58 +65,33 @@ class Frame:
         return self.left if side == "left" else self.right
 
 
-def _medial_sign(pose: Pose, side: str, min_score: float) -> float | None:
-    """+1 when the lifter's midline lies toward +x from this leg, -1 when toward -x.
-
-    Worked out from the hips rather than assumed, so a mirrored video or a lifter with their back to the
-    camera is still measured with the right sign.
-    """
-    left, right = pose.point("left_hip", min_score), pose.point("right_hip", min_score)
-    if left is None or right is None or left[0] == right[0]:
-        return None
-    toward_right_hip = math.copysign(1.0, float(right[0] - left[0]))
-    return toward_right_hip if side == "left" else -toward_right_hip
-
-
-def fppa(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, medial: float) -> float:
+def fppa(hip: Point, knee: Point, ankle: Point, medial: float) -> float:
     """The signed frontal plane projection angle in degrees (0 for a straight leg, + for a knee gone inward)."""
-    thigh = knee - hip
-    shank = ankle - knee
+    tx, ty = knee[0] - hip[0], knee[1] - hip[1]
+    sx, sy = ankle[0] - knee[0], ankle[1] - knee[1]
     # The turn from the thigh's direction to the shank's; with image y pointing down a knee pushed toward -x
     # turns the leg one way, toward +x the other: multiplying by the medial sign makes + mean valgus.
-    cross = float(thigh[0] * shank[1] - thigh[1] * shank[0])
-    dot = float(thigh @ shank)
-    turn = math.degrees(math.atan2(cross, dot))
-    return turn * medial
+    return math.degrees(math.atan2(tx * sy - ty * sx, tx * sx + ty * sy)) * medial
 
 
-def _leg(pose: Pose, side: str, min_score: float) -> Leg | None:
-    hip = pose.point(f"{side}_hip", min_score)
-    knee = pose.point(f"{side}_knee", min_score)
-    ankle = pose.point(f"{side}_ankle", min_score)
-    medial = _medial_sign(pose, side, min_score)
+def _leg(joints: dict[str, Point], side: str, medial: float | None) -> Leg | None:
+    hip, knee, ankle = joints.get(f"{side}_hip"), joints.get(f"{side}_knee"), joints.get(f"{side}_ankle")
     if hip is None or knee is None or ankle is None or medial is None:
         return None
-    axis = ankle - hip
-    length = float(np.hypot(*axis))
+    ax, ay = ankle[0] - hip[0], ankle[1] - hip[1]
+    length = math.hypot(ax, ay)
     if length < 1e-6:
         return None
-    # Signed distance of the knee from the hip-ankle line: the line's normal pointing to +x is (-ay, ax)/len
-    # when the ankle is below the hip; its x-component's sign tells medial from lateral.
-    normal = np.array([axis[1], -axis[0]]) / length
-    if normal[0] < 0:
-        normal = -normal
-    knee_offset = float((knee - hip) @ normal) * medial
-    return Leg(hip=hip, knee=knee, ankle=ankle,
-               fppa_deg=fppa(hip, knee, ankle, medial),
-               knee_medial_px=knee_offset,
-               knee_over_ankle_px=float(knee[0] - ankle[0]) * medial,
-               hip_height_px=float(ankle[1] - hip[1]))
+    # Signed distance of the knee from the hip-ankle line, along the line's normal that points to +x.
+    nx, ny = (ay, -ax) if ay >= 0 else (-ay, ax)
+    knee_offset = ((knee[0] - hip[0]) * nx + (knee[1] - hip[1]) * ny) / length * medial
+    return Leg(hip=hip, knee=knee, ankle=ankle, fppa_deg=fppa(hip, knee, ankle, medial),
+               knee_medial_px=knee_offset, knee_over_ankle_px=(knee[0] - ankle[0]) * medial,
+               length_px=length, shank_px=math.hypot(ankle[0] - knee[0], ankle[1] - knee[1]))
 
 
-def _gap(pose: Pose, a: str, b: str, min_score: float) -> float | None:
-    pa, pb = pose.point(a, min_score), pose.point(b, min_score)
-    return None if pa is None or pb is None else abs(float(pa[0] - pb[0]))
+def _gap(a: Point | None, b: Point | None) -> float | None:
+    return None if a is None or b is None else abs(a[0] - b[0])
 
 
 def _ratio(top: float | None, bottom: float | None) -> float | None:
@@ -122,28 +101,37 @@ def _ratio(top: float | None, bottom: float | None) -> float | None:
     return top / bottom
 
 
+_USED = ("left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee",
+         "left_ankle", "right_ankle")
+
+
 def measure(pose: Pose, min_score: float = DEFAULT_MIN_SCORE) -> Frame:
     """Every squat measure of one pose."""
-    left_hip, right_hip = pose.point("left_hip", min_score), pose.point("right_hip", min_score)
-    hip_center = (left_hip + right_hip) / 2 if left_hip is not None and right_hip is not None else None
-    tilt = None
-    if hip_center is not None and left_hip[0] != right_hip[0]:
-        dx, dy = float(left_hip[0] - right_hip[0]), float(right_hip[1] - left_hip[1])
-        tilt = math.degrees(math.atan2(dy, abs(dx))) * (1 if dx > 0 else -1)
-    knee_gap = _gap(pose, "left_knee", "right_knee", min_score)
-    ankle_gap = _gap(pose, "left_ankle", "right_ankle", min_score)
-    hip_gap = _gap(pose, "left_hip", "right_hip", min_score)
-    shoulder_gap = _gap(pose, "left_shoulder", "right_shoulder", min_score)
-    shoulders = [p for p in (pose.point("left_shoulder", min_score), pose.point("right_shoulder", min_score))
-                 if p is not None]
-    left_ankle, right_ankle = pose.point("left_ankle", min_score), pose.point("right_ankle", min_score)
-    hip_over_feet = None
-    if hip_center is not None and left_ankle is not None and right_ankle is not None:
-        toward_left = -(_medial_sign(pose, "left", min_score) or 0.0)
-        hip_over_feet = float(hip_center[0] - (left_ankle[0] + right_ankle[0]) / 2) * toward_left
-    return Frame(left=_leg(pose, "left", min_score), right=_leg(pose, "right", min_score), hip_center=hip_center,
+    xy, score = pose.xy.tolist(), pose.score.tolist()
+    joints: dict[str, Point] = {name: tuple(xy[KP[name]]) for name in _USED if score[KP[name]] >= min_score}
+    left_hip, right_hip = joints.get("left_hip"), joints.get("right_hip")
+    left_ankle, right_ankle = joints.get("left_ankle"), joints.get("right_ankle")
+    hip_center = tilt = medial_left = hip_over_feet = None
+    if left_hip is not None and right_hip is not None:
+        hip_center = ((left_hip[0] + right_hip[0]) / 2, (left_hip[1] + right_hip[1]) / 2)
+        dx = left_hip[0] - right_hip[0]
+        if dx != 0:
+            # The midline lies toward the other hip: worked out, not assumed, so a mirrored video or a lifter
+            # with their back to the camera is measured with the right sign.
+            medial_left = -math.copysign(1.0, dx)
+            tilt = math.degrees(math.atan2(right_hip[1] - left_hip[1], abs(dx))) * (1 if dx > 0 else -1)
+            if left_ankle is not None and right_ankle is not None:
+                hip_over_feet = (hip_center[0] - (left_ankle[0] + right_ankle[0]) / 2) * -medial_left
+    shoulders = [joints[name][1] for name in ("left_shoulder", "right_shoulder") if name in joints]
+    knee_gap = _gap(joints.get("left_knee"), joints.get("right_knee"))
+    ankle_gap = _gap(left_ankle, right_ankle)
+    hip_gap = _gap(left_hip, right_hip)
+    shoulder_gap = _gap(joints.get("left_shoulder"), joints.get("right_shoulder"))
+    return Frame(left=_leg(joints, "left", medial_left),
+                 right=_leg(joints, "right", None if medial_left is None else -medial_left),
+                 hip_center=hip_center,
                  knee_ankle_ratio=_ratio(knee_gap, ankle_gap), knee_hip_ratio=_ratio(knee_gap, hip_gap),
                  stance_ratio=_ratio(ankle_gap, shoulder_gap), hip_tilt_deg=tilt,
                  shoulder_width_px=shoulder_gap, hip_width_px=hip_gap,
-                 shoulder_y=float(np.mean([p[1] for p in shoulders])) if shoulders else None,
+                 shoulder_y=sum(shoulders) / len(shoulders) if shoulders else None,
                  hip_over_feet_px=hip_over_feet)

@@ -177,6 +177,8 @@ class RackLink:
         self._recent_replies: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._stopping = threading.Event()
         self._pump_thread: threading.Thread | None = None
+        self._acked = threading.Condition()
+        self._acked_upto = 0   # the highest outbox seq the broker has acknowledged
         self._client = self._make_client()
 
     # -- set-up --------------------------------------------------------------------------------------------------
@@ -258,6 +260,14 @@ class RackLink:
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_acked(self, seq: int, timeout: float = 10.0) -> bool:
+        """Block until the broker has acknowledged event ``seq`` (as returned by :meth:`publish`).
+
+        Events go out and are acknowledged in order, so this also means every earlier event is through.
+        """
+        with self._acked:
+            return self._acked.wait_for(lambda: self._acked_upto >= seq, timeout)
 
     def wait_drained(self, timeout: float = 30.0) -> bool:
         """Block until every queued event is acknowledged (``True``) or ``timeout`` seconds pass (``False``)."""
@@ -421,6 +431,10 @@ class RackLink:
                     break
             # One commit (one fsync) for every PUBACK that came in meanwhile: replays after an outage go much
             # faster than deleting row by row. A crash before this commit only means those events go out again.
+            if acked:
+                with self._acked:
+                    self._acked_upto = max(self._acked_upto, *acked)
+                    self._acked.notify_all()
             self.outbox.remove(*acked)
             if connected:
                 try:

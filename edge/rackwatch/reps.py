@@ -23,6 +23,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import math
+import statistics
+
 import numpy as np
 
 from . import geometry
@@ -167,7 +170,7 @@ class Rep:
 class _Pending:
     t_start: float
     samples: list[Sample] = field(default_factory=list)
-    ankles_start: np.ndarray | None = None
+    ankles_start: tuple[float, float] | None = None
     feet_drift: float = 0.0
     max_depth: float = 0.0
     torso_ok: bool = True
@@ -189,9 +192,10 @@ class RepTracker:
         self._before_calibration: deque[tuple[float, geometry.Frame, float | None]] = deque()
         self._rep: _Pending | None = None
         self._armed = False  # a rep may only start from standing
-        self._last_hip: np.ndarray | None = None
+        self._last_hip: geometry.Point | None = None
         self._recent_heights: deque[float] = deque(maxlen=5)
         self._last_seen_t: float | None = None
+        self._still_calibrated = False
 
     # -- public ---------------------------------------------------------------------------------------------
 
@@ -227,9 +231,9 @@ class RepTracker:
                        if h is not None and (s := _shank(f)) and h >= self.settings.upright_ratio * s]
             if upright:
                 tallest = max(h for _, _, h in upright)
-                frames = [f for _, f, h in upright if h >= (1 - self.settings.still_tolerance) * tallest]
-                self.calibration = _calibrate(upright[-1][0], frames, float(np.median([
-                    h for _, _, h in upright if h >= (1 - self.settings.still_tolerance) * tallest])), None)
+                best = [(f, h) for _, f, h in upright if h >= (1 - self.settings.still_tolerance) * tallest]
+                self.calibration = _calibrate(upright[-1][0], [f for f, _ in best],
+                                              statistics.median(h for _, h in best), None)
                 reps = self._replay()
         self._rep = None
         self.phase = "standing"
@@ -240,7 +244,7 @@ class RepTracker:
         if height is None:
             return None
         self._recent_heights.append(height)
-        return float(np.median(self._recent_heights))
+        return statistics.median(self._recent_heights)
 
     # -- calibration ----------------------------------------------------------------------------------------
 
@@ -249,16 +253,23 @@ class RepTracker:
         shank = _shank(frame)
         if height is None or shank is None or height < s.upright_ratio * shank or self._rep is not None:
             self._still.clear()
+            self._still_calibrated = False
             return False
         self._still.append((t, frame, height))
         heights = [h for _, _, h in self._still]
         while len(heights) > 1 and (max(heights) - min(heights)) > s.still_tolerance * max(heights):
             self._still.popleft()
             heights = heights[1:]
-        if t - self._still[0][0] < s.still_s:
+            self._still_calibrated = False
+        while t - self._still[0][0] > 2 * s.still_s:  # a long wait at the rack must not grow the window
+            self._still.popleft()
+            heights = heights[1:]
+        if t - self._still[0][0] < s.still_s or self._still_calibrated:
             return False
+        # Once per still period: the standing posture does not change while the lifter holds still.
+        self._still_calibrated = True
         frames = [f for _, f, _ in self._still]
-        self.calibration = _calibrate(t, frames, float(np.median(heights)), self.calibration)
+        self.calibration = _calibrate(t, frames, statistics.median(heights), self.calibration)
         return True
 
     def _replay(self) -> list[Rep]:
@@ -287,7 +298,6 @@ class RepTracker:
             self._abandon()
             rep = None
         depth = 1 - height / cal.hip_height
-        sample = _sample(t, depth, frame, cal)
         if rep is None:
             if depth < s.end_depth:
                 self._armed = True
@@ -296,12 +306,12 @@ class RepTracker:
             else:
                 self.phase = "standing"
                 return []
-        rep.samples.append(sample)
+        rep.samples.append(_sample(t, depth, frame, cal))
         rep.last_seen = t
         rep.max_depth = max(rep.max_depth, depth)
         ankles = _ankles(frame)
         if ankles is not None and rep.ankles_start is not None:
-            drift = float(np.abs(ankles - rep.ankles_start).max()) / cal.hip_height
+            drift = max(abs(now - then) for now, then in zip(ankles, rep.ankles_start)) / cal.hip_height
             rep.feet_drift = max(rep.feet_drift, drift)
         torso = _torso_height(frame)
         if torso is not None and cal.torso_height and depth >= 0.9 * rep.max_depth:
@@ -336,7 +346,7 @@ class RepTracker:
         previous, self._last_hip = self._last_hip, hip
         if hip is None or previous is None or self.calibration is None:
             return hip is not None
-        jump = float(np.hypot(*(hip - previous))) / self.calibration.hip_height
+        jump = math.hypot(hip[0] - previous[0], hip[1] - previous[1]) / self.calibration.hip_height
         if jump > self.settings.max_jump:
             self._abandon()
             return False
@@ -351,19 +361,19 @@ def _hip_height(frame: geometry.Frame) -> float | None:
     legs = [leg for leg in (frame.left, frame.right) if leg is not None]
     if not legs:
         return None
-    hip_y = frame.hip_center[1] if frame.hip_center is not None else np.mean([leg.hip[1] for leg in legs])
-    return float(max(leg.ankle[1] for leg in legs) - hip_y)
+    hip_y = frame.hip_center[1] if frame.hip_center is not None else legs[0].hip[1]
+    return max(leg.ankle[1] for leg in legs) - hip_y
 
 
 def _shank(frame: geometry.Frame) -> float | None:
-    lengths = [float(np.hypot(*(leg.ankle - leg.knee))) for leg in (frame.left, frame.right) if leg is not None]
+    lengths = [leg.shank_px for leg in (frame.left, frame.right) if leg is not None]
     return max(lengths) if lengths else None
 
 
-def _ankles(frame: geometry.Frame) -> np.ndarray | None:
+def _ankles(frame: geometry.Frame) -> tuple[float, float] | None:
     if frame.left is None or frame.right is None:
         return None
-    return np.array([frame.left.ankle[0], frame.right.ankle[0]])
+    return frame.left.ankle[0], frame.right.ankle[0]
 
 
 def _torso_height(frame: geometry.Frame) -> float | None:
@@ -371,7 +381,7 @@ def _torso_height(frame: geometry.Frame) -> float | None:
     shoulders = frame.shoulder_y
     if not legs or shoulders is None:
         return None
-    return float(np.mean([leg.hip[1] for leg in legs]) - shoulders)
+    return sum(leg.hip[1] for leg in legs) / len(legs) - shoulders
 
 
 def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previous: Calibration | None) -> Calibration:
@@ -380,20 +390,20 @@ def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previo
         for side in LEGS:
             values = [getattr(f.leg(side), attr) for f in frames if f.leg(side) is not None]
             if values:
-                out[side] = float(np.median(values))
+                out[side] = statistics.median(values)
             elif previous is not None and side in getattr(previous, _CAL_FIELD[attr]):
                 out[side] = getattr(previous, _CAL_FIELD[attr])[side]
         return out
 
     def median(values: list) -> float | None:
         values = [v for v in values if v is not None]
-        return float(np.median(values)) if values else None
+        return statistics.median(values) if values else None
 
     lengths = {}
     for side in LEGS:
-        values = [float(np.hypot(*(f.leg(side).ankle - f.leg(side).hip))) for f in frames if f.leg(side)]
+        values = [f.leg(side).length_px for f in frames if f.leg(side)]
         if values:
-            lengths[side] = float(np.median(values))
+            lengths[side] = statistics.median(values)
     return Calibration(t=t, hip_height=hip_height, leg_length=lengths,
                        knee_medial=per_leg("knee_medial_px"), knee_over_ankle=per_leg("knee_over_ankle_px"),
                        fppa=per_leg("fppa_deg"),
@@ -422,7 +432,7 @@ def _sample(t: float, depth: float, frame: geometry.Frame, cal: Calibration) -> 
             knee_inside_ankle=(leg.knee_over_ankle_px - cal.knee_over_ankle[side]) / length,
             fppa_change=leg.fppa_deg - cal.fppa[side],
             on_floor=lowest is not None and leg.ankle[1] >= lowest - 0.05 * length,
-            ankle=(float(leg.ankle[0]) / length, float(leg.ankle[1]) / length))
+            ankle=(leg.ankle[0] / length, leg.ankle[1] / length))
     drop = None
     if frame.knee_ankle_ratio is not None and cal.knee_ankle_ratio is not None:
         drop = cal.knee_ankle_ratio - frame.knee_ankle_ratio

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pose import DEFAULT_MIN_SCORE, Pose
+from .pose import DEFAULT_MIN_SCORE, KP, Pose
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,16 @@ def _alpha(cutoff_hz: float, dt: float) -> float:
 
 
 class PoseSmoother:
-    """Smooths the 17 keypoints of successive poses of one lifter.
+    """Smooths the joints the squat geometry uses (shoulders, hips, knees, ankles) over successive poses.
 
     Speeds are measured in units of ``scale`` pixels (pass the frame height) so the same settings work at any
     resolution. A joint below ``min_score`` keeps its low score and does not disturb its filter; a joint that
-    reappears after a gap restarts from where it is seen.
+    reappears after a gap restarts from where it is seen. Other joints pass through untouched: nothing
+    downstream reads them, and this runs for every frame on the Pi.
     """
+
+    JOINTS = tuple(KP[name] for name in ("left_shoulder", "right_shoulder", "left_hip", "right_hip",
+                                         "left_knee", "right_knee", "left_ankle", "right_ankle"))
 
     def __init__(self, settings: OneEuroSettings = OneEuroSettings(), min_score: float = DEFAULT_MIN_SCORE):
         self.settings = settings
@@ -42,32 +46,33 @@ class PoseSmoother:
         self.reset()
 
     def reset(self) -> None:
-        self._xy: np.ndarray | None = None
-        self._speed = np.zeros((17, 2))
         self._t: float | None = None
-        self._seen = np.zeros(17, dtype=bool)
+        # Per joint: [x, y, speed_x, speed_y], or None while the joint is not seen.
+        self._state: dict[int, list[float] | None] = {j: None for j in self.JOINTS}
 
     def smooth(self, t: float, pose: Pose, scale: float) -> Pose:
-        seen = pose.score >= self.min_score
-        if self._xy is None or self._t is None or t <= self._t:
-            self._xy = pose.xy.astype(np.float64)
-            self._speed[:] = 0.0
-            self._t, self._seen = t, seen
-            return pose
-        dt = t - self._t
-        self._t = t
         s = self.settings
-        fresh = seen & ~self._seen  # reappeared joints start over at their new place
-        self._xy[fresh] = pose.xy[fresh]
-        self._speed[fresh] = 0.0
-        track = seen & self._seen
-        raw_speed = (pose.xy[track] - self._xy[track]) / dt / scale
-        a_d = _alpha(s.derivative_cutoff_hz, dt)
-        self._speed[track] = a_d * raw_speed + (1 - a_d) * self._speed[track]
-        cutoff = s.min_cutoff_hz + s.beta * np.abs(self._speed[track])
-        tau = 1.0 / (2 * np.pi * cutoff)
-        a = 1.0 / (1.0 + tau / dt)
-        self._xy[track] = a * pose.xy[track] + (1 - a) * self._xy[track]
-        self._seen = seen
-        xy = np.where(seen[:, None], self._xy, pose.xy).astype(np.float32)
-        return Pose(xy=xy, score=pose.score)
+        xy, score = pose.xy.tolist(), pose.score.tolist()
+        dt = None if self._t is None or t <= self._t else t - self._t
+        self._t = t
+        if dt is not None:
+            a_d = _alpha(s.derivative_cutoff_hz, dt)
+            per_speed = 1.0 / (dt * scale)
+        for j in self.JOINTS:
+            state = self._state[j]
+            if score[j] < self.min_score:
+                self._state[j] = None
+                continue
+            x, y = xy[j]
+            if state is None or dt is None:
+                self._state[j] = [x, y, 0.0, 0.0]
+                continue
+            px, py, vx, vy = state
+            vx = a_d * (x - px) * per_speed + (1 - a_d) * vx
+            vy = a_d * (y - py) * per_speed + (1 - a_d) * vy
+            ax = _alpha(s.min_cutoff_hz + s.beta * abs(vx), dt)
+            ay = _alpha(s.min_cutoff_hz + s.beta * abs(vy), dt)
+            x, y = ax * x + (1 - ax) * px, ay * y + (1 - ay) * py
+            self._state[j] = [x, y, vx, vy]
+            xy[j] = [x, y]
+        return Pose(xy=np.array(xy, dtype=np.float32), score=pose.score)
