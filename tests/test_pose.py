@@ -165,20 +165,32 @@ def test_keypoints_map_back_to_frame_pixels(interpreter, clip_frames, rep_starts
 
 
 def _shift_check(interpreter, frame: np.ndarray, padded: np.ndarray, shift: tuple[int, int]) -> int:
-    """Estimate ``frame`` and ``padded`` (the same frame with black bands added) side by side; return how many
-    of the estimates were made through a crop rather than the whole frame."""
+    """Follow the lifter in ``frame`` and, in step, in ``padded`` (the same frame with black bands added).
+
+    At every step the crop in ``padded`` must be the crop in ``frame`` moved by ``shift``, the model input cut
+    from it the same picture (the warp's fixed-point rounding may differ by one level on a handful of values),
+    and the keypoints read back from one model output must land exactly ``shift`` apart. The model itself is not
+    compared: this int8 MoveNet answers a single input value changed by one level with keypoints several pixels
+    apart, which says nothing about the mapping. Returns how many steps went through a crop.
+    """
     here, there = PoseEstimator(interpreter), PoseEstimator(interpreter)
     cropped = 0
-    for _ in range(3):  # the whole frame, then the crops the estimators chose
+    for _ in range(3):  # the whole frame, then the crops the estimator chose
+        h, w = frame.shape[:2]
+        ph, pw = padded.shape[:2]
+        crop, other = here.crop_for(w, h), there.crop_for(pw, ph)
         cropped += here.crop is not None
-        a, b = here.estimate(frame), there.estimate(padded)
-        np.testing.assert_allclose(b.score, a.score, atol=0.02)
-        np.testing.assert_allclose(b.xy - shift, a.xy, atol=1.0)
-        if here.crop is None:
-            assert there.crop is None
-        else:
-            assert there.crop.size == pytest.approx(here.crop.size, abs=1e-3)
-            assert (there.crop.x0 - here.crop.x0, there.crop.y0 - here.crop.y0) == pytest.approx(shift, abs=1e-3)
+        assert other.size == pytest.approx(crop.size, abs=1e-3)
+        assert (other.x0 - crop.x0, other.y0 - crop.y0) == pytest.approx(shift, abs=1e-3)
+        here.prepare(frame, crop)
+        there.prepare(padded, other)
+        differ = np.abs(here._input.astype(int) - there._input.astype(int))
+        assert differ.max() <= 1 and np.count_nonzero(differ) <= 20
+        here.invoke()
+        a = here.read_pose(crop, w, h)
+        b = there.read_pose(other, pw, ph)  # the same model output, read through the shifted crop
+        np.testing.assert_array_equal(b.score, a.score)
+        np.testing.assert_allclose(b.xy - shift, a.xy, atol=1e-3)
     return cropped
 
 

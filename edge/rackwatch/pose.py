@@ -155,11 +155,14 @@ class PoseEstimator:
         """Cut ``crop`` out of ``frame`` and scale it into the model's input tensor (no copy besides that)."""
         import cv2  # imported here so that the pure parts of rackwatch never need OpenCV
 
-        scale = INPUT_SIZE / crop.size
-        matrix = np.array([[scale, 0.0, -crop.x0 * scale], [0.0, scale, -crop.y0 * scale]], dtype=np.float32)
+        step = crop.size / INPUT_SIZE
+        # Model pixel -> frame pixel, given directly (WARP_INVERSE_MAP) so the crop's corner enters exactly:
+        # the same picture at another place in the frame then gives the very same input.
+        matrix = np.array([[step, 0.0, crop.x0], [0.0, step, crop.y0]], dtype=np.float64)
         # One warp does crop, scale and black padding at once, writing straight into the input tensor.
         cv2.warpAffine(frame, matrix, (INPUT_SIZE, INPUT_SIZE), dst=self._input[0],
-                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=0)
         if self.bgr_frames:
             # Swapped in place on 192x192 pixels: far cheaper than converting the full frame (and than a
             # NumPy reversed-slice copy, which costs thirty times more here).
@@ -173,10 +176,9 @@ class PoseEstimator:
     def read_pose(self, crop: Crop, width: int, height: int) -> Pose:
         """The model's last output, keypoints mapped back to frame pixels; remembers where to look next."""
         raw = self._interpreter.get_tensor(self._output_index)[0, 0]  # 17 × (y, x, score), 0..1 in the crop
-        xy = np.empty((17, 2), dtype=np.float32)
-        xy[:, 0] = crop.x0 + raw[:, 1] * crop.size
-        xy[:, 1] = crop.y0 + raw[:, 0] * crop.size
-        pose = Pose(xy=xy, score=raw[:, 2].astype(np.float32))
+        # (y, x) reversed to (x, y), scaled and shifted into the frame in one step.
+        xy = raw[:, 1::-1] * np.float32(crop.size) + np.array([crop.x0, crop.y0], dtype=np.float32)
+        pose = Pose(xy=xy, score=raw[:, 2].copy())
         self._crop = next_crop(pose, width, height, self.min_score)
         return pose
 
@@ -190,15 +192,21 @@ def next_crop(pose: Pose, width: int, height: int, min_score: float = DEFAULT_MI
     The square is centred on the hips and big enough for every confident joint with a margin, and for the
     torso scaled up, so that a body half-found in this frame is still inside the next crop.
     """
-    visible = pose.score >= min_score
-    hips = [KP["left_hip"], KP["right_hip"]]
-    if not visible[hips].all() or visible.sum() < 8:
+    # Plain floats: a dozen tiny NumPy calls would cost more than the arithmetic they do.
+    score, xy = pose.score.tolist(), pose.xy.tolist()
+    left, right = KP["left_hip"], KP["right_hip"]
+    visible = [i for i, s in enumerate(score) if s >= min_score]
+    if score[left] < min_score or score[right] < min_score or len(visible) < 8:
         return None
-    center = pose.xy[hips].mean(axis=0)
-    torso = [i for i in _TORSO if visible[i]]
-    torso_reach = np.abs(pose.xy[torso] - center).max()
-    body_reach = np.abs(pose.xy[visible] - center).max()
-    half = max(torso_reach * 1.9, body_reach * 1.25)
+    cx, cy = (xy[left][0] + xy[right][0]) / 2, (xy[left][1] + xy[right][1]) / 2
+
+    def reach(joints) -> float:
+        return max(max(abs(xy[i][0] - cx), abs(xy[i][1] - cy)) for i in joints)
+
+    half = max(reach(i for i in _TORSO if score[i] >= min_score) * 1.9, reach(visible) * 1.25)
     # Never smaller than a quarter of the frame (MoveNet is poor on tiny, blurry crops) nor bigger than the frame.
-    half = float(np.clip(half, max(width, height) / 8, max(width, height) / 2))
-    return Crop(float(center[0] - half), float(center[1] - half), 2 * half)
+    long_side = max(width, height)
+    half = min(max(half, long_side / 8), long_side / 2)
+    # Whole pixels: the int8 model answers a crop moved by a hundred-thousandth of a pixel with keypoints
+    # several pixels apart, so a crop that cannot wobble by fractions gives steadier joints.
+    return Crop(float(round(cx - half)), float(round(cy - half)), float(round(2 * half)))

@@ -48,7 +48,12 @@ class RepSettings:
     still_tolerance: float = 0.04
     """Hip height may wander by this share of itself and still count as still."""
     upright_ratio: float = 1.55
-    """Standing means hip height ≥ this many shank lengths (a deep squat is near 1)."""
+    """Standing means hip height ≥ this many shank lengths (a deep squat is near 1)..."""
+    upright_share: float = 0.9
+    """...and ≥ this share of the tallest hip height seen lately: seen from the front, a shallow squat's shins
+    tilt toward the camera and look short, so the shank test alone can take a held bottom for standing."""
+    tallest_decay_per_s: float = 0.01
+    """How fast the memory of the tallest hip height fades (1 %/s follows a camera that zooms out)."""
     max_gap_s: float = 1.0
     """A rep survives missing joints for this long (the model often loses knees at the bottom of a side view)."""
     max_feet_drift: float = 0.35
@@ -196,6 +201,7 @@ class RepTracker:
         self._recent_heights: deque[float] = deque(maxlen=5)
         self._last_seen_t: float | None = None
         self._still_calibrated = False
+        self._tallest = (0.0, 0.0)  # (when, hip height): the tallest the lifter has stood lately
 
     # -- public ---------------------------------------------------------------------------------------------
 
@@ -248,10 +254,18 @@ class RepTracker:
 
     # -- calibration ----------------------------------------------------------------------------------------
 
+    def _upright(self, t: float, frame: geometry.Frame, height: float | None) -> bool:
+        s = self.settings
+        if height is None:
+            return False
+        faded = self._tallest[1] * (1 - s.tallest_decay_per_s * max(0.0, t - self._tallest[0]))
+        self._tallest = (t, max(height, faded))
+        shank = _shank(frame)
+        return shank is not None and height >= s.upright_ratio * shank and height >= s.upright_share * self._tallest[1]
+
     def _try_calibrate(self, t: float, frame: geometry.Frame, height: float | None) -> bool:
         s = self.settings
-        shank = _shank(frame)
-        if height is None or shank is None or height < s.upright_ratio * shank or self._rep is not None:
+        if not self._upright(t, frame, height) or self._rep is not None:
             self._still.clear()
             self._still_calibrated = False
             return False
@@ -356,13 +370,24 @@ class RepTracker:
 # -- helpers (pure functions of one frame or of a calibration) --------------------------------------------------
 
 
+MAX_HEIGHT_TO_SHANK = 2.8
+"""A standing lifter's hip height is about two shank lengths; far more means the model put a knee on top of
+its ankle (or took the lifted foot of a single-leg squat for the standing one): a glitch, not a posture."""
+
+
 def _hip_height(frame: geometry.Frame) -> float | None:
-    """Lower ankle minus hip centre, vertically: the lower ankle is the foot on the floor in a single-leg squat."""
+    """Lower ankle minus hip centre, vertically: the lower ankle is the foot on the floor in a single-leg squat.
+
+    ``None`` when the legs are not seen, or seen so implausibly that the number would be a glitch.
+    """
     legs = [leg for leg in (frame.left, frame.right) if leg is not None]
     if not legs:
         return None
     hip_y = frame.hip_center[1] if frame.hip_center is not None else legs[0].hip[1]
-    return max(leg.ankle[1] for leg in legs) - hip_y
+    height = max(leg.ankle[1] for leg in legs) - hip_y
+    if height > MAX_HEIGHT_TO_SHANK * max(leg.shank_px for leg in legs):
+        return None
+    return height
 
 
 def _shank(frame: geometry.Frame) -> float | None:
