@@ -306,3 +306,16 @@ def test_live_camera_close_half_way_ends_the_capture_thread(image_folder):
         time.sleep(0.02)
     assert not _capture_threads(), "the capture thread should end soon after close()"
     assert indices == sorted(set(indices))
+
+
+def test_scaled_source_delivers_camera_sized_frames(footage_dir):
+    from rackwatch.camera import Scaled
+
+    source = Scaled(VideoFile(footage_dir / "calimiro_workouttracker/squat_19.mp4"), 640)
+    try:
+        frames = list(source.frames())
+    finally:
+        source.close()
+    assert len(frames) == 143
+    assert {f.image.shape[:2] for f in frames} == {(360, 640)}
+    assert [f.index for f in frames] == list(range(143))

@@ -106,3 +106,15 @@ def test_cave_is_measured_from_the_lifters_own_standing_posture():
     (rep,) = run(stand(1, knee_in=10) + squat(knee_in=10) + stand(1, knee_in=10))
     caves = [s.legs["left"].knee_inside_ankle for s in rep.samples]
     assert max(abs(c) for c in caves) < 1e-3
+
+
+def test_recording_opening_slightly_bent_and_going_down_counts_that_rep():
+    # The descent is seen from depth 0.08 on: the rep began with the recording.
+    opening = [standing_pose(depth=d) for d in np.linspace(0.08, 0.5, 25)] + squat()[30:]
+    assert len(run(opening + stand(1) + squat() + stand(1))) == 2
+
+
+def test_recording_opening_slightly_bent_on_the_way_up_does_not_count_that_rep():
+    # Only the end of an ascent is seen: its descent and bottom happened before the recording.
+    closing = [standing_pose(depth=d) for d in np.linspace(0.15, 0.0, 20)]
+    assert len(run(closing + stand(1) + squat() + stand(1))) == 1

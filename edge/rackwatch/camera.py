@@ -153,6 +153,34 @@ def open_source(spec: str | Path, fps: float = 30.0) -> FrameSource:
     return VideoFile(path)
 
 
+class Scaled:
+    """Another source's frames scaled down so their long side is ``long_side`` pixels (never up).
+
+    What the Pi camera's ISP does for free; on a recording it shows how rackwatch fares on the frames a rack
+    would really see (``rackwatch eval --camera-size``).
+    """
+
+    def __init__(self, source: FrameSource, long_side: int):
+        self.source = source
+        self.fps = source.fps
+        self.frame_count = getattr(source, "frame_count", 0)
+        self.long_side = long_side
+
+    def frames(self) -> Iterator[Frame]:
+        import cv2
+
+        for frame in self.source.frames():
+            height, width = frame.image.shape[:2]
+            scale = self.long_side / max(height, width)
+            if scale < 1:
+                size = (round(width * scale), round(height * scale))
+                frame = Frame(frame.index, frame.t, cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA))
+            yield frame
+
+    def close(self) -> None:
+        self.source.close()
+
+
 class LiveCamera:
     """Serves the newest frame of a live source; frames the pipeline had no time for are dropped and counted."""
 

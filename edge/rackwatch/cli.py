@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("footage", help="folder holding labels.json and the clips")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--all", action="store_true", help="also clips labelled not usable")
+    evaluate.add_argument("--camera-size", type=int, metavar="PIXELS",
+                          help="first scale frames down to this long side, as the Pi camera delivers them (e.g. 640)")
 
     run = sub.add_parser("run", help="run the rack: camera (or a video in its place) to MQTT events and the panel")
     run.add_argument("--source", default="picamera",
@@ -208,7 +210,7 @@ def cmd_eval(args, config) -> int:
             continue
         try:
             result = analyze_recording(folder / label["clip"], interpreter, exercise=label["exercise"],
-                                       settings=config.analysis)
+                                       settings=config.analysis, camera_size=args.camera_size)
             scores.append(score_clip(label, result.reps))
         except SourceError as exc:
             score = score_clip(label, [])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .analysis import AnalysisSettings, LiftAnalyzer
-from .camera import Frame, Prefetched, SourceError, open_source
+from .camera import Frame, Prefetched, Scaled, SourceError, open_source
 from .judge import Load
 from .pose import Interpreter, Pose, PoseEstimator
 
@@ -38,13 +38,16 @@ class RecordingResult:
 
 def analyze_recording(path: str | Path, interpreter: Interpreter, *, exercise: str = "squat", load: Load = Load(),
                       settings: AnalysisSettings = AnalysisSettings(), rack: str | None = None,
+                      camera_size: int | None = None,
                       on_frame: Callable[[Frame, Pose, list[dict]], None] | None = None) -> RecordingResult:
     """Run the whole pipeline over one recording.
 
     ``on_frame`` (optional) sees every frame with its pose and the events it caused: the progress bar and the
-    overlay writer hang off it.
+    overlay writer hang off it. ``camera_size`` scales frames down to that long side first, as the Pi camera
+    would deliver them.
     """
-    source = Prefetched(open_source(path))
+    source = open_source(path)
+    source = Prefetched(Scaled(source, camera_size) if camera_size else source)
     estimator = PoseEstimator(interpreter, settings.min_score)
     analyzer = LiftAnalyzer(rack=rack, exercise=exercise, load=load, settings=settings)
     out: list[dict] = []

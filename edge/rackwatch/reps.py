@@ -288,16 +288,26 @@ class RepTracker:
 
     def _replay(self) -> list[Rep]:
         frames, self._before_calibration = list(self._before_calibration), deque()
+        self._armed = self._opens_with_a_descent(frames)
         done: list[Rep] = []
-        first_depth = None
         for t, frame, height in frames:
-            if first_depth is None and height is not None:
-                first_depth = 1 - height / self.calibration.hip_height
-                # A recording that opens with the lifter only slightly bent counts as opening at the start
-                # of a rep; one that opens deep in a squat does not (that rep's descent was never seen).
-                self._armed = first_depth < self.settings.min_depth
             done += self._track(t, frame, height)
         return done
+
+    def _opens_with_a_descent(self, frames: list) -> bool:
+        """Whether a rep already under way when the recording starts may count.
+
+        Only if its descent is seen: the lifter opens standing, or only slightly bent and still going down.
+        A recording that opens deep in a squat, or on the way up, missed that rep's descent.
+        """
+        seen = [(t, 1 - h / self.calibration.hip_height) for t, _, h in frames if h is not None]
+        if not seen:
+            return False
+        t0, first = seen[0]
+        if first < self.settings.end_depth:
+            return True
+        later = [depth for t, depth in seen if t - t0 <= self.settings.still_s]
+        return first < self.settings.min_depth and later[-1] > first + self.settings.end_depth / 2
 
     # -- rep detection --------------------------------------------------------------------------------------
 
