@@ -302,7 +302,8 @@ class Prefetched:
         self.source.close()
 
 
-def open_frames(spec: str, speed: str = "max") -> FrameSource:
+def open_frames(spec: str, speed: str = "max", camera_size: tuple[int, int] = (640, 480),
+                camera_fps: float = 15.0) -> FrameSource:
     """The service's frame source for ``spec`` (``picamera``, a video file or a folder of images).
 
     The camera is always live (newest frame, drops counted); a recording is read every frame as fast as
@@ -311,7 +312,7 @@ def open_frames(spec: str, speed: str = "max") -> FrameSource:
     if speed not in SPEEDS:
         raise SourceError(f"speed must be one of {', '.join(SPEEDS)}, not {speed!r}")
     if str(spec) == "picamera":
-        return LiveCamera(PiCamera())
+        return LiveCamera(PiCamera(camera_size, camera_fps))
     source = open_source(spec)
     if speed == "realtime":
         return LiveCamera(PacedSource(source))

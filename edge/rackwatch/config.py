@@ -41,15 +41,25 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class CameraSettings:
+    width: int = 640
+    height: int = 480
+    """The frame size the Pi camera's ISP delivers: scaled in hardware, so it costs the CPU nothing."""
+    fps: float = 15.0
+    """Cap at what the model sustains (about 10 on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
+
+
+@dataclass(frozen=True)
 class Config:
     rack: RackSettings = field(default_factory=RackSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    camera: CameraSettings = field(default_factory=CameraSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     extra: dict = field(default_factory=dict)
     """Tables owned by other parts (``mqtt``, ``panel``), validated by them."""
 
 
-_OTHER_TABLES = ("mqtt", "panel", "camera", "dashboard")
+_OTHER_TABLES = ("mqtt", "panel", "dashboard")
 
 
 def _build(cls: type, table: Any, where: str) -> Any:
@@ -80,6 +90,8 @@ def _check(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [analysis.reps] needs end_depth < start_depth <= min_depth < 1.")
     if not judge.minor_cave < judge.moderate_cave < judge.severe_cave:
         raise ConfigError(f"{where}: [analysis.judge] needs minor_cave < moderate_cave < severe_cave.")
+    if not (config.camera.width >= 64 and config.camera.height >= 64 and 0 < config.camera.fps <= 120):
+        raise ConfigError(f"{where}: [camera] needs width and height of at least 64 and fps between 0 and 120.")
     if not 0 < config.analysis.min_score < 1:
         raise ConfigError(f"{where}: [analysis] min_score must lie between 0 and 1.")
 

@@ -566,7 +566,8 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
         raise ConfigError(str(exc)) from None
 
     interpreter = load_interpreter()
-    frames = open_frames(args.source, args.speed)
+    camera = config.camera
+    frames = open_frames(args.source, args.speed, (camera.width, camera.height), camera.fps)
     link = RackLink(settings)
     panel = None
     service: RackService | None = None
