@@ -2,6 +2,8 @@
 
 ``rackwatch analyze VIDEO``   judge the reps of a recording
 ``rackwatch eval DIR``        score rackwatch against a labelled footage folder
+``rackwatch run``             be a rack: camera (or a recording) in, events out over MQTT, the panel driven
+``rackwatch bench``           measure the model, the pipeline, publishing and memory
 ``rackwatch models fetch``    download (or copy) and verify the pose model
 
 Every expected failure (no model, unreadable video, bad config) ends with a one-paragraph message and exit
