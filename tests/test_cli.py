@@ -92,7 +92,7 @@ def test_video_with_nobody_in_it(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("[analysis.judge]\nmoderate_cave = 'lots'\n", ["moderate_cave", "must be float"]),
+    ("[analysis.judge]\nmoderate_cave = 'lots'\n", ["moderate_cave", "must be a number"]),
     ("[analysis.reps]\nstart_depht = 0.1\n", ["no setting 'start_depht'", "start_depth"]),
     ("[analysis.judge]\nminor_cave = 0.2\n", ["minor_cave < moderate_cave"]),
     ("[analysis\n", ["not valid TOML"]),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from .analysis import AnalysisSettings
 from .judge import JudgeSettings
@@ -62,26 +63,41 @@ class Config:
 _OTHER_TABLES = ("mqtt", "panel", "dashboard")
 
 
-def _build(cls: type, table: Any, where: str) -> Any:
+_WORDS = {float: "a number", int: "a whole number", str: "text", bool: "true or false"}
+
+
+def settings_from_table(cls: type, table: Any, where: str, *, fixed: dict[str, Any] | None = None) -> Any:
+    """A settings dataclass from one table of the config file, every key checked.
+
+    ``fixed`` holds fields the caller sets itself (the table may not); a key the dataclass does not have, a value
+    of the wrong type, a negative number, or a value the dataclass itself refuses is a :class:`ConfigError`
+    naming ``where`` and the key.
+    """
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table of settings, not {table!r}.")
+    fixed = fixed or {}
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)} - set(fixed)
     values = {}
     for key, value in table.items():
         if key not in names:
             raise ConfigError(f"{where} has no setting {key!r}. Known settings: {', '.join(sorted(names))}.")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            values[key] = _build(kind, value, f"{where}.{key}")
+            values[key] = settings_from_table(kind, value, f"{where}.{key}")
             continue
+        if isinstance(kind, types.UnionType):   # "str | None": TOML has no null, so the value is the other type
+            kind = next(k for k in get_args(kind) if k is not type(None))
         wanted = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}.get(kind)
         if wanted and (not isinstance(value, wanted) or (kind is not bool and isinstance(value, bool))):
-            raise ConfigError(f"{where}.{key} must be {kind.__name__}, got {value!r}.")
+            raise ConfigError(f"{where} {key} must be {_WORDS[kind]}, not {value!r}.")
         if kind in (int, float) and value < 0:
-            raise ConfigError(f"{where}.{key} must not be negative, got {value!r}.")
+            raise ConfigError(f"{where} {key} must not be negative, not {value!r}.")
         values[key] = float(value) if kind is float else value
-    return cls(**values)
+    try:
+        return cls(**fixed, **values)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check(config: Config, where: str) -> None:
@@ -110,7 +126,7 @@ def load_config(path: str | Path | None) -> Config:
     extra = {key: data.pop(key) for key in _OTHER_TABLES if key in data}
     data.setdefault("analysis", {})
     data["analysis"] = {**data["analysis"]}
-    config = _build(Config, data, str(path))
+    config = settings_from_table(Config, data, str(path))
     config = dataclasses.replace(config, extra=extra)
     _check(config, str(path))
     return config

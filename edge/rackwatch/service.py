@@ -49,14 +49,14 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO, get_type_hints
+from typing import Any, Callable, Mapping, TextIO
 from urllib.parse import urlsplit
 
 from . import commands as cmds
 from . import events
 from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import Frame, FrameSource, open_frames
-from .config import ConfigError
+from .config import ConfigError, settings_from_table
 from .judge import Load
 from .load import LifterSettings, SettingsStore
 from .mqtt import LinkSettings, RackLink
@@ -156,33 +156,16 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port if port is not None else (8883 if tls else 1883), tls
 
 
-_NOT_FROM_TABLE = ("rack", "state_dir")   # these come from [rack] and the command line
-
-
 def link_settings(rack: str, state_dir: str | Path, table: Mapping[str, Any] | None = None, *,
                   broker: str | None = None, username: str | None = None,
                   password: str | None = None) -> LinkSettings:
     """The link's settings from the config file's ``[mqtt]`` table, overridden by the command line.
 
     Every key of the table is a :class:`~rackwatch.mqtt.LinkSettings` field (``host``, ``port``, ``username``,
-    ``password``, ``tls_ca`` ...); a misspelt key or a value of the wrong type is a :class:`ConfigError`.
+    ``password``, ``tls_ca`` ...) except ``rack`` and ``state_dir``, which come from ``[rack]`` and the command
+    line; a misspelt key or a value of the wrong type is a :class:`ConfigError`.
     """
-    hints = get_type_hints(LinkSettings)
-    known = sorted(k for k in hints if k not in _NOT_FROM_TABLE)
-    values: dict[str, Any] = {}
-    for key, value in dict(table or {}).items():
-        if key not in known:
-            raise ConfigError(f"[mqtt] has no setting {key!r}. Known settings: {', '.join(known)}.")
-        kind = hints[key]
-        if kind is bool:
-            ok, wanted = isinstance(value, bool), "true or false"
-        elif kind is int:
-            ok, wanted = isinstance(value, int) and not isinstance(value, bool) and value >= 0, "a whole number"
-        else:
-            ok, wanted = isinstance(value, str), "a string"
-        if not ok:
-            raise ConfigError(f"[mqtt] {key} must be {wanted}, not {value!r}.")
-        values[key] = value
+    values = dict(table or {})
     if broker is not None:
         host, port, tls = parse_broker_url(broker)
         values.update(host=host, port=port)
@@ -196,10 +179,7 @@ def link_settings(rack: str, state_dir: str | Path, table: Mapping[str, Any] | N
         values["username"] = username
     if password is not None:
         values["password"] = password
-    try:
-        return LinkSettings(rack=rack, state_dir=Path(state_dir), **values)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return settings_from_table(LinkSettings, values, "[mqtt]", fixed={"rack": rack, "state_dir": Path(state_dir)})
 
 
 # -- the service ----------------------------------------------------------------------------------------------------
