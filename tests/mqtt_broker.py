@@ -280,8 +280,10 @@ def sample_rep(rack: str | None, rep: int = 1, *, set_id: str = "set-1", load: b
         rack, set_id=set_id, rep=rep, exercise="squat", working_leg="both",
         t_start=10.0 + rep * 3, t_bottom=11.2 + rep * 3, t_end=12.6 + rep * 3,
         load=events.load_info(100.0, "kg", 140.0) if load else None,
-        valgus={"left": {"fppa_deg": 4.1, "knee_ankle_ratio": 0.97, "severity": "none"},
-                "right": {"fppa_deg": 9.8, "knee_ankle_ratio": 0.84, "severity": "minor"}},
+        valgus={"left": events.leg_valgus(severity="none", measured="none", cave=-0.02, peak_phase="ascent",
+                                          t_peak=12.0 + rep * 3, fppa_change_deg=-4.1, medial_shift=-0.01),
+                "right": events.leg_valgus(severity="minor", measured="moderate", cave=0.075, peak_phase="bottom",
+                                           t_peak=11.3 + rep * 3, fppa_change_deg=9.8, medial_shift=0.04)},
         severity="minor", verdict="note", depth=0.42, descent_s=1.2, ascent_s=1.4, ascent_speed=0.61,
         stance_ratio=1.3, hip_shift=None)
 

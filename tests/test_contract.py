@@ -40,7 +40,9 @@ def test_the_sample_events_built_with_the_real_builders_are_valid():
 def test_edge_cases_the_builders_allow_are_valid():
     single_leg = events.rep_event(
         "rack01", set_id="s", rep=1, exercise="single-leg", working_leg="left", t_start=0, t_bottom=1, t_end=2,
-        load=None, valgus={"left": {"severity": "moderate"}, "right": None}, severity="moderate", verdict="cave",
+        load=None, valgus={"left": events.leg_valgus(severity="moderate", measured="moderate", cave=0.08,
+                                                     peak_phase="bottom", t_peak=1.0), "right": None},
+        severity="moderate", verdict="cave",
         depth=0.3, descent_s=1, ascent_s=1, ascent_speed=0.2, stance_ratio=None, hip_shift=0.01)
     contract.validate(single_leg)
     unjudged = events.rep_event(
@@ -70,11 +72,12 @@ def test_edge_cases_the_builders_allow_are_valid():
     lambda e: e.update(time="yesterday"),
     lambda e: e.update(severity="catastrophic"),
     lambda e: e.update(rep=0),
-    lambda e: e.update(valgus={"left": {"fppa_deg": 3.0}, "right": None}),   # a judged leg needs its severity
+    lambda e: e["valgus"]["left"].pop("severity"),                           # a judged leg needs its severity
+    lambda e: e["valgus"]["left"].update(peak_phase="warm-up"),
     lambda e: e.update(load={"value": -20, "units": "kg", "one_rm": None, "percent_1rm": None}),
     lambda e: e.update(load={"value": 20, "units": "stone", "one_rm": None, "percent_1rm": None}),
     lambda e: e.update(selfie="base64..."),                                   # no undeclared fields, ever
-], ids=["no-id", "schema-2", "bad-time", "bad-severity", "rep-0", "leg-without-severity", "negative-load",
+], ids=["no-id", "schema-2", "bad-time", "bad-severity", "rep-0", "leg-without-severity", "bad-phase", "negative-load",
         "bad-units", "extra-field"])
 def test_the_rep_schema_rejects_what_a_dashboard_could_not_use(breakage):
     event = sample_rep("rack01")
@@ -87,8 +90,10 @@ positive = st.floats(0, 1e4, allow_nan=False, allow_infinity=False)
 maybe = lambda s: st.none() | s  # noqa: E731
 loads = maybe(st.builds(events.load_info, positive, st.sampled_from(events.UNITS),
                         maybe(st.floats(1, 1e4, allow_nan=False))))
-leg = maybe(st.fixed_dictionaries({"severity": st.sampled_from(events.SEVERITIES)},
-                                  optional={"fppa_deg": finite, "knee_ankle_ratio": positive}))
+leg = maybe(st.builds(events.leg_valgus, severity=st.sampled_from(events.SEVERITIES),
+                      measured=st.sampled_from(events.SEVERITIES), cave=finite,
+                      peak_phase=st.sampled_from(["descent", "bottom", "ascent"]), t_peak=finite,
+                      fppa_change_deg=maybe(finite), medial_shift=maybe(finite)))
 
 
 @settings(max_examples=150, deadline=None)

@@ -26,7 +26,8 @@ def _bench_rep(rack: str, n: int) -> dict[str, Any]:
     return events.rep_event(
         rack, set_id="bench", rep=n, exercise="squat", working_leg="both", t_start=n, t_bottom=n + 1.0,
         t_end=n + 2.0, load=events.load_info(100.0, "kg", 140.0),
-        valgus={"left": {"fppa_deg": 5.0, "severity": "none"}, "right": {"fppa_deg": 7.0, "severity": "none"}},
+        valgus={side: events.leg_valgus(severity="none", measured="none", cave=-0.02, peak_phase="ascent",
+                                        t_peak=n + 1.5) for side in ("left", "right")},
         severity="none", verdict="clean", depth=0.4, descent_s=1.0, ascent_s=1.0, ascent_speed=0.5,
         stance_ratio=1.2, hip_shift=0.0)
 

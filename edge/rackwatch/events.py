@@ -77,6 +77,16 @@ def rep_event(rack: str | None, *, set_id: str, rep: int, exercise: str, working
                     unjudged_reason=unjudged_reason)
 
 
+def leg_valgus(*, severity: str, measured: str, cave: float, peak_phase: str, t_peak: float,
+               fppa_change_deg: float | None = None, medial_shift: float | None = None) -> dict[str, Any]:
+    """One judged leg of a rep event: ``severity`` after the load, ``measured`` before it, the knee cave in
+    standing leg lengths (+ = inward), where and when it peaked, and the secondary measures."""
+    return {"severity": severity, "measured": measured, "cave": round(cave, 3), "peak_phase": peak_phase,
+            "t_peak": round(t_peak, 3),
+            "fppa_change_deg": None if fppa_change_deg is None else round(fppa_change_deg, 1),
+            "medial_shift": None if medial_shift is None else round(medial_shift, 3)}
+
+
 def set_event(rack: str | None, *, set_id: str, exercise: str, load: dict[str, Any] | None, reps: int,
               clean_reps: int, worst_rep: int | None, cave_onset_rep: int | None, weaker_side: str | None,
               velocity_loss_pct: float | None, remarks: list[str], cues: list[str],

@@ -90,9 +90,8 @@ def measure_leg(rep: Rep, side: str) -> dict | None:
     cave, index = peak
     fppa = _peak([leg.fppa_change if leg else None for leg in legs])
     shift = _peak([leg.medial_shift if leg else None for leg in legs])
-    return {"cave": round(cave, 3), "peak_phase": rep.phase_of[index],
-            "fppa_change_deg": None if fppa is None else round(fppa[0], 1),
-            "medial_shift": None if shift is None else round(shift[0], 3)}
+    return {"cave": cave, "peak_phase": rep.phase_of[index], "t_peak": rep.samples[index].t,
+            "fppa_change_deg": None if fppa is None else fppa[0], "medial_shift": None if shift is None else shift[0]}
 
 
 def grade(cave: float, settings: JudgeSettings) -> str:
@@ -162,7 +161,7 @@ class SetJudge:
                 elif percent <= s.working_max_percent and self._caved_before[side]:
                     severity = _shift(measured, +1)
             self._caved_before[side] = self._caved_before[side] or measured != "none"
-            valgus[side] = {**numbers, "severity": severity, "measured": measured}
+            valgus[side] = events.leg_valgus(severity=severity, measured=measured, **numbers)
         judged = [v for v in valgus.values() if v and v["severity"] is not None]
         severity = max((v["severity"] for v in judged), key=severity_rank, default="none")
         measured = max((v["measured"] for v in judged), key=severity_rank, default="none")
