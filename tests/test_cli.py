@@ -122,3 +122,20 @@ def test_eval_scoring_of_one_clip():
     summary = totals([score])
     assert summary["cave"]["both"]["f1"] == 1.0
     assert summary["rep_recall"] == 0.5
+
+
+def test_rep_pictures_show_each_rep_at_its_worst(tmp_path):
+    import cv2
+
+    result = rackwatch("analyze", str(CLIP), "--rep-frames", str(tmp_path / "reps"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    pictures = sorted((tmp_path / "reps").glob("*.png"))
+    assert [p.name for p in pictures] == ["rep-01.png", "rep-02.png"]
+    assert cv2.imread(str(pictures[0])).shape == (720, 1280, 3)
+
+
+def test_an_overlay_that_cannot_be_written_is_explained(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = rackwatch("analyze", str(CLIP), "--rep-frames", str(blocker / "reps"), "--quiet")
+    assert_clear_failure(result, str(blocker))

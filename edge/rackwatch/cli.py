@@ -26,7 +26,8 @@ from .models import ModelError
 from .pose import PoseError
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[3] / "shared" / "footage" / "kratika" / "squat_front_bodyweight.mp4"
-EXPECTED_ERRORS = (ConfigError, ModelError, PoseError, SourceError)
+# OSError: files that cannot be written (--overlay, --rep-frames to a full disk or a folder not ours).
+EXPECTED_ERRORS = (ConfigError, ModelError, PoseError, SourceError, OSError)
 
 
 def _positive(text: str) -> float:
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--exercise", choices=EXERCISES, default="squat")
     analyze.add_argument("--json", action="store_true", help="print events as JSON lines instead of a table")
     analyze.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with skeleton and knee lines")
+    analyze.add_argument("--rep-frames", metavar="DIR",
+                         help="also save a picture of each rep at its worst moment (DIR/rep-01.png, ...)")
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = sub.add_parser("eval", help="score rep counts and knee-cave calls against labelled footage")
@@ -119,9 +122,12 @@ def cmd_analyze(args, config) -> int:
     progress = None if args.quiet or args.json else _Progress(sys.stderr)
     overlay = None
     printed = 0
+    poses = {}
 
     def on_frame(frame, pose, new_events):
         nonlocal overlay, printed
+        if args.rep_frames:
+            poses[frame.index] = pose
         if progress:
             progress.update(frame.index + 1)
         if args.overlay:
@@ -149,6 +155,10 @@ def cmd_analyze(args, config) -> int:
             progress.done()
         if overlay:
             overlay.close()
+    pictures = []
+    if args.rep_frames:
+        from .overlay import write_rep_frames
+        pictures = write_rep_frames(args.video, args.rep_frames, result.reps, poses, fps, config.analysis.min_score)
     if args.json:
         # The events that closing the recording produced (the set summary) were not printed frame by frame.
         for event in result.events[printed:]:
@@ -157,6 +167,8 @@ def cmd_analyze(args, config) -> int:
     print(format_report(args.video, result))
     if args.overlay:
         print(f"\nOverlay written to {args.overlay}")
+    if args.rep_frames:
+        print(f"\n{len(pictures)} rep pictures written to {args.rep_frames}")
     return 0
 
 
@@ -169,7 +181,8 @@ def format_report(video: str, result) -> str:
             legs = []
             for side in ("left", "right"):
                 v = rep["valgus"][side]
-                legs.append("-" if v is None else f"{v['severity']:<8} {v['cave']:+.2f} {v['peak_phase'][:3]}")
+                where = v["peak_phase"][:3] if v and v["cave"] > 0 else ""
+                legs.append("-" if v is None else f"{v['severity']:<8} {v['cave']:+.2f} {where}")
             lines.append(f"{rep['rep']:4d}  {rep['t_bottom']:5.1f}s  {rep['depth']:5.2f}  {rep['descent_s']:6.1f}s "
                          f"{rep['ascent_s']:6.1f}s  {legs[0]:<20} {legs[1]:<20} {rep['verdict']}")
             if rep.get("unjudged_reason"):
