@@ -139,3 +139,14 @@ def test_an_overlay_that_cannot_be_written_is_explained(tmp_path):
     blocker.write_text("")
     result = rackwatch("analyze", str(CLIP), "--rep-frames", str(blocker / "reps"), "--quiet")
     assert_clear_failure(result, str(blocker))
+
+
+def test_bench_prints_every_figure_as_json():
+    # Figures only, no judgement of speed: that is the benchmark's job, read by people (docs/performance.md).
+    result = rackwatch("bench", str(CLIP), "--frames", "30", "--repeats", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in ("invoke_ms", "model_fps", "pipeline_fps", "analysis_ms_per_frame", "peak_rss_mb",
+                "publish_outbox_ms_per_event", "publish_acked_per_s"):
+        assert figures[key] > 0, key
+    assert {r["runtime"] for r in figures["runtimes"]} == {"ai_edge_litert"}
