@@ -118,3 +118,15 @@ def test_recording_opening_slightly_bent_on_the_way_up_does_not_count_that_rep()
     # Only the end of an ascent is seen: its descent and bottom happened before the recording.
     closing = [standing_pose(depth=d) for d in np.linspace(0.15, 0.0, 20)]
     assert len(run(closing + stand(1) + squat() + stand(1))) == 1
+
+
+def test_live_phase_goes_standing_descent_bottom_ascent_standing():
+    down, up = squat()[:30], squat()[30:]
+    poses = stand(1) + down + [standing_pose(depth=0.5)] * 15 + up + stand(1)   # a half-second pause at the bottom
+    tracker = RepTracker()
+    phases = []
+    for i, pose in enumerate(poses):
+        tracker.update(i / FPS, geometry.measure(pose))
+        if not phases or phases[-1] != tracker.phase:
+            phases.append(tracker.phase)
+    assert phases == ["standing", "descent", "bottom", "ascent", "standing"]

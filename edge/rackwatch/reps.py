@@ -178,6 +178,7 @@ class _Pending:
     ankles_start: tuple[float, float] | None = None
     feet_drift: float = 0.0
     max_depth: float = 0.0
+    deepened_at: float = 0.0
     torso_ok: bool = True
     last_seen: float = 0.0
 
@@ -332,6 +333,8 @@ class RepTracker:
                 return []
         rep.samples.append(_sample(t, depth, frame, cal))
         rep.last_seen = t
+        if depth > rep.max_depth + 0.01:   # still going down (a hundredth of hip height, not model wobble)
+            rep.deepened_at = t
         rep.max_depth = max(rep.max_depth, depth)
         ankles = _ankles(frame)
         if ankles is not None and rep.ankles_start is not None:
@@ -340,7 +343,13 @@ class RepTracker:
         torso = _torso_height(frame)
         if torso is not None and cal.torso_height and depth >= 0.9 * rep.max_depth:
             rep.torso_ok = torso >= s.min_torso_share * cal.torso_height
-        self.phase = "descent" if depth >= 0.9 * rep.max_depth and depth > s.start_depth else "ascent"
+        # The live phase, for the rack's state: it settles at "bottom" once the lifter stops going down.
+        if depth < 0.9 * rep.max_depth:
+            self.phase = "ascent"
+        elif t - rep.deepened_at >= 0.15:
+            self.phase = "bottom"
+        else:
+            self.phase = "descent"
         if depth >= s.end_depth:
             if t - rep.t_start > s.max_rep_s:
                 self._abandon()
