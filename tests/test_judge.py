@@ -105,3 +105,9 @@ def test_side_view_is_not_judged():
     assert event["verdict"] == "unjudged"
     assert event["valgus"] == {"left": None, "right": None}
     assert "side" in event["unjudged_reason"]
+
+
+def test_single_leg_judges_the_leg_the_lifter_entered(moderate_rep):
+    event = SetJudge(rack=None, exercise="single-leg", working_leg="right").judge(moderate_rep)
+    assert event["working_leg"] == "right"
+    assert event["valgus"]["left"] is None and event["valgus"]["right"]["severity"] == "moderate"

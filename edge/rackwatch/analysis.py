@@ -33,11 +33,12 @@ class LiftAnalyzer:
     """Feed it poses; it hands back rep and set events as they happen."""
 
     def __init__(self, rack: str | None = None, exercise: str = "squat", load: Load = Load(),
-                 settings: AnalysisSettings = AnalysisSettings()):
+                 settings: AnalysisSettings = AnalysisSettings(), working_leg: str | None = None):
         self.rack = rack
         self.settings = settings
         self.exercise = exercise
         self.load = load
+        self.working_leg = working_leg
         self._smoother = PoseSmoother(settings.smoothing, settings.min_score)
         self.tracker = RepTracker(settings.reps)
         self._set: SetJudge | None = None
@@ -71,13 +72,19 @@ class LiftAnalyzer:
             out.append(self._judge(rep))
         return out
 
-    def change(self, load: Load | None = None, exercise: str | None = None) -> list[dict]:
-        """The lifter entered a new load or exercise: the set so far ends, and the next one uses the new values."""
+    def change(self, load: Load | None = None, exercise: str | None = None,
+               working_leg: str | None = None) -> list[dict]:
+        """The lifter entered a new load or exercise: the set so far ends, and the next one uses the new values.
+
+        ``working_leg`` names the standing leg of a single-leg squat when the lifter entered it; ``None`` lets
+        rackwatch tell from the rep itself.
+        """
         out = self.end_set()
         if load is not None:
             self.load = load
         if exercise is not None:
             self.exercise = exercise
+        self.working_leg = working_leg
         return out
 
     def finish(self) -> list[dict]:
@@ -98,6 +105,7 @@ class LiftAnalyzer:
 
     def _judge(self, rep) -> dict:
         if self._set is None:
-            self._set = SetJudge(self.rack, self.exercise, self.load, self.settings.judge)
+            self._set = SetJudge(self.rack, self.exercise, self.load, self.settings.judge,
+                                 working_leg=self.working_leg)
         self._last_rep_t = rep.t_end
         return self._set.judge(rep)

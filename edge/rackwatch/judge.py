@@ -130,6 +130,8 @@ class SetJudge:
     exercise: str = "squat"
     load: Load = field(default_factory=Load)
     settings: JudgeSettings = field(default_factory=JudgeSettings)
+    working_leg: str | None = None
+    """The standing leg of a single-leg squat, when the lifter entered it; otherwise told from each rep."""
     set_id: str = field(default_factory=events.new_id)
     reps: list[dict] = field(default_factory=list)
     _caved_before: dict = field(default_factory=lambda: {leg: False for leg in LEGS})
@@ -140,7 +142,7 @@ class SetJudge:
         working = "both"
         judged_legs = list(LEGS)
         if self.exercise == "single-leg":
-            working = rep.working_leg() or "left"
+            working = self.working_leg or rep.working_leg() or "left"
             judged_legs = [working]
         frontal = view_is_frontal(rep, s)
         percent = self.load.percent

@@ -218,7 +218,8 @@ class RackService:
         self.err = err if err is not None else sys.stderr
         self.estimator = PoseEstimator(interpreter, analysis.min_score)
         s = store.settings
-        self.analyzer = LiftAnalyzer(rack=self.rack, exercise=s.exercise, load=_load_of(s), settings=analysis)
+        self.analyzer = LiftAnalyzer(rack=self.rack, exercise=s.exercise, load=_load_of(s), settings=analysis,
+                                     working_leg=s.working_leg)
         self._owns_panel = panel is None and pin_factory is not None
         if self._owns_panel:
             from .panel import PanelSettings, RackPanel
@@ -364,7 +365,8 @@ class RackService:
 
     def _settings_changed(self, settings: LifterSettings) -> None:
         with self._lock:
-            for event in self.analyzer.change(load=_load_of(settings), exercise=settings.exercise):
+            for event in self.analyzer.change(load=_load_of(settings), exercise=settings.exercise,
+                                              working_leg=settings.working_leg):
                 self._emit(event)
             self._publish_state()
 
