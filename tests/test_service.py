@@ -22,7 +22,9 @@ from rackwatch.config import ConfigError, load_config
 from rackwatch.load import SettingsStore
 from rackwatch.mqtt import LinkSettings, RackLink
 from rackwatch.panel import FEEDBACK, PanelPins, PanelSettings, PanelTiming, RackPanel
-from rackwatch.service import RackService, SystemdNotifier, link_settings, open_frames, parse_broker_url
+from rackwatch.host import SystemdNotifier
+from rackwatch.camera import open_frames
+from rackwatch.service import RackService, link_settings, parse_broker_url
 
 pytestmark = [pytest.mark.broker, pytest.mark.footage]
 
