@@ -13,6 +13,7 @@ import pytest
 
 from rackwatch.analysis import LiftAnalyzer
 from rackwatch.judge import JudgeSettings, grade
+from rackwatch.load import LifterSettings
 from rackwatch.pose import KP, Pose
 from rackwatch.recording import analyze_recording
 
@@ -31,7 +32,8 @@ def analysed(interpreter, footage_dir):
     def get(clip):
         if clip["clip"] not in cache:
             poses = []
-            result = analyze_recording(footage_dir / clip["clip"], interpreter, exercise=clip["exercise"],
+            result = analyze_recording(footage_dir / clip["clip"], interpreter,
+                                       lifter=LifterSettings(exercise=clip["exercise"]),
                                        on_frame=lambda f, p, e: poses.append((f.t, p, f.image.shape[0])))
             cache[clip["clip"]] = (result, poses)
         return cache[clip["clip"]]
@@ -81,7 +83,7 @@ def _displace_knees(poses, reps, shift: float):
 
 
 def _replay(poses, exercise="squat"):
-    analyzer = LiftAnalyzer(exercise=exercise)
+    analyzer = LiftAnalyzer(lifter=LifterSettings(exercise=exercise))
     events = []
     for t, pose, height in poses:
         events += analyzer.update(t, pose, height)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from rackwatch.judge import JudgeSettings, Load, SetJudge, grade
+from rackwatch.judge import JudgeSettings, SetJudge, grade
+from rackwatch.load import LifterSettings
 
 from conftest import standing_pose
 from test_reps import run, squat, stand
@@ -52,13 +53,13 @@ def test_cave_without_a_load_is_judged_as_measured(moderate_rep):
 
 
 def test_same_cave_near_max_is_a_note_not_a_fault(moderate_rep):
-    event = SetJudge(rack=None, load=Load(95, "kg", 100)).judge(moderate_rep)
+    event = SetJudge(rack=None, lifter=LifterSettings(load=95, units="kg", one_rm=100)).judge(moderate_rep)
     assert event["severity"] == "minor"
     assert event["verdict"] == "note"
 
 
 def test_repeated_cave_at_working_load_is_judged_harsher(moderate_rep):
-    judge = SetJudge(rack=None, load=Load(80, "kg", 100))
+    judge = SetJudge(rack=None, lifter=LifterSettings(load=80, units="kg", one_rm=100))
     first = judge.judge(moderate_rep)
     second = judge.judge(moderate_rep)
     assert first["severity"] == "moderate"
@@ -66,7 +67,7 @@ def test_repeated_cave_at_working_load_is_judged_harsher(moderate_rep):
 
 
 def test_set_summary_clean_set_advises_adding_weight():
-    judge = SetJudge(rack=None, load=Load(100, "kg", 140))
+    judge = SetJudge(rack=None, lifter=LifterSettings(load=100, units="kg", one_rm=140))
     for _ in range(3):
         judge.judge(one_rep())
     summary = judge.summary()
@@ -77,7 +78,7 @@ def test_set_summary_clean_set_advises_adding_weight():
 
 
 def test_set_summary_finds_onset_weaker_side_and_reduces(moderate_rep):
-    judge = SetJudge(rack=None, load=Load(60, "lb", 100))
+    judge = SetJudge(rack=None, lifter=LifterSettings(load=60, units="lb", one_rm=100))
     for _ in range(3):
         judge.judge(one_rep())
     for _ in range(2):
@@ -91,7 +92,7 @@ def test_set_summary_finds_onset_weaker_side_and_reduces(moderate_rep):
 
 
 def test_single_leg_judges_only_the_working_leg(moderate_rep):
-    event = SetJudge(rack=None, exercise="single-leg").judge(moderate_rep)
+    event = SetJudge(rack=None, lifter=LifterSettings(exercise="single-leg")).judge(moderate_rep)
     judged = [leg for leg, v in event["valgus"].items() if v is not None]
     assert len(judged) == 1
     assert event["working_leg"] == judged[0]
@@ -108,6 +109,6 @@ def test_side_view_is_not_judged():
 
 
 def test_single_leg_judges_the_leg_the_lifter_entered(moderate_rep):
-    event = SetJudge(rack=None, exercise="single-leg", working_leg="right").judge(moderate_rep)
+    event = SetJudge(rack=None, lifter=LifterSettings(exercise="single-leg", working_leg="right")).judge(moderate_rep)
     assert event["working_leg"] == "right"
     assert event["valgus"]["left"] is None and event["valgus"]["right"]["severity"] == "moderate"

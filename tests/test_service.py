@@ -232,11 +232,11 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
         send("one_rm", {"id": "c2", "value": 330, "units": "lb"})   # converted to the rack's kg, to the plate
         assert reply("c2")["status"] == "ok"
         assert (store.settings.load, store.settings.one_rm, store.settings.units) == (120.0, 150.0, "kg")
-        assert service.analyzer.load.value == 120.0 and service.analyzer.load.one_rm == 150.0
+        assert service.analyzer.lifter.load == 120.0 and service.analyzer.lifter.one_rm == 150.0
         assert json.loads((tmp_path / "state" / "settings.json").read_text())["load"] == 120.0
 
         send("exercise", {"id": "c3", "exercise": "single-leg"})
-        assert reply("c3")["status"] == "ok" and service.analyzer.exercise == "single-leg"
+        assert reply("c3")["status"] == "ok" and service.analyzer.lifter.exercise == "single-leg"
         send("identify", {"id": "c4"})   # no panel on this rack
         assert reply("c4") | {"id": None, "time": None} == {
             "type": "reply", "schema": 1, "id": None, "rack": "rack01", "time": None, "command_id": "c4",

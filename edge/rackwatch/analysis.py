@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import events, geometry
-from .judge import JudgeSettings, Load, SetJudge
+from .judge import JudgeSettings, SetJudge
+from .load import LifterSettings
 from .pose import DEFAULT_MIN_SCORE, Pose
 from .reps import RepSettings, RepTracker
 from .smoothing import OneEuroSettings, PoseSmoother
@@ -32,18 +33,15 @@ class AnalysisSettings:
 class LiftAnalyzer:
     """Feed it poses; it hands back rep and set events as they happen."""
 
-    def __init__(self, rack: str | None = None, exercise: str = "squat", load: Load = Load(),
-                 settings: AnalysisSettings = AnalysisSettings(), working_leg: str | None = None):
+    def __init__(self, rack: str | None = None, lifter: LifterSettings = LifterSettings(),
+                 settings: AnalysisSettings = AnalysisSettings()):
         self.rack = rack
         self.settings = settings
-        self.exercise = exercise
-        self.load = load
-        self.working_leg = working_leg
+        self.lifter = lifter
         self._smoother = PoseSmoother(settings.smoothing, settings.min_score)
         self.tracker = RepTracker(settings.reps)
         self._set: SetJudge | None = None
         self._last_rep_t: float | None = None
-        self.frames = 0
 
     @property
     def phase(self) -> str:
@@ -63,7 +61,6 @@ class LiftAnalyzer:
 
     def update(self, t: float, pose: Pose, frame_height: float) -> list[dict]:
         """Events (rep, and set when one ends) caused by the pose seen at time ``t``."""
-        self.frames += 1
         out: list[dict] = []
         if self._set and self._last_rep_t is not None and t - self._last_rep_t > self.settings.set_rest_s:
             out += self.end_set()
@@ -72,19 +69,10 @@ class LiftAnalyzer:
             out.append(self._judge(rep))
         return out
 
-    def change(self, load: Load | None = None, exercise: str | None = None,
-               working_leg: str | None = None) -> list[dict]:
-        """The lifter entered a new load or exercise: the set so far ends, and the next one uses the new values.
-
-        ``working_leg`` names the standing leg of a single-leg squat when the lifter entered it; ``None`` lets
-        rackwatch tell from the rep itself.
-        """
+    def change(self, lifter: LifterSettings) -> list[dict]:
+        """The lifter entered a new load, one-rep max or exercise: the set so far ends, the next one uses these."""
         out = self.end_set()
-        if load is not None:
-            self.load = load
-        if exercise is not None:
-            self.exercise = exercise
-        self.working_leg = working_leg
+        self.lifter = lifter
         return out
 
     def finish(self) -> list[dict]:
@@ -100,12 +88,12 @@ class LiftAnalyzer:
 
     def state(self) -> dict:
         """The rack's current state event."""
-        return events.state_event(self.rack, phase=self.phase, lifter_seen=self.lifter_seen, load=self.load.info(),
-                                  exercise=self.exercise, set_id=self.set_id, reps_in_set=self.reps_in_set)
+        return events.state_event(self.rack, phase=self.phase, lifter_seen=self.lifter_seen,
+                                  load=self.lifter.load_info(), exercise=self.lifter.exercise, set_id=self.set_id,
+                                  reps_in_set=self.reps_in_set)
 
     def _judge(self, rep) -> dict:
         if self._set is None:
-            self._set = SetJudge(self.rack, self.exercise, self.load, self.settings.judge,
-                                 working_leg=self.working_leg)
+            self._set = SetJudge(self.rack, self.lifter, self.settings.judge)
         self._last_rep_t = rep.t_end
         return self._set.judge(rep)

@@ -21,7 +21,7 @@ from . import __version__
 from .camera import SourceError
 from .config import ConfigError, load_config
 from .events import EXERCISES, UNITS
-from .judge import Load
+from .load import LifterSettings
 from .models import ModelError
 from .pose import PoseError
 
@@ -120,9 +120,20 @@ def cmd_analyze(args, config) -> int:
         raise ConfigError("--one-rm needs --load too: the verdict compares the load with the one-rep max.")
     interpreter = _interpreter(args, config)
     progress = None if args.quiet or args.json else _Progress(sys.stderr)
+    try:
+        lifter = LifterSettings(load=args.load, one_rm=args.one_rm, units=args.units, exercise=args.exercise)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}.") from None
     overlay = None
     printed = 0
     poses = {}
+    fps = 30.0
+
+    def on_start(source):
+        nonlocal fps
+        fps = source.fps
+        if progress:
+            progress.total = source.frame_count
 
     def on_frame(frame, pose, new_events):
         nonlocal overlay, printed
@@ -140,16 +151,9 @@ def cmd_analyze(args, config) -> int:
                 print(json.dumps(event), flush=True)
             printed += len(new_events)
 
-    from .camera import open_source
-    probe = open_source(args.video)
-    fps, total = probe.fps, getattr(probe, "frame_count", 0)
-    probe.close()
-    if progress:
-        progress.total = total
-    load = Load(args.load, args.units, args.one_rm)
     try:
-        result = analyze_recording(args.video, interpreter, exercise=args.exercise, load=load,
-                                   settings=config.analysis, on_frame=on_frame)
+        result = analyze_recording(args.video, interpreter, lifter=lifter, settings=config.analysis,
+                                   on_start=on_start, on_frame=on_frame)
     finally:
         if progress:
             progress.done()
@@ -224,7 +228,8 @@ def cmd_eval(args, config) -> int:
         if not label.get("usable", True) and not args.all:
             continue
         try:
-            result = analyze_recording(folder / label["clip"], interpreter, exercise=label["exercise"],
+            result = analyze_recording(folder / label["clip"], interpreter,
+                                       lifter=LifterSettings(exercise=label["exercise"]),
                                        settings=config.analysis, camera_size=args.camera_size)
             scores.append(score_clip(label, result.reps))
         except SourceError as exc:

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import events
-from .events import SEVERITIES, severity_rank
-from .reps import LEGS, Rep
+from .events import LEGS, SEVERITIES, severity_rank
+from .load import LifterSettings
+from .reps import Rep
 
 
 @dataclass(frozen=True)
@@ -46,29 +47,6 @@ class JudgeSettings:
     """Sideways hip shift at the bottom (leg lengths) worth a remark."""
     velocity_loss_limit: float = 25.0
     """Percent drop in ascent speed from the best early rep to the last, worth a remark."""
-
-
-@dataclass(frozen=True)
-class Load:
-    """What the lifter entered at the rack."""
-
-    value: float | None = None
-    units: str = "kg"
-    one_rm: float | None = None
-
-    @property
-    def percent(self) -> float | None:
-        if self.value is None or not self.one_rm:
-            return None
-        return 100.0 * self.value / self.one_rm
-
-    def info(self) -> dict | None:
-        return events.load_info(self.value, self.units, self.one_rm)
-
-    @property
-    def step(self) -> float:
-        """The usual smallest jump: a pair of 1.25 kg or 2.5 lb plates."""
-        return 2.5 if self.units == "kg" else 5.0
 
 
 def _peak(values: list[float]) -> tuple[float, int] | None:
@@ -123,15 +101,13 @@ def view_is_frontal(rep: Rep, settings: JudgeSettings) -> bool:
 class SetJudge:
     """Judges the reps of one set as they come, and sums the set up at the end.
 
-    Make a new one for every set: the load belongs to the set, and so does the memory of which leg caved.
+    Make a new one for every set: the lifter's settings (load, one-rep max, exercise, and the working leg of a
+    single-leg squat when they entered it) belong to the set, and so does the memory of which leg caved.
     """
 
     rack: str | None
-    exercise: str = "squat"
-    load: Load = field(default_factory=Load)
+    lifter: LifterSettings = field(default_factory=LifterSettings)
     settings: JudgeSettings = field(default_factory=JudgeSettings)
-    working_leg: str | None = None
-    """The standing leg of a single-leg squat, when the lifter entered it; otherwise told from each rep."""
     set_id: str = field(default_factory=events.new_id)
     reps: list[dict] = field(default_factory=list)
     _caved_before: dict = field(default_factory=lambda: {leg: False for leg in LEGS})
@@ -141,11 +117,11 @@ class SetJudge:
         s = self.settings
         working = "both"
         judged_legs = list(LEGS)
-        if self.exercise == "single-leg":
-            working = self.working_leg or rep.working_leg() or "left"
+        if self.lifter.exercise == "single-leg":
+            working = self.lifter.working_leg or rep.working_leg() or "left"
             judged_legs = [working]
         frontal = view_is_frontal(rep, s)
-        percent = self.load.percent
+        percent = self.lifter.percent_of_max
         valgus: dict[str, dict | None] = {}
         for side in LEGS:
             numbers = measure_leg(rep, side) if side in judged_legs else None
@@ -176,8 +152,8 @@ class SetJudge:
         shifts = [smp.hip_shift for smp, phase in zip(rep.samples, rep.phase_of)
                   if phase == "bottom" and smp.hip_shift is not None]
         event = events.rep_event(
-            self.rack, set_id=self.set_id, rep=len(self.reps) + 1, exercise=self.exercise, working_leg=working,
-            t_start=rep.t_start, t_bottom=rep.t_bottom, t_end=rep.t_end, load=self.load.info(), valgus=valgus,
+            self.rack, set_id=self.set_id, rep=len(self.reps) + 1, exercise=self.lifter.exercise, working_leg=working,
+            t_start=rep.t_start, t_bottom=rep.t_bottom, t_end=rep.t_end, load=self.lifter.load_info(), valgus=valgus,
             severity=severity if judged else None, verdict=verdict if judged else "unjudged", depth=rep.depth,
             descent_s=rep.descent_s, ascent_s=rep.ascent_s, ascent_speed=rep.ascent_speed,
             stance_ratio=rep.calibration.stance_ratio, hip_shift=float(np.median(shifts)) if shifts else None,
@@ -210,7 +186,7 @@ class SetJudge:
                            "try bringing the feet in a little.")
         shifts = [r["hip_shift"] for r in reps if r["hip_shift"] is not None]
         # On one leg the hips must move over the standing foot: a shift is only worth a word on two.
-        if shifts and self.exercise == "squat" and abs(float(np.median(shifts))) > s.hip_shift_limit:
+        if shifts and self.lifter.exercise == "squat" and abs(float(np.median(shifts))) > s.hip_shift_limit:
             toward = "left" if np.median(shifts) > 0 else "right"
             remarks.append(f"Hips drift toward the {toward} at the bottom: a sign of tired or weak hip stabilisers.")
         if velocity_loss is not None and velocity_loss > s.velocity_loss_limit:
@@ -222,8 +198,8 @@ class SetJudge:
             cues.append("Add side-lying or banded hip abduction and single-leg squats to your warm-up.")
         if weaker:
             cues.append(f"Your {weaker} knee caves more: add extra single-leg work on the {weaker} side.")
-        advice = _advice(reps, self.load)
-        return events.set_event(self.rack, set_id=self.set_id, exercise=self.exercise, load=self.load.info(),
+        advice = _advice(reps, self.lifter)
+        return events.set_event(self.rack, set_id=self.set_id, exercise=self.lifter.exercise, load=self.lifter.load_info(),
                                 reps=len(reps), clean_reps=len(clean), worst_rep=worst, cave_onset_rep=onset,
                                 weaker_side=weaker, velocity_loss_pct=velocity_loss, remarks=remarks, cues=cues,
                                 advice=advice)
@@ -244,18 +220,17 @@ def _weaker_side(reps: list[dict]) -> str | None:
     return side if means[side] - means[other] > 0.03 and caves_often >= 1 else None
 
 
-def _advice(reps: list[dict], load: Load) -> dict:
+def _advice(reps: list[dict], lifter: LifterSettings) -> dict:
     verdicts = [r["verdict"] for r in reps]
     severe = any(r["severity"] == "severe" for r in reps)
     caves = verdicts.count("cave")
-    value = load.value
+    value, step, units = lifter.load, lifter.plate_step, lifter.units
     if caves == 0 and verdicts.count("note") == 0 and "unjudged" not in verdicts:
-        next_load = None if value is None else value + load.step
-        text = ("Every rep clean. After three clean sets at this load, add "
-                f"{load.step:g}-{2 * load.step:g} {load.units} next time.")
+        next_load = None if value is None else value + step
+        text = f"Every rep clean. After three clean sets at this load, add {step:g}-{2 * step:g} {units} next time."
         return {"action": "add", "next_load": next_load, "text": text}
     if severe or caves >= 2:
-        next_load = None if value is None else max(0.0, round(value * 0.9 / load.step) * load.step)
+        next_load = None if value is None else max(0.0, round(value * 0.9 / step) * step)
         return {"action": "reduce", "next_load": next_load,
                 "text": "The knees caved badly or on more than one rep: drop about 10% and rebuild clean reps "
                         "before adding weight."}

@@ -136,6 +136,13 @@ class LifterSettings:
     def max_load(self) -> float:
         return MAX_LOAD[self.units]
 
+    @property
+    def percent_of_max(self) -> float | None:
+        """The load as a percentage of the one-rep max; ``None`` while either is unknown."""
+        if self.load is None or not self.one_rm:
+            return None
+        return 100.0 * self.load / self.one_rm
+
     def in_units(self, units: str) -> LifterSettings:
         """The same settings in other units; both weights are converted and rounded to that unit's plate step."""
         if units not in UNITS:

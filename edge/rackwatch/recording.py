@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from .analysis import AnalysisSettings, LiftAnalyzer
-from .camera import Frame, Prefetched, Scaled, SourceError, open_source
-from .judge import Load
+from .camera import Frame, FrameSource, Prefetched, Scaled, SourceError, open_source
+from .load import LifterSettings
 from .pose import Interpreter, Pose, PoseEstimator
 
 
@@ -25,7 +25,6 @@ class RecordingResult:
     events: list[dict]
     frames: int
     fps: float
-    frames_with_lifter: int
 
     @property
     def reps(self) -> list[dict]:
@@ -36,20 +35,23 @@ class RecordingResult:
         return [e for e in self.events if e["type"] == "set"]
 
 
-def analyze_recording(path: str | Path, interpreter: Interpreter, *, exercise: str = "squat", load: Load = Load(),
+def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: LifterSettings = LifterSettings(),
                       settings: AnalysisSettings = AnalysisSettings(), rack: str | None = None,
                       camera_size: int | None = None,
+                      on_start: Callable[[FrameSource], None] | None = None,
                       on_frame: Callable[[Frame, Pose, list[dict]], None] | None = None) -> RecordingResult:
     """Run the whole pipeline over one recording.
 
-    ``on_frame`` (optional) sees every frame with its pose and the events it caused: the progress bar and the
-    overlay writer hang off it. ``camera_size`` scales frames down to that long side first, as the Pi camera
-    would deliver them.
+    ``on_start`` (optional) sees the opened source before the first frame (its ``fps`` and ``frame_count``), and
+    ``on_frame`` every frame with its pose and the events it caused: the progress bar and the overlay writer hang
+    off them. ``camera_size`` scales frames down to that long side first, as the Pi camera would deliver them.
     """
     source = open_source(path)
     source = Prefetched(Scaled(source, camera_size) if camera_size else source)
+    if on_start:
+        on_start(source)
     estimator = PoseEstimator(interpreter, settings.min_score)
-    analyzer = LiftAnalyzer(rack=rack, exercise=exercise, load=load, settings=settings)
+    analyzer = LiftAnalyzer(rack=rack, lifter=lifter, settings=settings)
     out: list[dict] = []
     seen = frames = 0
     try:
@@ -67,4 +69,4 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, exercise: s
     if seen == 0:
         raise NobodyThere(f"Nobody was found in {path}: the lifter's hips, knees and ankles must be in view. "
                           "Check that the recording shows a person from the front, head to feet.")
-    return RecordingResult(events=out, frames=frames, fps=source.fps, frames_with_lifter=seen)
+    return RecordingResult(events=out, frames=frames, fps=source.fps)

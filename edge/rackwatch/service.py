@@ -55,7 +55,6 @@ from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import Frame, FrameSource, open_frames
 from .config import ConfigError, settings_from_table
 from .host import SystemdNotifier, cpu_temperature, throttled
-from .judge import Load
 from .load import LifterSettings, SettingsStore
 from .mqtt import LinkSettings, RackLink
 from .pose import Interpreter, PoseEstimator
@@ -148,9 +147,7 @@ class RackService:
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.estimator = PoseEstimator(interpreter, analysis.min_score)
-        s = store.settings
-        self.analyzer = LiftAnalyzer(rack=self.rack, exercise=s.exercise, load=_load_of(s), settings=analysis,
-                                     working_leg=s.working_leg)
+        self.analyzer = LiftAnalyzer(rack=self.rack, lifter=store.settings, settings=analysis)
         self._owns_panel = panel is None and pin_factory is not None
         if self._owns_panel:
             from .panel import PanelSettings, RackPanel
@@ -296,8 +293,7 @@ class RackService:
 
     def _settings_changed(self, settings: LifterSettings) -> None:
         with self._lock:
-            for event in self.analyzer.change(load=_load_of(settings), exercise=settings.exercise,
-                                              working_leg=settings.working_leg):
+            for event in self.analyzer.change(settings):
                 self._emit(event)
             self._publish_state()
 
@@ -387,10 +383,6 @@ class RackService:
             print(line, file=self.out, flush=True)
         except (OSError, ValueError):
             pass
-
-
-def _load_of(settings: LifterSettings) -> Load:
-    return Load(settings.load, settings.units, settings.one_rm)
 
 
 # -- the `rackwatch run` command ----------------------------------------------------------------------------------
