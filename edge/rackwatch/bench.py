@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -214,7 +214,7 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
     stages, poses = time_stages(estimator, images)
     analysis_runs = time_analysis(poses, fps, images[0].shape[0], repeats)
 
-    with (private_broker() if broker is None else _given(broker)) as (host, port):
+    with (private_broker() if broker is None else nullcontext(broker)) as (host, port):
         progress(f"publishing to the broker at {host}:{port}")
         publish = bench_publish(200, host, port)
         with tempfile.TemporaryDirectory(prefix="rackwatch-bench-outbox-") as state:
@@ -259,11 +259,6 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
                    "rep_ack_latency_ms": spread([a for a, _ in latencies]) if latencies else None},
         "runtimes": runtimes,
     }
-
-
-@contextmanager
-def _given(broker: tuple[str, int]) -> Iterator[tuple[str, int]]:
-    yield broker
 
 
 def format_report(r: dict[str, Any]) -> str:

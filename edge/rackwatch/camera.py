@@ -20,7 +20,6 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPEEDS = ("max", "realtime")
 

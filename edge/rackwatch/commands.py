@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import events
+from .load import MAX_LOAD
 
 MAX_PAYLOAD_BYTES = 4096
-MAX_LOAD = {"kg": 1000.0, "lb": 2200.0}
 IDENTIFY_DEFAULT_S = 10
 IDENTIFY_MAX_S = 60
 _ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")

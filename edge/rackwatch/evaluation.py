@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-LEGS = ("left", "right")
+from .events import LEGS
+
 POSITIVE_PREDICTIONS = ("moderate", "severe")
 
 

@@ -27,7 +27,6 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 SEVERITIES = ("none", "minor", "moderate", "severe")
-PHASES = ("standing", "descent", "bottom", "ascent")
 LEGS = ("left", "right")
 EXERCISES = ("squat", "single-leg")
 UNITS = ("kg", "lb")

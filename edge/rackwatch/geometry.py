@@ -54,7 +54,6 @@ class Frame:
     """Ankle gap ÷ shoulder gap."""
     hip_tilt_deg: float | None
     """Angle of the line through the hips, + when the lifter's left hip is higher in the image."""
-    shoulder_width_px: float | None
     hip_width_px: float | None
     shoulder_y: float | None
     """Mean height of the visible shoulders in the image."""
@@ -132,6 +131,6 @@ def measure(pose: Pose, min_score: float = DEFAULT_MIN_SCORE) -> Frame:
                  hip_center=hip_center,
                  knee_ankle_ratio=_ratio(knee_gap, ankle_gap), knee_hip_ratio=_ratio(knee_gap, hip_gap),
                  stance_ratio=_ratio(ankle_gap, shoulder_gap), hip_tilt_deg=tilt,
-                 shoulder_width_px=shoulder_gap, hip_width_px=hip_gap,
+                 hip_width_px=hip_gap,
                  shoulder_y=sum(shoulders) / len(shoulders) if shoulders else None,
                  hip_over_feet_px=hip_over_feet)

@@ -69,8 +69,7 @@ def draw(image: np.ndarray, pose: Pose, min_score: float, banner: str = "",
             cv2.line(canvas, _pt(pose, knee), _pt(pose, ankle), (255, 160, 0), 2 * scale)
             # The plumb line from the ankle: a knee left of it or right of it is what the verdict is about.
             ax, ay = _pt(pose, ankle)
-            kx, ky = _pt(pose, knee)
-            cv2.line(canvas, (ax, ay), (ax, ky), (0, 255, 255), scale)
+            cv2.line(canvas, (ax, ay), (ax, _pt(pose, knee)[1]), (0, 255, 255), scale)
     for i in np.flatnonzero(ok):
         cv2.circle(canvas, (int(pose.xy[i, 0]), int(pose.xy[i, 1])), 3 * scale, (0, 0, 255), -1)
     if banner:

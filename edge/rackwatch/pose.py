@@ -120,9 +120,8 @@ class PoseEstimator:
         self._interpreter = interpreter
         inp = interpreter.get_input_details()[0]
         self._input_index = inp["index"]
-        self._input_dtype = inp["dtype"]
         self._output_index = interpreter.get_output_details()[0]["index"]
-        self._input = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=self._input_dtype)
+        self._input = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=inp["dtype"])
         self.min_score = min_score
         self.bgr_frames = bgr_frames
         self._crop: Crop | None = None

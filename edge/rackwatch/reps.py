@@ -29,8 +29,8 @@ import statistics
 import numpy as np
 
 from . import geometry
+from .events import LEGS
 
-LEGS = ("left", "right")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ class Calibration:
     knee_medial: dict[str, float]
     knee_over_ankle: dict[str, float]
     fppa: dict[str, float]
-    knee_ankle_ratio: float | None
     torso_height: float | None
     stance_ratio: float | None
     hip_width: float | None
@@ -91,8 +90,6 @@ class LegSample:
     knee_inside_ankle: float
     """Knee's horizontal distance inside the ankle."""
     fppa_change: float
-    on_floor: bool
-    """The ankle is as low as the lower of the two (the standing leg of a single-leg squat)."""
     ankle: tuple[float, float]
     """Where the ankle is, in leg lengths from the image origin (to see which foot stays planted)."""
 
@@ -104,12 +101,8 @@ class Sample:
     t: float
     depth: float
     legs: dict[str, LegSample | None]
-    knee_ankle_drop: float | None
-    """How much the knee-gap ÷ ankle-gap ratio fell below standing."""
-    stance_ratio: float | None
     hip_shift: float | None
     """Hip centre's sideways move from standing, in leg lengths, + toward the lifter's left."""
-    hip_tilt_deg: float | None
 
 
 @dataclass
@@ -451,7 +444,6 @@ def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previo
     return Calibration(t=t, hip_height=hip_height, leg_length=lengths,
                        knee_medial=per_leg("knee_medial_px"), knee_over_ankle=per_leg("knee_over_ankle_px"),
                        fppa=per_leg("fppa_deg"),
-                       knee_ankle_ratio=median([f.knee_ankle_ratio for f in frames]),
                        torso_height=median([_torso_height(f) for f in frames]),
                        stance_ratio=median([f.stance_ratio for f in frames]),
                        hip_width=median([f.hip_width_px for f in frames]),
@@ -463,8 +455,6 @@ _CAL_FIELD = {"knee_medial_px": "knee_medial", "knee_over_ankle_px": "knee_over_
 
 def _sample(t: float, depth: float, frame: geometry.Frame, cal: Calibration) -> Sample:
     legs: dict[str, LegSample | None] = {}
-    present = [leg for leg in (frame.left, frame.right) if leg is not None]
-    lowest = max(leg.ankle[1] for leg in present) if present else None
     for side in LEGS:
         leg = frame.leg(side)
         if leg is None or side not in cal.knee_medial:
@@ -475,16 +465,11 @@ def _sample(t: float, depth: float, frame: geometry.Frame, cal: Calibration) -> 
             medial_shift=(leg.knee_medial_px - cal.knee_medial[side]) / length,
             knee_inside_ankle=(leg.knee_over_ankle_px - cal.knee_over_ankle[side]) / length,
             fppa_change=leg.fppa_deg - cal.fppa[side],
-            on_floor=lowest is not None and leg.ankle[1] >= lowest - 0.05 * length,
             ankle=(leg.ankle[0] / length, leg.ankle[1] / length))
-    drop = None
-    if frame.knee_ankle_ratio is not None and cal.knee_ankle_ratio is not None:
-        drop = cal.knee_ankle_ratio - frame.knee_ankle_ratio
     shift = None
     if frame.hip_over_feet_px is not None and cal.hip_over_feet is not None:
         shift = (frame.hip_over_feet_px - cal.hip_over_feet) / cal.hip_height
-    return Sample(t=t, depth=depth, legs=legs, knee_ankle_drop=drop, stance_ratio=frame.stance_ratio,
-                  hip_shift=shift, hip_tilt_deg=frame.hip_tilt_deg)
+    return Sample(t=t, depth=depth, legs=legs, hip_shift=shift)
 
 
 def _phases(samples: list[Sample]) -> list[str]:
