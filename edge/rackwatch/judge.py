@@ -190,7 +190,8 @@ class SetJudge:
             toward = "left" if np.median(shifts) > 0 else "right"
             remarks.append(f"Hips drift toward the {toward} at the bottom: a sign of tired or weak hip stabilisers.")
         if velocity_loss is not None and velocity_loss > s.velocity_loss_limit:
-            remarks.append(f"The last rep came up {velocity_loss:.0f}% slower than the first ones: fatigue is setting in.")
+            remarks.append(f"The last rep came up {velocity_loss:.0f}% slower than the first ones: "
+                           "fatigue is setting in.")
         if onset is not None and onset > 1 and len(reps) >= 4 and onset > len(reps) / 2:
             remarks.append(f"Knees held until rep {onset}, then started to cave: fatigue, not technique, is the limit.")
         if caving:
@@ -199,8 +200,9 @@ class SetJudge:
         if weaker:
             cues.append(f"Your {weaker} knee caves more: add extra single-leg work on the {weaker} side.")
         advice = _advice(reps, self.lifter)
-        return events.set_event(self.rack, set_id=self.set_id, exercise=self.lifter.exercise, load=self.lifter.load_info(),
-                                reps=len(reps), clean_reps=len(clean), worst_rep=worst, cave_onset_rep=onset,
+        return events.set_event(self.rack, set_id=self.set_id, exercise=self.lifter.exercise,
+                                load=self.lifter.load_info(), reps=len(reps), clean_reps=len(clean),
+                                worst_rep=worst, cave_onset_rep=onset,
                                 weaker_side=weaker, velocity_loss_pct=velocity_loss, remarks=remarks, cues=cues,
                                 advice=advice)
 
