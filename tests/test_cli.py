@@ -150,3 +150,8 @@ def test_bench_prints_every_figure_as_json():
                 "publish_outbox_ms_per_event", "publish_acked_per_s"):
         assert figures[key] > 0, key
     assert {r["runtime"] for r in figures["runtimes"]} == {"ai_edge_litert"}
+
+
+def test_a_load_beyond_what_the_rack_accepts_is_refused_with_the_limit():
+    result = rackwatch("analyze", str(CLIP), "--load", "1500", "--units", "kg")
+    assert_clear_failure(result, "1000 kg")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .camera import SourceError
+from .camera import SPEEDS, SourceError
 from .config import ConfigError, load_config
 from .events import EXERCISES, UNITS
 from .load import LifterSettings
@@ -30,13 +30,14 @@ DEFAULT_CLIP = Path(__file__).resolve().parents[3] / "shared" / "footage" / "kra
 EXPECTED_ERRORS = (ConfigError, ModelError, PoseError, SourceError, OSError)
 
 
-def _positive(text: str) -> float:
+def _weight(text: str) -> float:
+    """A weight as typed; the limits per unit are the lifter's settings' to check (rackwatch.load)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 2200:
-        raise argparse.ArgumentTypeError(f"{text} is out of range (more than 0, at most 2200)")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: a weight is 0 or more")
     return value
 
 
@@ -50,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="count and judge the reps of a recording")
     analyze.add_argument("video", nargs="?", default=str(DEFAULT_CLIP),
                          help="video file or folder of images (default: a sample clip from ../shared/footage)")
-    analyze.add_argument("--load", type=_positive, help="bar load")
-    analyze.add_argument("--one-rm", type=_positive, help="the lifter's one-rep max")
+    analyze.add_argument("--load", type=_weight, help="bar load")
+    analyze.add_argument("--one-rm", type=_weight, help="the lifter's one-rep max")
     analyze.add_argument("--units", choices=UNITS, default="kg")
     analyze.add_argument("--exercise", choices=EXERCISES, default="squat")
     analyze.add_argument("--json", action="store_true", help="print events as JSON lines instead of a table")
@@ -75,13 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mqtt://HOST:PORT or mqtts://HOST:PORT (default: [mqtt] host and port of the config)")
     run.add_argument("--username", help="broker username (default: [mqtt] username)")
     run.add_argument("--password", help="broker password (default: $RACKWATCH_MQTT_PASSWORD, then [mqtt])")
-    run.add_argument("--speed", choices=("max", "realtime"), default="realtime",
+    run.add_argument("--speed", choices=SPEEDS, default="realtime",
                      help="for a recording: every frame as fast as possible (max), or at its own frame rate, "
                           "dropping frames like the camera when behind (realtime, the default)")
     run.add_argument("--state-dir", help="folder for the outbox and the lifter's settings (default: [rack] state_dir)")
     run.add_argument("--virtual-panel", action="store_true", help="the rack panel in this terminal (keys and text)")
-    run.add_argument("--load", type=_positive, help="bar load, in --units (else in the saved units)")
-    run.add_argument("--one-rm", type=_positive, help="the lifter's one-rep max")
+    run.add_argument("--load", type=_weight, help="bar load, in --units (else in the saved units)")
+    run.add_argument("--one-rm", type=_weight, help="the lifter's one-rep max")
     run.add_argument("--units", choices=UNITS, help="kg or lb (default: as saved, kg at first)")
     run.add_argument("--exercise", choices=EXERCISES, help="squat or single-leg (default: as saved)")
     run.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
@@ -116,7 +117,7 @@ def _interpreter(args, config):
 def cmd_analyze(args, config) -> int:
     from .recording import analyze_recording
 
-    if args.one_rm and not args.load:
+    if args.one_rm is not None and args.load is None:
         raise ConfigError("--one-rm needs --load too: the verdict compares the load with the one-rep max.")
     interpreter = _interpreter(args, config)
     progress = None if args.quiet or args.json else _Progress(sys.stderr)
