@@ -41,6 +41,18 @@ def test_counts_each_full_rep():
     assert all(abs(r.depth - 0.5) < 0.02 for r in reps)
 
 
+def test_a_brief_blip_as_deep_as_the_bottom_does_not_move_the_bottom():
+    # Down for 1 s, a pause at the bottom from 2.0 to 2.5 s, then on the way up three frames where the model
+    # briefly puts the lifter a little deeper still (as when a foot is put down): the bottom is the pause,
+    # where the lifter stayed.
+    pause = [standing_pose(depth=0.5)] * int(0.5 * FPS)
+    ascent = [standing_pose(depth=d) for d in np.linspace(0.5, 0, FPS)]
+    ascent[12:15] = [standing_pose(depth=0.51)] * 3
+    reps = run(stand(1) + squat(up=0) + pause + ascent + stand(1))
+    assert len(reps) == 1
+    assert abs(reps[0].t_bottom - 2.2) < 0.1
+
+
 def test_reps_right_after_the_recording_starts_are_found_once_calibrated():
     # No standing still before the first rep: it is replayed once the lifter stands still afterwards.
     reps = run(squat() + stand(1) + squat() + stand(1))

@@ -20,11 +20,11 @@ Pure code: frames in, :class:`Rep` objects out. No clock, no camera, no I/O.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
-
 import math
 import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -81,8 +81,7 @@ class Calibration:
     hip_over_feet: float | None
 
 
-@dataclass(frozen=True)
-class LegSample:
+class LegSample(NamedTuple):
     """One leg in one frame, as change from standing (leg lengths and degrees; + = toward the midline)."""
 
     medial_shift: float
@@ -94,8 +93,7 @@ class LegSample:
     """Where the ankle is, in leg lengths from the image origin (to see which foot stays planted)."""
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """One frame of a rep."""
 
     t: float
@@ -121,14 +119,20 @@ class Rep:
 
     @property
     def t_bottom(self) -> float:
-        """The middle of the lowest stretch (within 5 % of the greatest depth): a paused bottom's centre."""
-        depths = np.array([s.depth for s in self.samples])
-        i = first = last = self.bottom_index
-        while first > 0 and depths[first - 1] >= 0.95 * depths[i]:
-            first -= 1
-        while last < len(depths) - 1 and depths[last + 1] >= 0.95 * depths[i]:
-            last += 1
-        return (self.samples[first].t + self.samples[last].t) / 2
+        """The middle of the longest stretch within 5 % of the greatest depth: a paused bottom's centre.
+
+        The longest, not the one around the single deepest frame: a blip of a few frames (a foot put down, a
+        joint briefly misplaced) can reach as deep as the real bottom, but the lifter does not stay there.
+        """
+        floor = 0.95 * self.depth
+        best = run = (0, -1)   # (first, last) sample index
+        for i, sample in enumerate(self.samples):
+            if sample.depth < floor:
+                continue
+            run = (run[0], i) if run[1] == i - 1 else (i, i)
+            if run[1] - run[0] > best[1] - best[0]:
+                best = run
+        return (self.samples[best[0]].t + self.samples[best[1]].t) / 2
 
     @property
     def depth(self) -> float:
