@@ -64,8 +64,10 @@ class LiftAnalyzer:
         out: list[dict] = []
         if self._set and self._last_rep_t is not None and t - self._last_rep_t > self.settings.set_rest_s:
             out += self.end_set()
-        smooth = self._smoother.smooth(t, pose, frame_height)
-        for rep in self.tracker.update(t, geometry.measure(smooth, self.settings.min_score)):
+        # Plain floats from here on: on 17 joints they are several times faster than NumPy.
+        score = pose.score.tolist()
+        xy = self._smoother.smooth_points(t, pose.xy.tolist(), score, frame_height)
+        for rep in self.tracker.update(t, geometry.measure_points(xy, score, self.settings.min_score)):
             out.append(self._judge(rep))
         return out
 

@@ -11,7 +11,7 @@ A joint the model is not confident about is missing (``None``), and so is every 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .pose import DEFAULT_MIN_SCORE, KP, Pose
 
@@ -20,8 +20,7 @@ Point = tuple[float, float]
 faster in Python floats than in tiny NumPy arrays, and this runs for every frame on the Pi."""
 
 
-@dataclass(frozen=True)
-class Leg:
+class Leg(NamedTuple):
     """One leg's joints and valgus measures (pixels / degrees)."""
 
     hip: Point
@@ -39,9 +38,11 @@ class Leg:
     """Knee to ankle."""
 
 
-@dataclass(frozen=True)
-class Frame:
-    """The squat geometry of one frame; a leg is ``None`` when its hip, knee or ankle is missing."""
+class Frame(NamedTuple):
+    """The squat geometry of one frame; a leg is ``None`` when its hip, knee or ankle is missing.
+
+    (Named tuples, here and for the per-frame records of :mod:`rackwatch.reps`: immutable like a frozen
+    dataclass, and several times cheaper to build, which counts at every frame on a Pi.)"""
 
     left: Leg | None
     right: Leg | None
@@ -106,7 +107,11 @@ _USED = ("left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee"
 
 def measure(pose: Pose, min_score: float = DEFAULT_MIN_SCORE) -> Frame:
     """Every squat measure of one pose."""
-    xy, score = pose.xy.tolist(), pose.score.tolist()
+    return measure_points(pose.xy.tolist(), pose.score.tolist(), min_score)
+
+
+def measure_points(xy: list, score: list, min_score: float = DEFAULT_MIN_SCORE) -> Frame:
+    """:func:`measure` on plain floats (17 ``(x, y)`` and 17 scores), for the per-frame path."""
     joints: dict[str, Point] = {name: tuple(xy[KP[name]]) for name in _USED if score[KP[name]] >= min_score}
     left_hip, right_hip = joints.get("left_hip"), joints.get("right_hip")
     left_ankle, right_ankle = joints.get("left_ankle"), joints.get("right_ankle")

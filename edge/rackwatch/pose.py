@@ -122,6 +122,12 @@ class PoseEstimator:
         self._input_index = inp["index"]
         self._output_index = interpreter.get_output_details()[0]["index"]
         self._input = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=inp["dtype"])
+        # Where the runtime allows it, the frame is scaled straight into the model's own input buffer and the
+        # keypoints read straight out of its output: no copy either way. (``tensor()`` hands out a function;
+        # the views it returns must not outlive the next invoke, so a fresh one is taken each time.)
+        tensor = getattr(interpreter, "tensor", None)
+        self._input_view = (lambda: tensor(self._input_index)()) if tensor else None
+        self._output_view = (lambda: tensor(self._output_index)()) if tensor else None
         self.min_score = min_score
         self.bgr_frames = bgr_frames
         self._crop: Crop | None = None
@@ -158,28 +164,33 @@ class PoseEstimator:
         # Model pixel -> frame pixel, given directly (WARP_INVERSE_MAP) so the crop's corner enters exactly:
         # the same picture at another place in the frame then gives the very same input.
         matrix = np.array([[step, 0.0, crop.x0], [0.0, step, crop.y0]], dtype=np.float64)
-        # One warp does crop, scale and black padding at once, writing straight into the input tensor.
-        cv2.warpAffine(frame, matrix, (INPUT_SIZE, INPUT_SIZE), dst=self._input[0],
+        target = self._input_view()[0] if self._input_view else self._input[0]
+        # One warp does crop, scale and black padding at once.
+        cv2.warpAffine(frame, matrix, (INPUT_SIZE, INPUT_SIZE), dst=target,
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                        borderValue=0)
         if self.bgr_frames:
             # Swapped in place on 192x192 pixels: far cheaper than converting the full frame (and than a
             # NumPy reversed-slice copy, which costs thirty times more here).
-            cv2.cvtColor(self._input[0], cv2.COLOR_BGR2RGB, dst=self._input[0])
+            cv2.cvtColor(target, cv2.COLOR_BGR2RGB, dst=target)
+        if not self._input_view:
+            self._interpreter.set_tensor(self._input_index, self._input)
 
     def invoke(self) -> None:
         """Run the model on the prepared input."""
-        self._interpreter.set_tensor(self._input_index, self._input)
         self._interpreter.invoke()
 
     def read_pose(self, crop: Crop, width: int, height: int) -> Pose:
         """The model's last output, keypoints mapped back to frame pixels; remembers where to look next."""
-        raw = self._interpreter.get_tensor(self._output_index)[0, 0]  # 17 × (y, x, score), 0..1 in the crop
-        # (y, x) reversed to (x, y), scaled and shifted into the frame in one step.
-        xy = raw[:, 1::-1] * np.float32(crop.size) + np.array([crop.x0, crop.y0], dtype=np.float32)
-        pose = Pose(xy=xy, score=raw[:, 2].copy())
-        self._crop = next_crop(pose, width, height, self.min_score)
-        return pose
+        out = self._output_view() if self._output_view else self._interpreter.get_tensor(self._output_index)
+        # One conversion to plain floats: right after an invoke the model has pushed everything else out of the
+        # CPU caches, and each further NumPy call on 17 numbers would cost more than its arithmetic.
+        raw = out[0, 0].tolist()  # 17 × (y, x, score), 0..1 in the crop
+        size, x0, y0 = crop.size, crop.x0, crop.y0
+        xy = [(x * size + x0, y * size + y0) for y, x, _ in raw]
+        score = [s for _, _, s in raw]
+        self._crop = _crop_around(xy, score, width, height, self.min_score)
+        return Pose(xy=np.array(xy, dtype=np.float32), score=np.array(score, dtype=np.float32))
 
 
 _TORSO = [KP["left_shoulder"], KP["right_shoulder"], KP["left_hip"], KP["right_hip"]]
@@ -191,8 +202,11 @@ def next_crop(pose: Pose, width: int, height: int, min_score: float = DEFAULT_MI
     The square is centred on the hips and big enough for every confident joint with a margin, and for the
     torso scaled up, so that a body half-found in this frame is still inside the next crop.
     """
+    return _crop_around(pose.xy.tolist(), pose.score.tolist(), width, height, min_score)
+
+
+def _crop_around(xy: list, score: list, width: int, height: int, min_score: float) -> Crop | None:
     # Plain floats: a dozen tiny NumPy calls would cost more than the arithmetic they do.
-    score, xy = pose.score.tolist(), pose.xy.tolist()
     left, right = KP["left_hip"], KP["right_hip"]
     visible = [i for i, s in enumerate(score) if s >= min_score]
     if score[left] < min_score or score[right] < min_score or len(visible) < 8:

@@ -51,8 +51,14 @@ class PoseSmoother:
         self._state: dict[int, list[float] | None] = {j: None for j in self.JOINTS}
 
     def smooth(self, t: float, pose: Pose, scale: float) -> Pose:
+        """The pose seen at time ``t``, its joints smoothed."""
+        xy = self.smooth_points(t, pose.xy.tolist(), pose.score.tolist(), scale)
+        return Pose(xy=np.array(xy, dtype=np.float32), score=pose.score)
+
+    def smooth_points(self, t: float, xy: list, score: list, scale: float) -> list:
+        """:meth:`smooth` on plain floats (17 ``[x, y]`` and 17 scores), for the per-frame path: ``xy`` is
+        updated in place and returned."""
         s = self.settings
-        xy, score = pose.xy.tolist(), pose.score.tolist()
         dt = None if self._t is None or t <= self._t else t - self._t
         self._t = t
         if dt is not None:
@@ -77,4 +83,4 @@ class PoseSmoother:
             x, y = ax * x + (1 - ax) * px, ay * y + (1 - ay) * py
             self._state[j] = [x, y, vx, vy]
             xy[j] = [x, y]
-        return Pose(xy=np.array(xy, dtype=np.float32), score=pose.score)
+        return xy
