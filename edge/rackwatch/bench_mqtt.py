@@ -1,9 +1,10 @@
 """``bench_publish``: how fast a rack can hand events to the broker, and what the durable outbox costs.
 
-Two numbers matter on a Pi:
+What matters on a Pi:
 
-* ``outbox_ms_per_event`` -- the time ``RackLink.publish`` blocks the caller (the rep pipeline), which is one
-  SQLite commit with fsync. This is the price of never losing a rep to a power cut.
+* ``outbox_ms_per_rep`` -- the time ``RackLink.publish`` blocks the caller (the frame loop) for a rep, which is
+  one SQLite commit with fsync: the price of never losing a rep to a power cut.
+* ``outbox_ms_per_state`` -- the same for a state snapshot, committed without fsync (several come per rep).
 * ``acked_per_s`` -- events per second from the first ``publish`` until the broker has acknowledged the last
   one. A rack needs a few per second; the figure shows the headroom for a replay after a long outage.
 
@@ -35,7 +36,9 @@ def _bench_rep(rack: str, n: int) -> dict[str, Any]:
 def bench_publish(n: int, broker_host: str = "localhost", broker_port: int = 1883, *,
                   username: str | None = None, password: str | None = None, timeout: float = 120.0,
                   topic_root: str = "rackwatch-bench") -> dict[str, Any]:
-    """Publish ``n`` rep events through a :class:`RackLink` and measure. Returns a dict of plain numbers.
+    """Publish ``n`` rep events, each followed by a state event, through a :class:`RackLink` and measure.
+
+    Returns a dict of plain numbers.
 
     Raises ``RuntimeError`` if the broker cannot be reached or does not acknowledge everything in ``timeout``.
     """
@@ -50,24 +53,29 @@ def bench_publish(n: int, broker_host: str = "localhost", broker_port: int = 188
             if not link.wait_connected(10):
                 raise RuntimeError(f"cannot reach the MQTT broker at {broker_host}:{broker_port} "
                                    f"({link.last_error or 'no answer'}); is it running?")
-            payloads = [_bench_rep(rack, i) for i in range(n)]
-            in_publish = 0.0
+            pairs = [(_bench_rep(rack, i), events.state_event(rack, phase="standing", lifter_seen=True,
+                                                              load=None, exercise="squat", set_id="bench",
+                                                              reps_in_set=i)) for i in range(n)]
+            in_rep = in_state = 0.0
             started = time.perf_counter()
-            for event in payloads:
+            for rep, state in pairs:
                 t0 = time.perf_counter()
-                link.publish(event)
-                in_publish += time.perf_counter() - t0
+                link.publish(rep)
+                t1 = time.perf_counter()
+                link.publish(state)
+                in_rep += t1 - t0
+                in_state += time.perf_counter() - t1
             if not link.wait_drained(timeout):
-                raise RuntimeError(f"the broker acknowledged only {n - link.outbox_depth} of {n} events "
+                raise RuntimeError(f"the broker acknowledged only {2 * n - link.outbox_depth} of {2 * n} events "
                                    f"in {timeout:.0f} s")
             elapsed = time.perf_counter() - started
             return {
-                "events": n,
-                "acked": n - link.outbox_depth,
+                "events": 2 * n,
+                "acked": 2 * n - link.outbox_depth,
                 "seconds": round(elapsed, 3),
-                "acked_per_s": round(n / elapsed, 1),
-                "outbox_ms_per_event": round(1000.0 * in_publish / n, 3),
-                "outbox_synchronous": "FULL",
+                "acked_per_s": round(2 * n / elapsed, 1),
+                "outbox_ms_per_rep": round(1000.0 * in_rep / n, 3),
+                "outbox_ms_per_state": round(1000.0 * in_state / n, 3),
                 "broker": f"{broker_host}:{broker_port}",
             }
         finally:

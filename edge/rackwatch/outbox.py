@@ -11,10 +11,16 @@ Delivery is therefore *at least once*: an event whose PUBACK was lost in a crash
 Durability choices
     * WAL journal mode: a writer never blocks the sender reading the next rows, and a commit is one append to
       the log instead of rewriting pages of the database.
-    * ``synchronous=FULL``: every commit waits for ``fsync`` of the log. With WAL, ``NORMAL`` already survives a
-      crash of the *process* (``kill -9``), but on *power loss* it may roll back the last commits -- exactly the
-      reps of the last seconds before someone pulled the plug. A rack writes a few events per second at most,
-      and one fsync costs a few milliseconds even on an SD card (``bench_publish`` measures it), so we pay it.
+    * ``synchronous=FULL`` for what happens once: a rep, a set summary, a command's reply. The commit waits for
+      ``fsync`` of the log. With WAL, ``NORMAL`` already survives a crash of the *process* (``kill -9``), but on
+      *power loss* it may roll back the last commits -- exactly the reps of the last seconds before someone
+      pulled the plug. A rack judges a rep every few seconds at most, so we pay one fsync per rep.
+    * ``synchronous=NORMAL`` for everything else: ``state`` and ``health`` snapshots (several per rep, and the
+      next one replaces them anyway) and the deletions after each acknowledgement (a deletion lost to a power
+      cut only means an event goes out twice, which at-least-once delivery allows). These commits survive
+      ``kill -9`` and cost no fsync -- an fsync on a Pi's SD card can take longer than a frame. The log is
+      written in order, so the fsync of the next rep makes every snapshot before it durable too: a power cut can
+      only lose the newest snapshots, never one older than a rep that survived.
 
 When full (``max_events`` rows), the oldest *least valuable* row makes room for the new one:
     1. the oldest ``health`` row (health is a momentary snapshot, sent with QoS 0 anyway);
@@ -39,6 +45,8 @@ from typing import Any, Iterator
 DEFAULT_MAX_EVENTS = 20_000
 # Cheapest to lose first: see the module docstring.
 _DROP_ORDER = ("health", "state")
+# Momentary pictures of the rack: the newest one is what counts, so they are not worth an fsync each.
+SNAPSHOTS = frozenset(_DROP_ORDER)
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,8 @@ class Outbox:
                                "is the state directory on a filesystem that supports it?")
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._synchronous = synchronous.upper()   # for the events that happen once
+        self._level: str | None = None             # the level the connection is set to now
         self._db.executescript("""
             CREATE TABLE IF NOT EXISTS outbox (
                 seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: never reuse a seq, keeps order
@@ -108,24 +117,27 @@ class Outbox:
             CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS memory (name TEXT PRIMARY KEY, value BLOB NOT NULL);
         """)
+        # Rows kept, counted here rather than by SQL at every add: COUNT(*) reads the whole table, and after a
+        # long outage the table holds thousands of rows.
+        self._rows = 0
+        self._recount()
 
     # -- writing -------------------------------------------------------------------------------------------------
 
     def add(self, event: dict[str, Any], topic: str, *, qos: int = 1, retain: bool = False) -> int:
         """Write one event (a dict from :mod:`rackwatch.events`) to disk; return its sequence number.
 
-        When this returns, the event is on disk (committed and, with ``synchronous=FULL``, fsynced).
+        When this returns, the event is committed: it survives the process being killed. A rep, set or reply
+        is also fsynced (``synchronous=FULL``), so it survives a power cut; see the module docstring.
         """
         kind = str(event.get("type", "event"))
         payload = to_json(event)
-        with self._lock, self._transaction():
+        with self._lock, self._transaction(durable=kind not in SNAPSHOTS):
             if kind == "health":
                 # Only the newest health snapshot is worth sending (see module docstring).
-                self._db.execute("DELETE FROM outbox WHERE kind = 'health'")
-            count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-            while count >= self.max_events:
+                self._rows -= self._db.execute("DELETE FROM outbox WHERE kind = 'health'").rowcount
+            while self._rows >= self.max_events:
                 self._drop_one()
-                count -= 1
             cur = self._db.execute(
                 "INSERT INTO outbox (kind, event_id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?, ?)",
                 (kind, str(event.get("id", "")), topic, payload, int(qos), int(bool(retain))))
@@ -133,6 +145,7 @@ class Outbox:
                 # Remember the newest state, so it can be republished (retained) after every reconnect.
                 self._db.execute("INSERT OR REPLACE INTO memory (name, value) VALUES ('last_state', ?)",
                                  (json.dumps({"topic": topic, "payload": payload.decode("utf-8")}),))
+            self._rows += 1
             return cur.lastrowid
 
     def _drop_one(self) -> None:
@@ -141,17 +154,19 @@ class Outbox:
             if row:
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", row)
                 self._bump(f"dropped_{kind}")
+                self._rows -= 1
                 return
         row = self._db.execute("SELECT seq, kind FROM outbox ORDER BY seq LIMIT 1").fetchone()
         self._db.execute("DELETE FROM outbox WHERE seq = ?", (row[0],))
         self._bump("dropped")
+        self._rows -= 1
 
     def remove(self, *seqs: int) -> None:
         """Forget rows: the broker has acknowledged them (or refused them for good). One commit for all."""
         if not seqs:
             return
         with self._lock, self._transaction():
-            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+            self._rows -= self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs]).rowcount
 
     def count(self, name: str, by: int = 1) -> None:
         """Add ``by`` to a named counter kept in the same file (e.g. messages the broker refused)."""
@@ -176,8 +191,7 @@ class Outbox:
             after = batch[-1].seq
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return self._rows
 
     @property
     def depth(self) -> int:
@@ -213,8 +227,16 @@ class Outbox:
         self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
 
-    def _transaction(self):
-        return _Transaction(self._db)
+    def _transaction(self, durable: bool = False):
+        """One atomic commit; fsynced only if ``durable`` (see the module docstring)."""
+        level = self._synchronous if durable else "NORMAL"
+        if level != self._level:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._level = level
+        return _Transaction(self._db, on_rollback=self._recount)
+
+    def _recount(self) -> None:
+        self._rows = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
@@ -230,11 +252,16 @@ class Outbox:
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error): the writes inside are one atomic, durable step."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, on_rollback):
         self._db = db
+        self._on_rollback = on_rollback
 
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+            self._on_rollback()
