@@ -1,8 +1,9 @@
 """Frame sources: the Pi camera, a video file, or a folder of images.
 
-Every source yields :class:`Frame` objects in order. Images are H×W×3 ``uint8`` arrays in **BGR** order: that is
-what OpenCV decodes and what Picamera2's ``RGB888`` format holds in memory, so no source converts whole frames
-(the pose stage swaps channels on the small model input instead).
+Every source yields :class:`Frame` objects in order. Images are H×W×3 ``uint8`` arrays, and a source says their
+channel order in ``channels``: ``"bgr"`` for recordings (what OpenCV decodes), ``"rgb"`` for the Pi camera (its
+ISP delivers the model's own order for free). No source converts whole frames: for BGR frames the pose stage
+swaps channels on the small model input instead.
 
 A recording is read frame by frame, every frame, so the same file always gives the same reps. A live camera
 instead always hands over the newest frame and drops the stale ones (counted in :attr:`LiveCamera.dropped`),
@@ -37,6 +38,7 @@ class Frame:
 
 class FrameSource(Protocol):
     fps: float
+    channels: str   # "bgr" or "rgb"
 
     def frames(self) -> Iterator[Frame]: ...
     def close(self) -> None: ...
@@ -48,6 +50,8 @@ class VideoFile:
     Phone videos store a rotation in their metadata; OpenCV applies it, so portrait clips come out portrait.
     Timestamps are ``index / fps``, which makes the analysis of a file repeatable.
     """
+
+    channels = "bgr"
 
     def __init__(self, path: str | Path):
         import cv2
@@ -82,6 +86,8 @@ class VideoFile:
 class ImageFolder:
     """The images of a folder in name order, as if filmed at ``fps``."""
 
+    channels = "bgr"
+
     def __init__(self, path: str | Path, fps: float = 30.0):
         self.path = Path(path)
         self.fps = fps
@@ -106,12 +112,17 @@ class ImageFolder:
 class PiCamera:
     """The Raspberry Pi camera through Picamera2, delivering small frames straight from the ISP.
 
-    The ISP scales and converts in hardware, so asking it for a model-sized ``RGB888`` main stream costs the CPU
-    nothing; the frame rate is capped at what the model can use, so the camera does not produce frames that
-    would only be dropped.
+    The ISP scales and converts in hardware, on a Pi 4 as on a Pi 5, so asking it for a small main stream in
+    the model's channel order costs the CPU nothing: no decoding, no scaling, no colour conversion. (Picamera2
+    names formats by their 32-bit word: its ``BGR888`` holds R, G, B in memory.) The default 320×240 already
+    gives the model more pixels than its 192×192 input when the lifter fills most of the frame's height; see
+    docs/performance.md. The frame rate is capped at what the model can use, so the camera does not make frames
+    that would only be dropped.
     """
 
-    def __init__(self, size: tuple[int, int] = (640, 480), fps: float = 15.0):
+    channels = "rgb"
+
+    def __init__(self, size: tuple[int, int] = (320, 240), fps: float = 15.0):
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
@@ -122,7 +133,7 @@ class PiCamera:
         self._camera = Picamera2()
         frame_us = int(1_000_000 / fps)
         config = self._camera.create_video_configuration(
-            main={"size": size, "format": "RGB888"}, buffer_count=3,
+            main={"size": size, "format": "BGR888"}, buffer_count=3,
             controls={"FrameDurationLimits": (frame_us, frame_us)})
         self._camera.configure(config)
         self._camera.start()
@@ -162,6 +173,7 @@ class Scaled:
     def __init__(self, source: FrameSource, long_side: int):
         self.source = source
         self.fps = source.fps
+        self.channels = source.channels
         self.frame_count = getattr(source, "frame_count", 0)
         self.long_side = long_side
 
@@ -186,6 +198,7 @@ class LiveCamera:
     def __init__(self, source: FrameSource):
         self.source = source
         self.fps = source.fps
+        self.channels = source.channels
         self.dropped = 0
         self._newest: Frame | None = None
         self._ready = threading.Condition()
@@ -232,6 +245,7 @@ class PacedSource:
     def __init__(self, source: FrameSource):
         self.source = source
         self.fps = source.fps
+        self.channels = source.channels
         self._stop = threading.Event()
 
     def frames(self) -> Iterator[Frame]:
@@ -262,6 +276,7 @@ class Prefetched:
     def __init__(self, source: FrameSource, depth: int = 4):
         self.source = source
         self.fps = source.fps
+        self.channels = source.channels
         self.frame_count = getattr(source, "frame_count", 0)
         self._slots: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -301,7 +316,7 @@ class Prefetched:
         self.source.close()
 
 
-def open_frames(spec: str, speed: str = "max", camera_size: tuple[int, int] = (640, 480),
+def open_frames(spec: str, speed: str = "max", camera_size: tuple[int, int] = (320, 240),
                 camera_fps: float = 15.0) -> FrameSource:
     """The service's frame source for ``spec`` (``picamera``, a video file or a folder of images).
 

@@ -43,9 +43,11 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class CameraSettings:
-    width: int = 640
-    height: int = 480
-    """The frame size the Pi camera's ISP delivers: scaled in hardware, so it costs the CPU nothing."""
+    width: int = 320
+    height: int = 240
+    """The frame size the Pi camera's ISP delivers: scaled in hardware, so it costs the CPU nothing. The model
+    sees 192×192 pixels of the lifter; 320×240 gives it that when the lifter fills at least two thirds of the
+    frame's height. Raise it (e.g. 640×480) for a camera further away: see docs/performance.md."""
     fps: float = 15.0
     """Cap at what the model sustains (about 10 on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
 

@@ -146,7 +146,8 @@ class RackService:
         self.on_event = on_event
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
-        self.estimator = PoseEstimator(interpreter, analysis.min_score)
+        self.estimator = PoseEstimator(interpreter, analysis.min_score,
+                                       bgr_frames=frames is None or frames.channels == "bgr")
         self.analyzer = LiftAnalyzer(rack=self.rack, lifter=store.settings, settings=analysis)
         self._owns_panel = panel is None and pin_factory is not None
         if self._owns_panel:
