@@ -146,9 +146,10 @@ def test_bench_prints_every_figure_as_json():
     result = rackwatch("bench", str(CLIP), "--frames", "30", "--repeats", "1", "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    for key in ("invoke_ms", "model_fps", "pipeline_fps", "analysis_ms_per_frame", "peak_rss_mb",
-                "publish_outbox_ms_per_event", "publish_acked_per_s"):
+    for key in ("invoke_ms", "model_fps", "pipeline_fps", "analysis_ms_per_frame", "events_outbox_ms_per_frame",
+                "peak_rss_mb", "publish_outbox_ms_per_rep", "publish_outbox_ms_per_state", "publish_acked_per_s"):
         assert figures[key] > 0, key
+    assert figures["camera_frame"] == "320x180"   # the camera's default size, for a 16:9 clip
     assert {r["runtime"] for r in figures["runtimes"]} == {"ai_edge_litert"}
 
 

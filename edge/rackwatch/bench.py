@@ -1,17 +1,22 @@
 """``rackwatch bench``: where a frame's time goes, measured on real footage in one run.
 
 Everything is compared within the same run, because these machines are noisy: the full pipeline's frame rate
-is set next to the model's own rate on the same frames, and the analysis cost next to one model invoke.
+is set next to the model's own rate on the same frames, and the work after the keypoints next to one model
+invoke.
 
-What is measured, on frames decoded from a recording beforehand and scaled to the size the Pi camera delivers
-(its ISP scales for free, so decoding is a cost of recordings, not of the rack; it is reported apart):
+The frames are decoded from a recording beforehand and made what the Pi camera delivers: scaled to the
+camera's size and in its channel order (its ISP does both for free, so decoding is a cost of recordings, not of
+the rack; it is reported apart). They reach the pipeline through a feeder thread, as camera frames do.
+
+What is measured:
 
 * model invoke, for every installed runtime and thread count;
-* pre-processing (crop, scale, channel swap into the input tensor) and post-processing (keypoints back to the
-  frame, next crop);
-* squat analysis per frame (smoothing, geometry, rep tracking, judging);
-* model-only frames per second vs. the whole pipeline's (pose + analysis + events + outbox + MQTT);
-* publish: the outbox's cost per event and acknowledged throughput, on a real broker;
+* pre-processing (crop and scale into the input tensor) and post-processing (keypoints back to the frame,
+  next crop), each right after a real invoke, as in the rack's loop;
+* the whole pipeline: :class:`rackwatch.service.RackService` itself, the code ``rackwatch run`` runs (pose,
+  squat analysis, events, outbox, MQTT to a real broker), against the model alone on the same frames;
+* within the pipeline: squat analysis per frame, and events + outbox writes per frame;
+* publish: the outbox's cost per rep and per state event, and acknowledged throughput, on a real broker;
 * latency from the frame that completes a rep to the broker's acknowledgement of its event;
 * peak memory of ``rackwatch run`` replaying the recording.
 
@@ -20,6 +25,7 @@ Each figure is a median over ``repeats`` runs, with the spread (lowest and highe
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import shutil
@@ -36,19 +42,22 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .analysis import LiftAnalyzer
-from .camera import VideoFile
+from .camera import Frame, Prefetched, VideoFile
+from .config import CameraSettings
+from .load import SettingsStore
+from .mqtt import LinkSettings, RackLink
 from .pose import PoseEstimator, available_runtimes, load_interpreter
 
-CAMERA_LONG_SIDE = 640  # what the Pi camera's main stream is configured to deliver
+CAMERA_LONG_SIDE = max(CameraSettings().width, CameraSettings().height)   # what the Pi camera delivers
 
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
 
 
-def load_frames(video: Path, count: int) -> tuple[list[np.ndarray], float, float]:
-    """Up to ``count`` frames scaled to camera size, the video's fps, and decode+scale ms per frame."""
+def load_frames(video: Path, count: int, long_side: int = CAMERA_LONG_SIDE) -> tuple[list[np.ndarray], float, float]:
+    """Up to ``count`` frames as the camera delivers them (``long_side`` pixels, RGB), the video's fps, and
+    decode + scale ms per frame."""
     import cv2
 
     source = VideoFile(video)
@@ -56,14 +65,79 @@ def load_frames(video: Path, count: int) -> tuple[list[np.ndarray], float, float
     try:
         for frame in source.frames():
             height, width = frame.image.shape[:2]
-            scale = CAMERA_LONG_SIDE / max(height, width)
-            frames.append(cv2.resize(frame.image, (round(width * scale), round(height * scale)),
-                                     interpolation=cv2.INTER_AREA))
+            scale = min(1.0, long_side / max(height, width))
+            image = cv2.resize(frame.image, (round(width * scale), round(height * scale)),
+                               interpolation=cv2.INTER_AREA)
+            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
             if len(frames) >= count:
                 break
     finally:
         source.close()
     return frames, source.fps, 1000 * (time.perf_counter() - started) / len(frames)
+
+
+class CameraFeed:
+    """Frames held in memory, handed over like the camera's (RGB, timestamps at the video's rate)."""
+
+    channels = "rgb"
+
+    def __init__(self, images: list[np.ndarray], fps: float):
+        self.images = images
+        self.fps = fps
+        self.last_arrival = 0.0   # when the newest frame was handed to the pipeline (perf_counter)
+
+    def frames(self) -> Iterator[Frame]:
+        for index, image in enumerate(self.images):
+            yield Frame(index, index / self.fps, image)
+
+    def close(self) -> None:
+        pass
+
+
+class _Arrivals:
+    """Another source's frames, noting when each one is handed to the pipeline."""
+
+    def __init__(self, source, feed: CameraFeed):
+        self.source, self.feed = source, feed
+        self.fps, self.channels = source.fps, source.channels
+
+    def frames(self) -> Iterator[Frame]:
+        for frame in self.source.frames():
+            self.feed.last_arrival = time.perf_counter()
+            yield frame
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def camera_frames(images: list[np.ndarray], fps: float) -> tuple[_Arrivals, CameraFeed]:
+    """A frame source over ``images`` fed from its own thread, as the camera's are; and the feed."""
+    feed = CameraFeed(images, fps)
+    return _Arrivals(Prefetched(feed), feed), feed
+
+
+class _TimedLink(RackLink):
+    """The rack's link, noting the time spent publishing and, per rep, when the broker acknowledged it."""
+
+    def __init__(self, settings: LinkSettings, feed: CameraFeed, latencies: list):
+        super().__init__(settings)
+        self.feed = feed
+        self.latencies = latencies
+        self.publish_s = 0.0
+
+    def publish(self, event: dict[str, Any]) -> int:
+        made = time.perf_counter()
+        seq = super().publish(event)
+        self.publish_s += time.perf_counter() - made
+        if event["type"] == "rep":
+            arrived = self.feed.last_arrival
+
+            def wait() -> None:   # (ms from the frame's arrival, ms from the event's making) to the PUBACK
+                if self.wait_acked(seq, 10):
+                    acked = time.perf_counter()
+                    self.latencies.append((1000 * (acked - arrived), 1000 * (acked - made)))
+            threading.Thread(target=wait, daemon=True).start()
+        return seq
 
 
 def time_invoke(model: Path, runtime: str, threads: int, calls: int, repeats: int) -> dict[str, Any]:
@@ -80,9 +154,9 @@ def time_invoke(model: Path, runtime: str, threads: int, calls: int, repeats: in
     return {"runtime": runtime, "threads": threads, "invoke_ms": spread(runs)}
 
 
-def time_stages(estimator: PoseEstimator, frames: list[np.ndarray]) -> tuple[dict, list]:
-    """Per-frame pre-processing, invoke and post-processing ms; and the poses, for the analysis timing."""
-    pre, invoke, post, poses = [], [], [], []
+def time_stages(estimator: PoseEstimator, frames: list[np.ndarray]) -> dict[str, float]:
+    """Per-frame pre-processing, invoke and post-processing ms (medians), in the order the rack runs them."""
+    pre, invoke, post = [], [], []
     estimator.reset()
     for image in frames:
         height, width = image.shape[:2]
@@ -92,63 +166,60 @@ def time_stages(estimator: PoseEstimator, frames: list[np.ndarray]) -> tuple[dic
         t1 = time.perf_counter()
         estimator.invoke()
         t2 = time.perf_counter()
-        pose = estimator.read_pose(crop, width, height)
+        estimator.read_pose(crop, width, height)
         t3 = time.perf_counter()
         pre.append(t1 - t0), invoke.append(t2 - t1), post.append(t3 - t2)
-        poses.append(pose)
-    ms = {name: 1000 * statistics.median(values) for name, values in
-          (("preprocess_ms", pre), ("invoke_ms", invoke), ("postprocess_ms", post))}
-    return ms, poses
+    return {name: 1000 * statistics.median(values) for name, values in
+            (("preprocess_ms", pre), ("invoke_ms", invoke), ("postprocess_ms", post))}
 
 
-def time_analysis(poses: list, fps: float, frame_height: float, repeats: int) -> list[float]:
-    runs = []
-    for _ in range(repeats):
-        analyzer = LiftAnalyzer()
+def model_only_fps(interpreter, images: list[np.ndarray], fps: float) -> float:
+    """The model alone on the same frames, fed the same way: the ceiling for the pipeline."""
+    estimator = PoseEstimator(interpreter, bgr_frames=False)
+    source, _feed = camera_frames(images, fps)
+    try:
         started = time.perf_counter()
-        for i, pose in enumerate(poses):
-            analyzer.update(i / fps, pose, frame_height)
-        analyzer.finish()
-        runs.append(1000 * (time.perf_counter() - started) / len(poses))
-    return runs
+        for _frame in source.frames():
+            estimator.invoke()
+        return len(images) / (time.perf_counter() - started)
+    finally:
+        source.close()
 
 
-def model_only_fps(estimator: PoseEstimator, frames: list[np.ndarray]) -> float:
-    started = time.perf_counter()
-    for _ in frames:
-        estimator.invoke()
-    return len(frames) / (time.perf_counter() - started)
+def pipeline_run(interpreter, images: list[np.ndarray], fps: float, host: str, port: int,
+                 latencies: list) -> dict[str, float]:
+    """``rackwatch run``'s service on the frames: frames per second, and ms per frame in analysis and publishing."""
+    from .service import RackService
 
+    source, feed = camera_frames(images, fps)
+    with tempfile.TemporaryDirectory(prefix="rackwatch-bench-rack-") as state:
+        link = _TimedLink(LinkSettings(rack="bench-pipeline", host=host, port=port, topic_root="rackwatch-bench",
+                                       state_dir=state, ha_discovery=False), feed, latencies)
+        service = RackService(link, SettingsStore(state), interpreter, source, out=io.StringIO())
+        analysis_s = 0.0
+        update = service.analyzer.update
 
-def pipeline_fps(estimator: PoseEstimator, frames: list[np.ndarray], fps: float, link, latencies: list) -> float:
-    """The rack's whole loop on frames as the camera hands them over; rep events go through the outbox."""
-    estimator.reset()
-    analyzer = LiftAnalyzer(rack=link.settings.rack if link else None)
-    height = frames[0].shape[0]
-    started = time.perf_counter()
-    for i, image in enumerate(frames):
-        arrived = time.perf_counter()
-        pose = estimator.estimate(image)
-        for event in analyzer.update(i / fps, pose, height):
-            if link is not None:
-                made = time.perf_counter()
-                seq = link.publish(event)
-                if event["type"] == "rep":
-                    _measure_ack(link, seq, arrived, made, latencies)
-    elapsed = time.perf_counter() - started
-    for event in analyzer.finish():
-        if link is not None:
-            link.publish(event)
-    return len(frames) / elapsed
-
-
-def _measure_ack(link, seq: int, arrived: float, made: float, latencies: list) -> None:
-    """Record (ms from the frame's arrival, ms from the event's creation) once the broker acknowledges it."""
-    def wait() -> None:
-        if link.wait_acked(seq, 10):
-            acked = time.perf_counter()
-            latencies.append((1000 * (acked - arrived), 1000 * (acked - made)))
-    threading.Thread(target=wait, daemon=True).start()
+        def timed_update(*args):
+            nonlocal analysis_s
+            begun = time.perf_counter()
+            try:
+                return update(*args)
+            finally:
+                analysis_s += time.perf_counter() - begun
+        service.analyzer.update = timed_update
+        service.start()
+        if not link.wait_connected(10):
+            service.close()
+            raise RuntimeError(f"the benchmark cannot reach the broker at {host}:{port}")
+        publish_before = link.publish_s
+        started = time.perf_counter()
+        service.process()
+        elapsed = time.perf_counter() - started
+        publish_s = link.publish_s - publish_before
+        service.close()
+    frames = service.counts["frames"]
+    return {"fps": frames / elapsed, "analysis_ms": 1000 * analysis_s / frames,
+            "publish_ms": 1000 * publish_s / frames}
 
 
 @contextmanager
@@ -196,13 +267,13 @@ def run_peak_rss_mb(video: Path, host: str, port: int) -> float | None:
 
 
 def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker: tuple[str, int] | None = None,
-        measure_rss: bool = True, progress=print) -> dict[str, Any]:
+        camera_size: int = CAMERA_LONG_SIDE, measure_rss: bool = True, progress=print) -> dict[str, Any]:
     from .bench_mqtt import bench_publish
-    from .mqtt import LinkSettings, RackLink
 
     threads_all = os.cpu_count() or 1
-    images, fps, decode_ms = load_frames(video, frames)
-    progress(f"{len(images)} frames of {video.name}, scaled to {images[0].shape[1]}x{images[0].shape[0]}")
+    images, fps, decode_ms = load_frames(video, frames, camera_size)
+    progress(f"{len(images)} frames of {video.name}, as the camera delivers them: "
+             f"{images[0].shape[1]}x{images[0].shape[0]} RGB")
 
     runtimes = []
     for runtime in available_runtimes():
@@ -210,52 +281,51 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
             progress(f"invoke: {runtime}, {threads} thread(s)")
             runtimes.append(time_invoke(model, runtime, threads, calls=40, repeats=repeats))
 
-    estimator = PoseEstimator(load_interpreter(model, threads_all))
-    stages, poses = time_stages(estimator, images)
-    analysis_runs = time_analysis(poses, fps, images[0].shape[0], repeats)
+    interpreter = load_interpreter(model, threads_all)
+    stages = time_stages(PoseEstimator(interpreter, bgr_frames=False), images)
 
     with (private_broker() if broker is None else nullcontext(broker)) as (host, port):
         progress(f"publishing to the broker at {host}:{port}")
         publish = bench_publish(200, host, port)
-        with tempfile.TemporaryDirectory(prefix="rackwatch-bench-outbox-") as state:
-            link = RackLink(LinkSettings(rack="bench-pipeline", host=host, port=port, topic_root="rackwatch-bench",
-                                         state_dir=state, ha_discovery=False)).start()
-            try:
-                link.wait_connected(10)
-                model_runs, pipeline_runs, latencies = [], [], []
-                for i in range(repeats):
-                    progress(f"model only vs pipeline, run {i + 1} of {repeats}")
-                    model_runs.append(model_only_fps(estimator, images))
-                    pipeline_runs.append(pipeline_fps(estimator, images, fps, link, latencies))
-                link.wait_drained(10)
-            finally:
-                link.close()
+        model_runs, pipeline_runs, latencies = [], [], []
+        for i in range(repeats):
+            progress(f"model only vs pipeline, run {i + 1} of {repeats}")
+            model_runs.append(model_only_fps(interpreter, images, fps))
+            pipeline_runs.append(pipeline_run(interpreter, images, fps, host, port, latencies))
         rss = run_peak_rss_mb(video, host, port) if measure_rss else None
 
     invoke_ms = statistics.median(r["invoke_ms"]["median"] for r in runtimes
                                   if r["threads"] == threads_all and r["runtime"] == available_runtimes()[0])
-    analysis_ms = statistics.median(analysis_runs)
-    ratios = [p / m for p, m in zip(pipeline_runs, model_runs)]
+    pipeline_fps = [r["fps"] for r in pipeline_runs]
+    analysis = [r["analysis_ms"] for r in pipeline_runs]
+    events = [r["publish_ms"] for r in pipeline_runs]
+    after = [a + e for a, e in zip(analysis, events)]
+    ratios = [p / m for p, m in zip(pipeline_fps, model_runs)]
     return {
         "video": str(video), "frames": len(images), "repeats": repeats, "threads": threads_all,
+        "camera_frame": f"{images[0].shape[1]}x{images[0].shape[0]}",
         "invoke_ms": invoke_ms,
         "model_fps": statistics.median(model_runs),
-        "pipeline_fps": statistics.median(pipeline_runs),
+        "pipeline_fps": statistics.median(pipeline_fps),
         "pipeline_ratio": statistics.median(ratios),
-        "analysis_ms_per_frame": analysis_ms,
-        "analysis_share_of_invoke_pct": 100 * analysis_ms / invoke_ms,
         "preprocess_ms": stages["preprocess_ms"],
         "postprocess_ms": stages["postprocess_ms"],
+        "analysis_ms_per_frame": statistics.median(analysis),
+        "events_outbox_ms_per_frame": statistics.median(events),
+        "after_keypoints_ms_per_frame": statistics.median(after),
+        "after_keypoints_share_of_invoke_pct": 100 * statistics.median(after) / invoke_ms,
         "decode_ms_recording_only": decode_ms,
-        "publish_outbox_ms_per_event": publish["outbox_ms_per_event"],
+        "publish_outbox_ms_per_rep": publish["outbox_ms_per_rep"],
+        "publish_outbox_ms_per_state": publish["outbox_ms_per_state"],
         "publish_acked_per_s": publish["acked_per_s"],
         "rep_ack_latency_ms": statistics.median(a for a, _ in latencies) if latencies else None,
         "rep_ack_after_event_ms": statistics.median(m for _, m in latencies) if latencies else None,
-        "frame_period_ms": 1000 / statistics.median(pipeline_runs),
+        "frame_period_ms": 1000 / statistics.median(pipeline_fps),
         "peak_rss_mb": rss,
         "bench_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "spread": {"model_fps": spread(model_runs), "pipeline_fps": spread(pipeline_runs),
-                   "pipeline_ratio": spread(ratios), "analysis_ms_per_frame": spread(analysis_runs),
+        "spread": {"model_fps": spread(model_runs), "pipeline_fps": spread(pipeline_fps),
+                   "pipeline_ratio": spread(ratios), "analysis_ms_per_frame": spread(analysis),
+                   "after_keypoints_ms_per_frame": spread(after),
                    "rep_ack_latency_ms": spread([a for a, _ in latencies]) if latencies else None},
         "runtimes": runtimes,
     }
@@ -268,8 +338,9 @@ def format_report(r: dict[str, Any]) -> str:
         v = s[name]
         return "" if not v else f"  (runs: {v['min']:{fmt}} to {v['max']:{fmt}})"
 
-    lines = [f"rackwatch bench: {r['frames']} frames of {Path(r['video']).name}, {r['repeats']} runs, "
-             f"{r['threads']} thread(s)", "", "model invoke by runtime and threads (median ms, lowest-highest run):"]
+    lines = [f"rackwatch bench: {r['frames']} frames of {Path(r['video']).name} as {r['camera_frame']} camera "
+             f"frames, {r['repeats']} runs, {r['threads']} thread(s)", "",
+             "model invoke by runtime and threads (median ms, lowest-highest run):"]
     for rt in r["runtimes"]:
         v = rt["invoke_ms"]
         lines.append(f"  {rt['runtime']:<16} {rt['threads']} thread(s)  {v['median']:7.2f}   "
@@ -284,16 +355,18 @@ def format_report(r: dict[str, Any]) -> str:
         f"  pre-processing       {r['preprocess_ms']:7.3f}",
         f"  model invoke         {r['invoke_ms']:7.3f}",
         f"  post-processing      {r['postprocess_ms']:7.3f}",
-        f"  squat analysis       {r['analysis_ms_per_frame']:7.3f}   "
-        f"= {r['analysis_share_of_invoke_pct']:.2f}% of one invoke{rng('analysis_ms_per_frame', '.3f')}",
+        f"  squat analysis       {r['analysis_ms_per_frame']:7.3f}{rng('analysis_ms_per_frame', '.3f')}",
+        f"  events + outbox      {r['events_outbox_ms_per_frame']:7.3f}",
+        f"  after the keypoints  {r['after_keypoints_ms_per_frame']:7.3f}   "
+        f"= {r['after_keypoints_share_of_invoke_pct']:.2f}% of one invoke{rng('after_keypoints_ms_per_frame', '.3f')}",
         f"  (decoding a recording {r['decode_ms_recording_only']:.2f} ms: not on the camera's path)",
         "",
         f"model only      {r['model_fps']:7.1f} frames/s{rng('model_fps')}",
         f"whole pipeline  {r['pipeline_fps']:7.1f} frames/s{rng('pipeline_fps')}",
         f"ratio           {r['pipeline_ratio']:7.3f}{rng('pipeline_ratio', '.3f')}",
         "",
-        f"publish: outbox {r['publish_outbox_ms_per_event']:.2f} ms per event, "
-        f"{r['publish_acked_per_s']:.0f} events/s acknowledged",
+        f"publish: outbox {r['publish_outbox_ms_per_rep']:.2f} ms per rep (fsync), "
+        f"{r['publish_outbox_ms_per_state']:.2f} ms per state; {r['publish_acked_per_s']:.0f} events/s acknowledged",
         f"rep event acknowledged by the broker {latency}; frame period {r['frame_period_ms']:.1f} ms",
         f"peak memory of `rackwatch run` replaying the clip: {rss} (this benchmark: {r['bench_peak_rss_mb']:.0f} MB)",
     ]
