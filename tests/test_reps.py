@@ -53,6 +53,16 @@ def test_a_brief_blip_as_deep_as_the_bottom_does_not_move_the_bottom():
     assert abs(reps[0].t_bottom - 2.2) < 0.1
 
 
+def test_a_short_clip_from_a_phone_that_zooms_in_during_the_rep_still_counts_it():
+    # Too short to hold still anywhere: the lifter settles (400 -> 420 px), squats, and the phone has zoomed in
+    # by the time they stand again (460 px). The rep is judged from the standing posture before it.
+    clip = (stand(0.15, hip_height=400) + stand(0.3, hip_height=420) + squat(hip_height=420)
+            + stand(0.35, hip_height=460))
+    reps = run(clip)
+    assert len(reps) == 1
+    assert abs(reps[0].depth - 0.5) < 0.05
+
+
 def test_reps_right_after_the_recording_starts_are_found_once_calibrated():
     # No standing still before the first rep: it is replayed once the lifter stands still afterwards.
     reps = run(squat() + stand(1) + squat() + stand(1))

@@ -234,9 +234,16 @@ class RepTracker:
             upright = [(t, f, h) for t, f, h in self._before_calibration
                        if h is not None and (s := _shank(f)) and h >= self.settings.upright_ratio * s]
             if upright:
-                tallest = max(h for _, _, h in upright)
-                best = [(f, h) for _, f, h in upright if h >= (1 - self.settings.still_tolerance) * tallest]
-                self.calibration = _calibrate(upright[-1][0], [f for f, _ in best],
+                # The standing posture before the first descent: a phone that zooms or tilts during the rep
+                # makes the lifter look taller or shorter at the end, and the rep is judged from its start.
+                opening, tallest = [], 0.0
+                for t, f, h in upright:
+                    if h < (1 - self.settings.start_depth) * tallest:
+                        break
+                    opening.append((t, f, h))
+                    tallest = max(tallest, h)
+                best = [(f, h) for _, f, h in opening if h >= (1 - self.settings.still_tolerance) * tallest]
+                self.calibration = _calibrate(opening[-1][0], [f for f, _ in best],
                                               statistics.median(h for _, h in best), None)
                 reps = self._replay()
         self._rep = None
