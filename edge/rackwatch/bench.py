@@ -42,6 +42,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .analysis import LiftAnalyzer
 from .camera import Frame, Prefetched, VideoFile
 from .config import CameraSettings
 from .load import SettingsStore
@@ -154,9 +155,10 @@ def time_invoke(model: Path, runtime: str, threads: int, calls: int, repeats: in
     return {"runtime": runtime, "threads": threads, "invoke_ms": spread(runs)}
 
 
-def time_stages(estimator: PoseEstimator, frames: list[np.ndarray]) -> dict[str, float]:
-    """Per-frame pre-processing, invoke and post-processing ms (medians), in the order the rack runs them."""
-    pre, invoke, post = [], [], []
+def time_stages(estimator: PoseEstimator, frames: list[np.ndarray]) -> tuple[dict[str, float], list]:
+    """Per-frame pre-processing, invoke and post-processing ms (medians), in the order the rack runs them; and
+    the poses."""
+    pre, invoke, post, poses = [], [], [], []
     estimator.reset()
     for image in frames:
         height, width = image.shape[:2]
@@ -166,11 +168,34 @@ def time_stages(estimator: PoseEstimator, frames: list[np.ndarray]) -> dict[str,
         t1 = time.perf_counter()
         estimator.invoke()
         t2 = time.perf_counter()
-        estimator.read_pose(crop, width, height)
+        poses.append(estimator.read_pose(crop, width, height))
         t3 = time.perf_counter()
         pre.append(t1 - t0), invoke.append(t2 - t1), post.append(t3 - t2)
     return {name: 1000 * statistics.median(values) for name, values in
-            (("preprocess_ms", pre), ("invoke_ms", invoke), ("postprocess_ms", post))}
+            (("preprocess_ms", pre), ("invoke_ms", invoke), ("postprocess_ms", post))}, poses
+
+
+def time_analysis_alone(poses: list, fps: float, frame_height: float, repeats: int,
+                        pause_ms: float = 0.0) -> list[float]:
+    """Squat analysis ms per frame on the poses, with nothing but ``pause_ms`` of busy waiting in between.
+
+    Back to back (no pause) it is the code's own cost. After a pause as long as an invoke, but without the
+    model, it shows how much of the dearer figure inside the pipeline is the machine's doing rather than the
+    model's: on a virtual machine, whatever the host does at each timer tick can leave the CPU cold.
+    """
+    runs = []
+    for _ in range(repeats):
+        analyzer = LiftAnalyzer()
+        spent = 0.0
+        for i, pose in enumerate(poses):
+            until = time.perf_counter() + pause_ms / 1000
+            while time.perf_counter() < until:
+                pass
+            started = time.perf_counter()
+            analyzer.update(i / fps, pose, frame_height)
+            spent += time.perf_counter() - started
+        runs.append(1000 * spent / len(poses))
+    return runs
 
 
 def model_only_fps(interpreter, images: list[np.ndarray], fps: float) -> float:
@@ -282,7 +307,9 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
             runtimes.append(time_invoke(model, runtime, threads, calls=40, repeats=repeats))
 
     interpreter = load_interpreter(model, threads_all)
-    stages = time_stages(PoseEstimator(interpreter, bgr_frames=False), images)
+    stages, poses = time_stages(PoseEstimator(interpreter, bgr_frames=False), images)
+    analysis_alone = time_analysis_alone(poses, fps, images[0].shape[0], repeats)
+    analysis_after_wait = time_analysis_alone(poses, fps, images[0].shape[0], repeats, pause_ms=stages["invoke_ms"])
 
     with (private_broker() if broker is None else nullcontext(broker)) as (host, port):
         progress(f"publishing to the broker at {host}:{port}")
@@ -311,6 +338,8 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
         "preprocess_ms": stages["preprocess_ms"],
         "postprocess_ms": stages["postprocess_ms"],
         "analysis_ms_per_frame": statistics.median(analysis),
+        "analysis_alone_ms_per_frame": statistics.median(analysis_alone),
+        "analysis_after_wait_ms_per_frame": statistics.median(analysis_after_wait),
         "events_outbox_ms_per_frame": statistics.median(events),
         "after_keypoints_ms_per_frame": statistics.median(after),
         "after_keypoints_share_of_invoke_pct": 100 * statistics.median(after) / invoke_ms,
@@ -356,6 +385,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"  model invoke         {r['invoke_ms']:7.3f}",
         f"  post-processing      {r['postprocess_ms']:7.3f}",
         f"  squat analysis       {r['analysis_ms_per_frame']:7.3f}{rng('analysis_ms_per_frame', '.3f')}",
+        f"    (on its own: {r['analysis_alone_ms_per_frame']:.3f} back to back, "
+        f"{r['analysis_after_wait_ms_per_frame']:.3f} after a busy wait as long as an invoke)",
         f"  events + outbox      {r['events_outbox_ms_per_frame']:7.3f}",
         f"  after the keypoints  {r['after_keypoints_ms_per_frame']:7.3f}   "
         f"= {r['after_keypoints_share_of_invoke_pct']:.2f}% of one invoke{rng('after_keypoints_ms_per_frame', '.3f')}",
