@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -69,9 +69,8 @@ class Interpreter(Protocol):
     def allocate_tensors(self) -> None: ...
     def get_input_details(self) -> list[dict]: ...
     def get_output_details(self) -> list[dict]: ...
-    def set_tensor(self, index: int, value: np.ndarray) -> None: ...
+    def tensor(self, index: int) -> Callable[[], np.ndarray]: ...
     def invoke(self) -> None: ...
-    def get_tensor(self, index: int) -> np.ndarray: ...
 
 
 def available_runtimes() -> list[str]:
@@ -118,16 +117,11 @@ class PoseEstimator:
 
     def __init__(self, interpreter: Interpreter, min_score: float = DEFAULT_MIN_SCORE, bgr_frames: bool = True):
         self._interpreter = interpreter
-        inp = interpreter.get_input_details()[0]
-        self._input_index = inp["index"]
-        self._output_index = interpreter.get_output_details()[0]["index"]
-        self._input = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=inp["dtype"])
-        # Where the runtime allows it, the frame is scaled straight into the model's own input buffer and the
-        # keypoints read straight out of its output: no copy either way. (``tensor()`` hands out a function;
-        # the views it returns must not outlive the next invoke, so a fresh one is taken each time.)
-        tensor = getattr(interpreter, "tensor", None)
-        self._input_view = (lambda: tensor(self._input_index)()) if tensor else None
-        self._output_view = (lambda: tensor(self._output_index)()) if tensor else None
+        # The frame is scaled straight into the model's own input buffer and the keypoints are read straight
+        # out of its output: no copy either way. (``tensor()`` hands out a function; the views it returns must
+        # not outlive the next invoke, so a fresh one is taken each time.)
+        self._input = interpreter.tensor(interpreter.get_input_details()[0]["index"])
+        self._output = interpreter.tensor(interpreter.get_output_details()[0]["index"])
         self.min_score = min_score
         self.bgr_frames = bgr_frames
         self._crop: Crop | None = None
@@ -143,8 +137,8 @@ class PoseEstimator:
     def estimate(self, frame: np.ndarray) -> Pose:
         """Keypoints of the lifter in ``frame``: an H×W×3 uint8 array, BGR unless ``bgr_frames`` is False.
 
-        BGR is what OpenCV decodes and what Picamera2's ``RGB888`` format holds in memory, so no source has
-        to convert whole frames.
+        BGR is what OpenCV decodes; the Pi camera delivers RGB. Either way no whole frame is converted: BGR is
+        swapped on the small model input.
         """
         height, width = frame.shape[:2]
         crop = self.crop_for(width, height)
@@ -157,14 +151,14 @@ class PoseEstimator:
         return self._crop or Crop.whole(width, height)
 
     def prepare(self, frame: np.ndarray, crop: Crop) -> None:
-        """Cut ``crop`` out of ``frame`` and scale it into the model's input tensor (no copy besides that)."""
+        """Cut ``crop`` out of ``frame`` and scale it into the model's input buffer (no copy besides that)."""
         import cv2  # imported here so that the pure parts of rackwatch never need OpenCV
 
         step = crop.size / INPUT_SIZE
         # Model pixel -> frame pixel, given directly (WARP_INVERSE_MAP) so the crop's corner enters exactly:
         # the same picture at another place in the frame then gives the very same input.
         matrix = np.array([[step, 0.0, crop.x0], [0.0, step, crop.y0]], dtype=np.float64)
-        target = self._input_view()[0] if self._input_view else self._input[0]
+        target = self._input()[0]
         # One warp does crop, scale and black padding at once.
         cv2.warpAffine(frame, matrix, (INPUT_SIZE, INPUT_SIZE), dst=target,
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
@@ -173,8 +167,6 @@ class PoseEstimator:
             # Swapped in place on 192x192 pixels: far cheaper than converting the full frame (and than a
             # NumPy reversed-slice copy, which costs thirty times more here).
             cv2.cvtColor(target, cv2.COLOR_BGR2RGB, dst=target)
-        if not self._input_view:
-            self._interpreter.set_tensor(self._input_index, self._input)
 
     def invoke(self) -> None:
         """Run the model on the prepared input."""
@@ -182,10 +174,9 @@ class PoseEstimator:
 
     def read_pose(self, crop: Crop, width: int, height: int) -> Pose:
         """The model's last output, keypoints mapped back to frame pixels; remembers where to look next."""
-        out = self._output_view() if self._output_view else self._interpreter.get_tensor(self._output_index)
-        # One conversion to plain floats: right after an invoke the model has pushed everything else out of the
-        # CPU caches, and each further NumPy call on 17 numbers would cost more than its arithmetic.
-        raw = out[0, 0].tolist()  # 17 × (y, x, score), 0..1 in the crop
+        # One conversion to plain floats: on 17 numbers each further NumPy call would cost more than its
+        # arithmetic, the more so right after an invoke, when the CPU is cold for this code (docs/performance.md).
+        raw = self._output()[0, 0].tolist()  # 17 × (y, x, score), 0..1 in the crop
         size, x0, y0 = crop.size, crop.x0, crop.y0
         xy = [(x * size + x0, y * size + y0) for y, x, _ in raw]
         score = [s for _, _, s in raw]
