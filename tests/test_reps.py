@@ -3,7 +3,7 @@
 import numpy as np
 
 from rackwatch import geometry
-from rackwatch.pose import Pose
+from rackwatch.pose import KP, Pose
 from rackwatch.reps import RepTracker
 
 from conftest import standing_pose
@@ -61,6 +61,29 @@ def test_a_short_clip_from_a_phone_that_zooms_in_during_the_rep_still_counts_it(
     reps = run(clip)
     assert len(reps) == 1
     assert abs(reps[0].depth - 0.5) < 0.05
+
+
+def on_one_leg(pose: Pose, lift: float = 160.0, standing_foot_seen: bool = True) -> Pose:
+    """The lifter stands on the right leg, the left foot held up behind (``lift`` px, about 0.8 shank)."""
+    xy, score = pose.xy.copy(), pose.score.copy()
+    xy[KP["left_ankle"], 1] -= lift
+    xy[KP["left_knee"], 1] -= lift / 2
+    if not standing_foot_seen:
+        score[KP["right_ankle"]] = 0.1
+    return Pose(xy, score)
+
+
+def test_a_single_leg_squat_whose_standing_foot_is_lost_for_a_moment_keeps_its_bottom():
+    # A slow single-leg squat; early in the descent the model loses the standing foot for three frames, and
+    # only the lifted foot is left to measure the hip height down to: that is not the lifter dropping deep.
+    descent = [on_one_leg(standing_pose(depth=d)) for d in np.linspace(0, 0.4, 2 * FPS)]
+    for i in (10, 11, 12):
+        descent[i] = on_one_leg(standing_pose(depth=i / (2 * FPS - 1) * 0.4), standing_foot_seen=False)
+    ascent = [on_one_leg(standing_pose(depth=d)) for d in np.linspace(0.4, 0, FPS)]
+    reps = run([on_one_leg(p) for p in stand(1)] + descent + ascent + [on_one_leg(p) for p in stand(1)])
+    assert len(reps) == 1
+    assert abs(reps[0].depth - 0.4) < 0.02
+    assert abs(reps[0].t_bottom - 3.0) < 0.1
 
 
 def test_reps_right_after_the_recording_starts_are_found_once_calibrated():

@@ -200,11 +200,12 @@ class RepTracker:
         self._last_seen_t: float | None = None
         self._still_calibrated = False
         self._tallest = (0.0, 0.0)  # (when, hip height): the tallest the lifter has stood lately
+        self._floor: tuple[float, float] | None = None  # (when, image y): where the standing foot was last seen
 
     # -- public ---------------------------------------------------------------------------------------------
 
     def update(self, t: float, frame: geometry.Frame) -> list[Rep]:
-        raw = _hip_height(frame)
+        raw = self._hip_height(t, frame)
         if raw is not None:
             if self._last_seen_t is not None and t - self._last_seen_t > self.settings.max_gap_s:
                 # Lost for too long: whatever happened meanwhile was not seen, so no rep may start mid-way.
@@ -249,6 +250,24 @@ class RepTracker:
         self._rep = None
         self.phase = "standing"
         return reps
+
+    def _hip_height(self, t: float, frame: geometry.Frame) -> float | None:
+        """This frame's hip height, or ``None`` when the only foot in view is a lifted one.
+
+        In a single-leg squat the model sometimes loses the standing foot for a few frames; the hip height would
+        then be measured down to the lifted foot, as if the lifter had dropped into a deep squat at once. A lone
+        ankle well above where the feet have been standing is taken for that lifted foot.
+        """
+        height = _hip_height(frame)
+        if height is None:
+            return None
+        ankles = [leg.ankle[1] for leg in (frame.left, frame.right) if leg is not None]
+        lowest = max(ankles)
+        if (len(ankles) == 1 and self._floor is not None and t - self._floor[0] <= FLOOR_MEMORY_S
+                and lowest < self._floor[1] - FOOT_LIFT * _shank(frame)):
+            return None
+        self._floor = (t, lowest)
+        return height
 
     def _steady(self, height: float | None) -> float | None:
         """Hip height with one- and two-frame glitches of the model removed (a running median of five)."""
@@ -392,6 +411,11 @@ class RepTracker:
 
 # -- helpers (pure functions of one frame or of a calibration) --------------------------------------------------
 
+
+FOOT_LIFT = 0.35
+"""A lone ankle this many shank lengths above where the feet stood is a lifted foot, not the floor."""
+FLOOR_MEMORY_S = 2.0
+"""How long where the feet stood is remembered while only one foot is in view (a side view may never show both)."""
 
 MAX_HEIGHT_TO_SHANK = 2.8
 """A standing lifter's hip height is about two shank lengths; far more means the model put a knee on top of
