@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--all", action="store_true", help="also clips labelled not usable")
     evaluate.add_argument("--camera-size", type=int, metavar="PIXELS",
-                          help="first scale frames down to this long side, as the Pi camera delivers them (e.g. 640)")
+                          help="first scale frames down to this long side, as the Pi camera delivers them "
+                               "(320 with the default [camera] size)")
 
     run = sub.add_parser("run", help="run the rack: camera (or a video in its place) to MQTT events and the panel")
     run.add_argument("--source", default="picamera",
