@@ -50,7 +50,7 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: Lif
     source = Prefetched(Scaled(source, camera_size) if camera_size else source)
     if on_start:
         on_start(source)
-    estimator = PoseEstimator(interpreter, settings.min_score)
+    estimator = PoseEstimator(interpreter, settings.min_score, bgr_frames=source.channels == "bgr")
     analyzer = LiftAnalyzer(rack=rack, lifter=lifter, settings=settings)
     out: list[dict] = []
     seen = frames = 0
