@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,56 +237,24 @@ def test_picamera_off_a_pi_says_how_to_install_picamera2(opener):
 # -- the Pi camera through a stand-in for Picamera2 -------------------------------------------------------------
 
 
-class FakePicamera2:
-    """Stands in for ``picamera2.Picamera2`` (the one seam that cannot run here): records how it is configured
-    and hands out the given images, as ``capture_array`` does, in the byte order of the format asked for."""
-
-    instances: list["FakePicamera2"] = []
-    images: list[np.ndarray] = []
-
-    def __init__(self):
-        self.config = None
-        self.started = self.closed = False
-        self._next = 0
-        FakePicamera2.instances.append(self)
-
-    def create_video_configuration(self, main=None, buffer_count=None, controls=None, **other):
-        return {"main": main, "buffer_count": buffer_count, "controls": controls, **other}
-
-    def configure(self, config):
-        self.config = config
-
-    def start(self):
-        self.started = True
-
-    def capture_array(self, stream="main"):
-        assert self.started and stream == "main"
-        image = self.images[self._next % len(self.images)]
-        self._next += 1
-        time.sleep(0.005)
-        # Picamera2 names formats by their 32-bit word: BGR888 holds R, G, B in memory, RGB888 holds B, G, R.
-        return image if self.config["main"]["format"] == "BGR888" else image[:, :, ::-1].copy()
-
-    def stop(self):
-        self.started = False
-
-    def close(self):
-        self.closed = True
-
-
 @pytest.fixture
 def pi_camera(monkeypatch, footage_dir):
-    """A fake ``picamera2`` module whose camera films the first frame of a real clip, RGB, at 320x180."""
+    """The stand-in for Picamera2 (tests/fake_picamera), filming the first frame of a real clip, RGB, 320x180."""
+    import importlib.util
     import sys
-    import types
 
     import cv2
+
+    spec = importlib.util.spec_from_file_location("picamera2", Path(__file__).parent / "fake_picamera/picamera2.py")
+    picamera2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(picamera2)
+    monkeypatch.setitem(sys.modules, "picamera2", picamera2)   # gone again after the test
 
     source = VideoFile(footage_dir / "kratika/squat_front_bodyweight.mp4")
     bgr = cv2.resize(next(iter(source.frames())).image, (320, 180), interpolation=cv2.INTER_AREA)
     source.close()
-    FakePicamera2.instances, FakePicamera2.images = [], [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)]
-    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    monkeypatch.setattr(picamera2, "IMAGES", [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])
+    monkeypatch.setattr(picamera2, "instances", [])
     return bgr
 
 
@@ -293,7 +262,9 @@ def test_the_pi_camera_is_asked_for_small_rgb_frames_at_the_configured_rate(pi_c
     frames = open_frames("picamera", camera_size=(320, 240), camera_fps=10)
     try:
         assert frames.channels == "rgb"
-        [camera] = FakePicamera2.instances
+        import picamera2
+
+        [camera] = picamera2.instances
         main = camera.config["main"]
         assert main == {"size": (320, 240), "format": "BGR888"}
         assert camera.config["controls"]["FrameDurationLimits"] == (100_000, 100_000)   # 10 fps, no faster
