@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +24,8 @@ from rackwatch.load import SettingsStore
 from rackwatch.mqtt import LinkSettings, RackLink
 from rackwatch.panel import FEEDBACK, PanelPins, PanelSettings, PanelTiming, RackPanel
 from rackwatch.host import SystemdNotifier
-from rackwatch.camera import open_frames
-from rackwatch.service import RackService, link_settings, parse_broker_url
+from rackwatch.camera import VideoFile, open_frames
+from rackwatch.service import RackService, camera_fps, link_settings, parse_broker_url
 
 pytestmark = [pytest.mark.broker, pytest.mark.footage]
 
@@ -109,6 +110,61 @@ def test_run_on_a_recording_publishes_reps_set_state_health_and_availability(bro
         notify.close()
         sub.close()
     assert "2 reps" in result.stderr and "rep 1:" in result.stdout
+
+
+def test_run_on_the_pi_camera_judges_what_it_films_and_closes_the_set_on_sigterm(broker, tmp_path, labels):
+    """``rackwatch run --source picamera`` as on the rack, with the stand-in for Picamera2 (tests/fake_picamera)
+    filming a real squat clip: frames as the ISP delivers them (320x180, RGB), at the clip's 25 fps."""
+    import cv2
+
+    label = label_of(labels, SQUAT)
+    video = VideoFile(FOOTAGE / SQUAT)
+    film = [cv2.cvtColor(cv2.resize(f.image, (320, 180), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            for f in video.frames()]
+    video.close()
+    np.save(tmp_path / "film.npy", np.stack(film))
+    config = tmp_path / "rackwatch.toml"
+    config.write_text("[camera]\nwidth = 320\nheight = 240\nfps = 25.0\n")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT / "tests" / "fake_picamera"),
+           "FAKE_PICAMERA_FRAMES": str(tmp_path / "film.npy"), "FAKE_PICAMERA_LOG": str(tmp_path / "camera.json")}
+    sub = Subscriber(broker, "rackwatch/#")
+    child = subprocess.Popen([sys.executable, "-m", "rackwatch.cli", "--config", str(config), "run", "--source",
+                              "picamera", "--rack", "rack01", "--broker", f"mqtt://{broker.host}:{broker.port}",
+                              "--state-dir", str(tmp_path / "state")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                             env=env)
+    try:
+        sub.wait_for(lambda s: len(unique(s.events("rackwatch/rack01/rep"))) >= len(label["reps"]), timeout=60,
+                     what="the reps the camera filmed")
+        child.send_signal(signal.SIGTERM)   # systemd stopping the service
+        _out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, err
+    assert "Traceback" not in err
+
+    camera = json.loads((tmp_path / "camera.json").read_text())
+    assert camera["main"] == {"size": [320, 240], "format": "BGR888"}
+    frame_us = camera["controls"]["FrameDurationLimits"]
+    if "capped" in err:   # a machine whose model cannot keep up with 25 fps
+        assert frame_us[0] == frame_us[1] > 40_000
+    else:
+        assert frame_us == [40_000, 40_000]
+
+    sub.wait_for(lambda s: b"offline" in s.payloads("rackwatch/rack01/availability"), what="offline")
+    reps = unique(sub.events("rackwatch/rack01/rep"))
+    assert [r["rep"] for r in reps] == list(range(1, len(label["reps"]) + 1))
+    assert all(r["verdict"] == "clean" for r in reps)
+    sets = unique(sub.events("rackwatch/rack01/set"))
+    assert len(sets) == 1 and sets[0]["reps"] == len(label["reps"])   # the stop closed the set
+    assert_contract(sub, rack="rack01")
+    sub.close()
+
+
+def test_the_camera_is_capped_at_what_the_model_keeps_up_with():
+    assert camera_fps(10.0, invoke_ms=40.0) == 10.0            # a Pi 5: the model could do 21 fps
+    assert camera_fps(30.0, invoke_ms=95.0) == pytest.approx(1000 / (95 * 1.15))   # a Pi 4: about 9 fps
 
 
 def test_an_unreachable_broker_is_not_fatal_and_the_events_go_out_at_the_next_start(tmp_path):

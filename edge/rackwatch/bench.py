@@ -47,7 +47,7 @@ from .camera import Frame, Prefetched, VideoFile
 from .config import CameraSettings
 from .load import SettingsStore
 from .mqtt import LinkSettings, RackLink
-from .pose import PoseEstimator, available_runtimes, load_interpreter
+from .pose import PoseEstimator, available_runtimes, load_interpreter, measure_invoke_ms
 
 CAMERA_LONG_SIDE = max(CameraSettings().width, CameraSettings().height)   # what the Pi camera delivers
 
@@ -143,15 +143,7 @@ class _TimedLink(RackLink):
 
 def time_invoke(model: Path, runtime: str, threads: int, calls: int, repeats: int) -> dict[str, Any]:
     interpreter = load_interpreter(model, threads, runtime)
-    estimator = PoseEstimator(interpreter)
-    for _ in range(5):  # warm-up: first calls allocate and pick kernels
-        estimator.invoke()
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(calls):
-            estimator.invoke()
-        runs.append(1000 * (time.perf_counter() - started) / calls)
+    runs = [measure_invoke_ms(interpreter, calls) for _ in range(repeats)]
     return {"runtime": runtime, "threads": threads, "invoke_ms": spread(runs)}
 
 

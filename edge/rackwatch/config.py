@@ -49,7 +49,8 @@ class CameraSettings:
     sees 192×192 pixels of the lifter; 320×240 gives it that when the lifter fills at least two thirds of the
     frame's height. Raise it (e.g. 640×480) for a camera further away: see docs/performance.md."""
     fps: float = 15.0
-    """Cap at what the model sustains (about 10 on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
+    """The most frames a second to take. At start the model is timed, and the camera is capped lower if the
+    model cannot keep up (about 9 fps on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,21 @@ def load_interpreter(model_path: Path, threads: int | None = None, runtime: str 
     return interpreter
 
 
+def measure_invoke_ms(interpreter: Interpreter, calls: int = 8, warmup: int = 3) -> float:
+    """How long one model call takes on this machine, in ms (the median of ``calls``, after ``warmup`` calls)."""
+    import statistics
+    import time
+
+    for _ in range(warmup):  # the first calls allocate and pick kernels
+        interpreter.invoke()
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
 class PoseEstimator:
     """Runs MoveNet on frames of one camera, following the lifter from frame to frame.
 

@@ -57,7 +57,7 @@ from .config import ConfigError, settings_from_table
 from .host import SystemdNotifier, cpu_temperature, throttled
 from .load import LifterSettings, SettingsStore
 from .mqtt import LinkSettings, RackLink
-from .pose import Interpreter, PoseEstimator
+from .pose import Interpreter, PoseEstimator, measure_invoke_ms
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,20 @@ def link_settings(rack: str, state_dir: str | Path, table: Mapping[str, Any] | N
     if password is not None:
         values["password"] = password
     return settings_from_table(LinkSettings, values, "[mqtt]", fixed={"rack": rack, "state_dir": Path(state_dir)})
+
+
+# -- the camera's frame rate ------------------------------------------------------------------------------------------
+
+CAMERA_HEADROOM = 1.15
+"""Frame period ÷ model time: room for the work around the model (a few per cent on a Pi) and for jitter."""
+
+
+def camera_fps(wanted: float, invoke_ms: float) -> float:
+    """The camera's frame rate: ``wanted``, but no faster than a model call of ``invoke_ms`` keeps up with.
+
+    Frames the model has no time for would only be captured to be dropped, costing the CPU and the bus.
+    """
+    return min(wanted, 1000.0 / (invoke_ms * CAMERA_HEADROOM))
 
 
 # -- the service ----------------------------------------------------------------------------------------------------
@@ -473,7 +487,14 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
 
     interpreter = load_interpreter()
     camera = config.camera
-    frames = open_frames(args.source, args.speed, (camera.width, camera.height), camera.fps)
+    fps = camera.fps
+    if args.source == "picamera":
+        invoke_ms = measure_invoke_ms(interpreter)
+        fps = camera_fps(camera.fps, invoke_ms)
+        if fps < camera.fps:
+            print(f"rackwatch: the model takes {invoke_ms:.0f} ms a frame on this machine; the camera is capped at "
+                  f"{fps:.1f} fps ([camera] fps asks for {camera.fps:g})", file=sys.stderr, flush=True)
+    frames = open_frames(args.source, args.speed, (camera.width, camera.height), fps)
     link = RackLink(settings)
     panel = None
     service: RackService | None = None
