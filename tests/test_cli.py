@@ -157,3 +157,13 @@ def test_bench_prints_every_figure_as_json():
 def test_a_load_beyond_what_the_rack_accepts_is_refused_with_the_limit():
     result = rackwatch("analyze", str(CLIP), "--load", "1500", "--units", "kg")
     assert_clear_failure(result, "1000 kg")
+
+
+@pytest.mark.parametrize("command", ["analyze", "bench"])
+def test_without_a_video_on_a_rack_the_missing_sample_clip_is_explained(command, monkeypatch, tmp_path, capsys):
+    from rackwatch import cli
+
+    monkeypatch.setattr(cli, "DEFAULT_CLIP", tmp_path / "not-here.mp4")   # an installed rack: no ../shared
+    assert cli.main([command]) == 2
+    message = capsys.readouterr().err
+    assert f"rackwatch {command} VIDEO" in message and "not-here.mp4" in message

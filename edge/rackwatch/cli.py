@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     analyze = sub.add_parser("analyze", help="count and judge the reps of a recording")
-    analyze.add_argument("video", nargs="?", default=str(DEFAULT_CLIP),
+    analyze.add_argument("video", nargs="?",
                          help="video file or folder of images (default: a sample clip from ../shared/footage)")
     analyze.add_argument("--load", type=_weight, help="bar load")
     analyze.add_argument("--one-rm", type=_weight, help="the lifter's one-rep max")
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between health events (default 5)")
 
     bench = sub.add_parser("bench", help="measure the model, the pipeline, publishing and memory on real footage")
-    bench.add_argument("video", nargs="?", default=str(DEFAULT_CLIP), help="recording to measure on")
+    bench.add_argument("video", nargs="?",
+                       help="recording to measure on (default: a sample clip from ../shared/footage)")
     bench.add_argument("--frames", type=int, default=150, help="frames to use (default 150)")
     bench.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
     bench.add_argument("--camera-size", type=int, metavar="PIXELS",
@@ -117,9 +118,20 @@ def _interpreter(args, config):
     return load_interpreter(path, config.model.threads or None, config.model.runtime or None)
 
 
+def _video(args) -> str:
+    """The VIDEO given, or the sample clip of a development checkout; a clear error on a rack without it."""
+    if args.video:
+        return args.video
+    if not DEFAULT_CLIP.is_file():
+        raise SourceError(f"Give a recording: rackwatch {args.command} VIDEO. (Without one, the sample clip "
+                          f"{DEFAULT_CLIP} is used, which is only there beside a development checkout.)")
+    return str(DEFAULT_CLIP)
+
+
 def cmd_analyze(args, config) -> int:
     from .recording import analyze_recording
 
+    args.video = _video(args)
     if args.one_rm is not None and args.load is None:
         raise ConfigError("--one-rm needs --load too: the verdict compares the load with the one-rep max.")
     interpreter = _interpreter(args, config)
@@ -279,6 +291,7 @@ def cmd_bench(args, config) -> int:
     from . import bench
     from .models import find_model
 
+    video = Path(_video(args))
     broker = None
     if args.broker:
         from .service import parse_broker_url
@@ -288,7 +301,7 @@ def cmd_bench(args, config) -> int:
         raise ConfigError("--frames must be at least 10, --repeats at least 1 and --camera-size at least 64.")
     progress = (lambda line: print(f"  {line}", file=sys.stderr)) if not args.json else (lambda line: None)
     try:
-        figures = bench.run(Path(args.video), find_model(args.model or config.model.path or None),
+        figures = bench.run(video, find_model(args.model or config.model.path or None),
                             frames=args.frames, repeats=args.repeats, broker=broker,
                             camera_size=args.camera_size or max(config.camera.width, config.camera.height),
                             measure_rss=not args.no_rss, progress=progress)
