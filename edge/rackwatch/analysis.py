@@ -66,7 +66,7 @@ class LiftAnalyzer:
             out += self.end_set()
         # Plain floats from here on: on 17 joints they are several times faster than NumPy.
         score = pose.score.tolist()
-        xy = self._smoother.smooth_points(t, pose.xy.tolist(), score, frame_height)
+        xy = self._smoother.smooth(t, pose.xy.tolist(), score, frame_height)
         for rep in self.tracker.update(t, geometry.measure_points(xy, score, self.settings.min_score)):
             out.append(self._judge(rep))
         return out

@@ -43,13 +43,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from .analysis import LiftAnalyzer
-from .camera import Frame, Prefetched, VideoFile
-from .config import CameraSettings
+from .camera import CAMERA_SIZE, Frame, Prefetched, Scaled, VideoFile
 from .load import SettingsStore
 from .mqtt import LinkSettings, RackLink
 from .pose import PoseEstimator, available_runtimes, load_interpreter, measure_invoke_ms
 
-CAMERA_LONG_SIDE = max(CameraSettings().width, CameraSettings().height)   # what the Pi camera delivers
+CAMERA_LONG_SIDE = max(CAMERA_SIZE)   # what the Pi camera delivers by default
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -61,15 +60,11 @@ def load_frames(video: Path, count: int, long_side: int = CAMERA_LONG_SIDE) -> t
     decode + scale ms per frame."""
     import cv2
 
-    source = VideoFile(video)
+    source = Scaled(VideoFile(video), long_side)
     frames, started = [], time.perf_counter()
     try:
         for frame in source.frames():
-            height, width = frame.image.shape[:2]
-            scale = min(1.0, long_side / max(height, width))
-            image = cv2.resize(frame.image, (round(width * scale), round(height * scale)),
-                               interpolation=cv2.INTER_AREA)
-            frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            frames.append(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))
             if len(frames) >= count:
                 break
     finally:
@@ -226,12 +221,11 @@ def time_analysis_alone(poses: list, fps: float, frame_height: float, repeats: i
 
 def model_only_fps(interpreter, images: list[np.ndarray], fps: float) -> float:
     """The model alone on the same frames, fed the same way: the ceiling for the pipeline."""
-    estimator = PoseEstimator(interpreter, bgr_frames=False)
     source, _feed = camera_frames(images, fps)
     try:
         started = time.perf_counter()
         for _frame in source.frames():
-            estimator.invoke()
+            interpreter.invoke()
         return len(images) / (time.perf_counter() - started)
     finally:
         source.close()

@@ -23,6 +23,9 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPEEDS = ("max", "realtime")
+CAMERA_SIZE = (320, 240)
+"""What the Pi camera delivers unless the ``[camera]`` table says otherwise: see :class:`PiCamera`."""
+CAMERA_FPS = 15.0
 
 
 class SourceError(RuntimeError):
@@ -122,7 +125,7 @@ class PiCamera:
 
     channels = "rgb"
 
-    def __init__(self, size: tuple[int, int] = (320, 240), fps: float = 15.0):
+    def __init__(self, size: tuple[int, int] = CAMERA_SIZE, fps: float = CAMERA_FPS):
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
@@ -316,8 +319,8 @@ class Prefetched:
         self.source.close()
 
 
-def open_frames(spec: str, speed: str = "max", camera_size: tuple[int, int] = (320, 240),
-                camera_fps: float = 15.0) -> FrameSource:
+def open_frames(spec: str, speed: str = "max", camera_size: tuple[int, int] = CAMERA_SIZE,
+                camera_fps: float = CAMERA_FPS) -> FrameSource:
     """The service's frame source for ``spec`` (``picamera``, a video file or a folder of images).
 
     The camera is always live (newest frame, drops counted); a recording is read every frame as fast as

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from .analysis import AnalysisSettings
+from .camera import CAMERA_FPS, CAMERA_SIZE
 from .judge import JudgeSettings
 from .reps import RepSettings
 from .smoothing import OneEuroSettings
@@ -43,12 +44,12 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class CameraSettings:
-    width: int = 320
-    height: int = 240
+    width: int = CAMERA_SIZE[0]
+    height: int = CAMERA_SIZE[1]
     """The frame size the Pi camera's ISP delivers: scaled in hardware, so it costs the CPU nothing. The model
     sees 192×192 pixels of the lifter; 320×240 gives it that when the lifter fills at least two thirds of the
     frame's height. Raise it (e.g. 640×480) for a camera further away: see docs/performance.md."""
-    fps: float = 15.0
+    fps: float = CAMERA_FPS
     """The most frames a second to take. At start the model is timed, and the camera is capped lower if the
     model cannot keep up (about 9 fps on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
 

@@ -205,7 +205,7 @@ class RepTracker:
     # -- public ---------------------------------------------------------------------------------------------
 
     def update(self, t: float, frame: geometry.Frame) -> list[Rep]:
-        raw = self._hip_height(t, frame)
+        raw = self._trusted_hip_height(t, frame)
         if raw is not None:
             if self._last_seen_t is not None and t - self._last_seen_t > self.settings.max_gap_s:
                 # Lost for too long: whatever happened meanwhile was not seen, so no rep may start mid-way.
@@ -251,7 +251,7 @@ class RepTracker:
         self.phase = "standing"
         return reps
 
-    def _hip_height(self, t: float, frame: geometry.Frame) -> float | None:
+    def _trusted_hip_height(self, t: float, frame: geometry.Frame) -> float | None:
         """This frame's hip height, or ``None`` when the only foot in view is a lifted one.
 
         In a single-leg squat the model sometimes loses the standing foot for a few frames; the hip height would

@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from .pose import DEFAULT_MIN_SCORE, KP, Pose
+from .pose import DEFAULT_MIN_SCORE, KP
 
 
 @dataclass(frozen=True)
@@ -50,14 +48,9 @@ class PoseSmoother:
         # Per joint: [x, y, speed_x, speed_y], or None while the joint is not seen.
         self._state: dict[int, list[float] | None] = {j: None for j in self.JOINTS}
 
-    def smooth(self, t: float, pose: Pose, scale: float) -> Pose:
-        """The pose seen at time ``t``, its joints smoothed."""
-        xy = self.smooth_points(t, pose.xy.tolist(), pose.score.tolist(), scale)
-        return Pose(xy=np.array(xy, dtype=np.float32), score=pose.score)
-
-    def smooth_points(self, t: float, xy: list, score: list, scale: float) -> list:
-        """:meth:`smooth` on plain floats (17 ``[x, y]`` and 17 scores), for the per-frame path: ``xy`` is
-        updated in place and returned."""
+    def smooth(self, t: float, xy: list, score: list, scale: float) -> list:
+        """The joints seen at time ``t``, smoothed: ``xy`` (17 ``[x, y]`` in plain floats, a pose's
+        ``xy.tolist()``) is updated in place and returned."""
         s = self.settings
         dt = None if self._t is None or t <= self._t else t - self._t
         self._t = t
