@@ -159,6 +159,13 @@ def test_recording_opening_slightly_bent_and_going_down_counts_that_rep():
     assert len(run(opening + stand(1) + squat() + stand(1))) == 2
 
 
+def test_recording_opening_past_the_start_of_a_rep_does_not_count_it_even_going_down():
+    # The recording opens at depth 0.14, beyond the 0.10 at which a rep starts, and the lifter sinks a little
+    # further before standing: that rep began before the recording, so its start was never seen.
+    opening = [standing_pose(depth=d) for d in np.linspace(0.14, 0.23, 5)] + squat(depth=0.23)[30:]
+    assert len(run(opening + stand(1) + squat() + stand(1))) == 1
+
+
 def test_recording_opening_slightly_bent_on_the_way_up_does_not_count_that_rep():
     # Only the end of an ascent is seen: its descent and bottom happened before the recording.
     closing = [standing_pose(depth=d) for d in np.linspace(0.15, 0.0, 20)]

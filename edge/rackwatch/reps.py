@@ -321,8 +321,8 @@ class RepTracker:
     def _opens_with_a_descent(self, frames: list) -> bool:
         """Whether a rep already under way when the recording starts may count.
 
-        Only if its descent is seen: the lifter opens standing, or only slightly bent and still going down.
-        A recording that opens deep in a squat, or on the way up, missed that rep's descent.
+        Only if it is seen to start: the lifter opens standing, or bent less than a rep's ``start_depth`` and
+        still going down. A recording that opens further down, or on the way up, missed that rep's start.
         """
         seen = [(t, 1 - h / self.calibration.hip_height) for t, _, h in frames if h is not None]
         if not seen:
@@ -331,7 +331,7 @@ class RepTracker:
         if first < self.settings.end_depth:
             return True
         later = [depth for t, depth in seen if t - t0 <= self.settings.still_s]
-        return first < self.settings.min_depth and later[-1] > first + self.settings.end_depth / 2
+        return first < self.settings.start_depth and later[-1] > first + self.settings.end_depth / 2
 
     # -- rep detection --------------------------------------------------------------------------------------
 
