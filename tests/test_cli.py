@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -153,6 +154,17 @@ def test_bench_prints_every_figure_as_json():
     assert figures["peak_private_mb"] < figures["peak_rss_mb"]
     assert figures["camera_frame"] == "320x180"   # the camera's default size, for a 16:9 clip
     assert {r["runtime"] for r in figures["runtimes"]} == {"ai_edge_litert"}
+
+
+def test_bench_on_a_runtime_that_is_not_installed_says_how_to_install_it():
+    if importlib.util.find_spec("tflite_runtime") is not None:
+        pytest.skip("tflite_runtime is installed here")
+    result = rackwatch("bench", str(CLIP), "--frames", "10", "--repeats", "1", "--runtime", "tflite_runtime")
+    assert_clear_failure(result, "tflite_runtime", "pip install tflite-runtime")
+
+
+def test_bench_refuses_zero_threads():
+    assert_clear_failure(rackwatch("bench", str(CLIP), "--threads", "0"), "--threads")
 
 
 def test_a_load_beyond_what_the_rack_accepts_is_refused_with_the_limit():

@@ -329,21 +329,26 @@ def run_memory_mb(video: Path, host: str, port: int) -> dict[str, float] | None:
 
 
 def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker: tuple[str, int] | None = None,
-        camera_size: int = CAMERA_LONG_SIDE, measure_rss: bool = True, progress=print) -> dict[str, Any]:
+        camera_size: int = CAMERA_LONG_SIDE, runtime: str | None = None, threads: int | None = None,
+        measure_rss: bool = True, progress=print) -> dict[str, Any]:
+    """Every figure, measured; the pipeline and the model alone run on ``runtime`` with ``threads`` (by default
+    the preferred runtime on every core, as ``rackwatch run`` does)."""
     from .bench_mqtt import bench_publish
 
     threads_all = os.cpu_count() or 1
+    runtime = runtime or available_runtimes()[0]
+    threads = threads or threads_all
     images, fps, decode_ms = load_frames(video, frames, camera_size)
     progress(f"{len(images)} frames of {video.name}, as the camera delivers them: "
              f"{images[0].shape[1]}x{images[0].shape[0]} RGB")
 
+    interpreter = load_interpreter(model, threads, runtime)   # first: a runtime not installed is said at once
     runtimes = []
-    for runtime in available_runtimes():
-        for threads in sorted({1, 2, 4, threads_all} & set(range(1, threads_all + 1))):
-            progress(f"invoke: {runtime}, {threads} thread(s)")
-            runtimes.append(time_invoke(model, runtime, threads, calls=40, repeats=repeats))
+    for name in available_runtimes():
+        for count in sorted({1, 2, 4, threads, threads_all} & set(range(1, max(threads, threads_all) + 1))):
+            progress(f"invoke: {name}, {count} thread(s)")
+            runtimes.append(time_invoke(model, name, count, calls=40, repeats=repeats))
 
-    interpreter = load_interpreter(model, threads_all)
     stages, poses, answers = time_stages(interpreter, images)
     analysis_alone = time_analysis_alone(poses, fps, images[0].shape[0], repeats)
     analysis_after_wait = time_analysis_alone(poses, fps, images[0].shape[0], repeats, pause_ms=stages["invoke_ms"])
@@ -361,8 +366,8 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
                                                    [], threaded=False)["fps"])
         memory = run_memory_mb(video, host, port) if measure_rss else None
 
-    invoke_ms = statistics.median(r["invoke_ms"]["median"] for r in runtimes
-                                  if r["threads"] == threads_all and r["runtime"] == available_runtimes()[0])
+    invoke_ms = next(r["invoke_ms"]["median"] for r in runtimes
+                     if r["threads"] == threads and r["runtime"] == runtime)
     pipeline_fps = [r["fps"] for r in pipeline_runs]
     analysis = [r["analysis_ms"] for r in pipeline_runs]
     events = [r["publish_ms"] for r in pipeline_runs]
@@ -371,7 +376,7 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
     # The ratio the pipeline would reach if the work around the model cost what it costs back to back.
     warm_ratios = [(1000 / m) / (1000 / m + w) for m, w in zip(model_runs, around_runs)]
     return {
-        "video": str(video), "frames": len(images), "repeats": repeats, "threads": threads_all,
+        "video": str(video), "frames": len(images), "repeats": repeats, "runtime": runtime, "threads": threads,
         "camera_frame": f"{images[0].shape[1]}x{images[0].shape[0]}",
         "invoke_ms": invoke_ms,
         "model_fps": statistics.median(model_runs),
@@ -413,7 +418,7 @@ def format_report(r: dict[str, Any]) -> str:
         return "" if not v else f"  (runs: {v['min']:{fmt}} to {v['max']:{fmt}})"
 
     lines = [f"rackwatch bench: {r['frames']} frames of {Path(r['video']).name} as {r['camera_frame']} camera "
-             f"frames, {r['repeats']} runs, {r['threads']} thread(s)", "",
+             f"frames, {r['repeats']} runs; the pipeline on {r['runtime']}, {r['threads']} thread(s)", "",
              "model invoke by runtime and threads (median ms, lowest-highest run):"]
     for rt in r["runtimes"]:
         v = rt["invoke_ms"]

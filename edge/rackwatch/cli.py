@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
     bench.add_argument("--camera-size", type=int, metavar="PIXELS",
                        help="long side of the camera frames to measure on (default: the [camera] size)")
+    bench.add_argument("--runtime", choices=("ai_edge_litert", "tflite_runtime"),
+                       help="runtime for the pipeline and model-only runs (default: the [model] runtime)")
+    bench.add_argument("--threads", type=int, help="model threads for those runs (default: the [model] threads)")
     bench.add_argument("--broker", help="mqtt://HOST:PORT (default: a private Mosquitto on a free port)")
     bench.add_argument("--no-rss", action="store_true", help="skip measuring `rackwatch run`'s memory")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -297,13 +300,17 @@ def cmd_bench(args, config) -> int:
         from .service import parse_broker_url
         host, port, _tls = parse_broker_url(args.broker)
         broker = (host, port)
-    if args.frames < 10 or args.repeats < 1 or (args.camera_size is not None and args.camera_size < 64):
-        raise ConfigError("--frames must be at least 10, --repeats at least 1 and --camera-size at least 64.")
+    if args.frames < 10 or args.repeats < 1 or (args.camera_size is not None and args.camera_size < 64) \
+            or (args.threads is not None and args.threads < 1):
+        raise ConfigError("--frames must be at least 10, --repeats and --threads at least 1 and --camera-size at "
+                          "least 64.")
     progress = (lambda line: print(f"  {line}", file=sys.stderr)) if not args.json else (lambda line: None)
     try:
         figures = bench.run(video, find_model(args.model or config.model.path or None),
                             frames=args.frames, repeats=args.repeats, broker=broker,
                             camera_size=args.camera_size or max(config.camera.width, config.camera.height),
+                            runtime=args.runtime or config.model.runtime or None,
+                            threads=args.threads or config.model.threads or None,
                             measure_rss=not args.no_rss, progress=progress)
     except RuntimeError as exc:
         raise SourceError(str(exc)) from None

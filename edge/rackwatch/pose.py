@@ -98,7 +98,8 @@ def load_interpreter(model_path: Path, threads: int | None = None, runtime: str 
     try:
         module = __import__(f"{name}.interpreter", fromlist=["Interpreter"])
     except ImportError as exc:
-        raise PoseError(f"The runtime {name!r} is not installed ({exc}).") from exc
+        raise PoseError(f"The runtime {name!r} is not installed ({exc}). Install it with: pip install "
+                        f"{name.replace('_', '-')}") from exc
     try:
         interpreter = module.Interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count() or 1)
         interpreter.allocate_tensors()
