@@ -148,8 +148,8 @@ def test_bench_prints_every_figure_as_json():
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     for key in ("invoke_ms", "model_fps", "pipeline_fps", "analysis_ms_per_frame", "events_outbox_ms_per_frame",
-                "peak_rss_mb", "peak_private_mb", "publish_outbox_ms_per_rep", "publish_outbox_ms_per_state", "publish_acked_per_s",
-                "around_model_ms_per_frame_warm", "pipeline_ratio_if_warm"):
+                "peak_rss_mb", "peak_private_mb", "publish_outbox_ms_per_rep", "publish_outbox_ms_per_state",
+                "publish_acked_per_s", "around_model_ms_per_frame_warm", "pipeline_ratio_if_warm"):
         assert figures[key] > 0, key
     assert figures["peak_private_mb"] < figures["peak_rss_mb"]
     assert figures["camera_frame"] == "320x180"   # the camera's default size, for a 16:9 clip

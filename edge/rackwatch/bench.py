@@ -304,9 +304,8 @@ def run_memory_mb(video: Path, host: str, port: int) -> dict[str, float] | None:
     seen: what the process itself allocated).
 
     The two differ by the library code mapped from disk (OpenCV, LiteRT, NumPy). Those pages are shared and can
-    be dropped and re-read at any time, and how many of them count as resident depends on the page cache: on a
-    freshly installed venv the same run has been seen at 178 MB peak RSS, and at 130 MB once the cache was
-    dropped, with the private part unchanged. Both are reported so a figure can be read for what it is.
+    be dropped and re-read at any time, and how many of them count as resident depends on the state of the page
+    cache more than on rackwatch (docs/performance.md), so both are reported.
     """
     with tempfile.TemporaryDirectory(prefix="rackwatch-bench-run-") as state:
         child = subprocess.Popen([sys.executable, "-m", "rackwatch.cli", "run", "--source", str(video),
