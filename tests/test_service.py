@@ -264,6 +264,49 @@ def test_the_verdict_of_each_rep_lights_its_led_and_plays_its_tune(broker, tmp_p
             panel.close()
 
 
+class _WithBlackFrames:
+    """The first ``count`` frames of a recording with ``black`` ones blacked out (a camera glitch, a lifter's hand
+    over the lens), noting the panel's status light after each frame has been judged."""
+
+    channels = "bgr"
+
+    def __init__(self, clip: str, count: int, black: range, panel: RackPanel):
+        self.video, self.count, self.black, self.panel = VideoFile(FOOTAGE / clip), count, black, panel
+        self.fps = self.video.fps
+        self.status: list[str] = []
+
+    def frames(self):
+        for frame in self.video.frames():
+            if frame.index >= self.count:
+                return
+            if frame.index in self.black:
+                frame.image[:] = 0
+            yield frame
+            self.status.append(self.panel.status)
+
+    def close(self) -> None:
+        self.video.close()
+
+
+def test_a_frame_or_two_without_the_lifter_does_not_blink_the_status_light(broker, tmp_path, interpreter):
+    # The status light and the dashboard's "lifter at the rack" say the same, and neither flickers: the lifter
+    # squats once and stands, and two black frames while standing between reps change nothing.
+    store = SettingsStore(tmp_path / "state")
+    panel = RackPanel(store, pin_factory=MockFactory(pin_class=MockPWMPin),
+                      timing=PanelTiming(verdict_time=60, bounce_time=None))
+    frames = _WithBlackFrames(SQUAT, 85, range(70, 72), panel)
+    states: list[dict] = []
+    service = RackService(link_for(broker, tmp_path / "state"), store, interpreter, frames, panel=panel,
+                          notifier=SystemdNotifier({}), on_event=lambda e: states.append(e) if e["type"] == "state"
+                          else None)
+    try:
+        assert service.run() == 0
+        assert frames.status[25:] == ["ready"] * (85 - 25)   # settled by frame 25 (1 s), steady through the gap
+        assert not states[0]["lifter_seen"] and all(s["lifter_seen"] for s in states[1:])
+    finally:
+        panel.close()
+
+
 # -- 3. remote commands ------------------------------------------------------------------------------------------------
 
 def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(broker, tmp_path, interpreter):

@@ -238,7 +238,9 @@ class RackService:
             for event in new:
                 self._emit(event)
             self._publish_state_if_changed(frame.t)
-            seen = self.analyzer.lifter_seen
+            # What the dashboard was told, not this frame's raw answer: a frame or two without the lifter (the
+            # model missing the hips, a hand over the lens) must not blink the status light either.
+            seen = bool(self._seen_published)
         self._set_panel_status(seen)
         if time.monotonic() - self._window_start >= self.health_interval:
             self.publish_health()
