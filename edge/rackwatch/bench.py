@@ -80,7 +80,6 @@ class CameraFeed:
     def __init__(self, images: list[np.ndarray], fps: float):
         self.images = images
         self.fps = fps
-        self.last_arrival = 0.0   # when the newest frame was handed to the pipeline (perf_counter)
 
     def frames(self) -> Iterator[Frame]:
         for index, image in enumerate(self.images):
@@ -91,35 +90,36 @@ class CameraFeed:
 
 
 class _Arrivals:
-    """Another source's frames, noting when each one is handed to the pipeline."""
+    """Another source's frames, noting when the newest one was handed to the pipeline."""
 
-    def __init__(self, source, feed: CameraFeed):
-        self.source, self.feed = source, feed
+    def __init__(self, source):
+        self.source = source
         self.fps, self.channels = source.fps, source.channels
+        self.last_arrival = 0.0   # perf_counter
 
     def frames(self) -> Iterator[Frame]:
         for frame in self.source.frames():
-            self.feed.last_arrival = time.perf_counter()
+            self.last_arrival = time.perf_counter()
             yield frame
 
     def close(self) -> None:
         self.source.close()
 
 
-def camera_frames(images: list[np.ndarray], fps: float, threaded: bool = True) -> tuple[_Arrivals, CameraFeed]:
+def camera_frames(images: list[np.ndarray], fps: float, threaded: bool = True) -> _Arrivals:
     """A frame source over ``images``, fed from its own thread as the camera's are (or, with ``threaded``
-    False, handed over directly); and the feed."""
+    False, handed over directly)."""
     feed = CameraFeed(images, fps)
-    return _Arrivals(Prefetched(feed) if threaded else feed, feed), feed
+    return _Arrivals(Prefetched(feed) if threaded else feed)
 
 
 class _TimedLink(RackLink):
     """The rack's link, noting the time spent publishing and, per rep, when the broker's acknowledgement of it
     reached the link (timed where the link handles it, so no extra thread's wake-up is counted)."""
 
-    def __init__(self, settings: LinkSettings, feed: CameraFeed, latencies: list):
+    def __init__(self, settings: LinkSettings, source: _Arrivals, latencies: list):
         super().__init__(settings)
-        self.feed = feed
+        self.source = source
         self.latencies = latencies
         self.publish_s = 0.0
         self._reps: dict[int, tuple[float, float]] = {}   # outbox seq -> (frame arrived, event made)
@@ -129,7 +129,7 @@ class _TimedLink(RackLink):
         seq = super().publish(event)
         self.publish_s += time.perf_counter() - made
         if event["type"] == "rep":
-            self._reps[seq] = (self.feed.last_arrival, made)
+            self._reps[seq] = (self.source.last_arrival, made)
         return seq
 
     def _acknowledged(self, seq: int, reason_code) -> None:
@@ -223,7 +223,7 @@ def time_analysis_alone(poses: list, fps: float, frame_height: float, repeats: i
 
 def model_only_fps(interpreter, images: list[np.ndarray], fps: float) -> float:
     """The model alone on the same frames, fed the same way: the ceiling for the pipeline."""
-    source, _feed = camera_frames(images, fps)
+    source = camera_frames(images, fps)
     try:
         started = time.perf_counter()
         for _frame in source.frames():
@@ -238,10 +238,10 @@ def pipeline_run(interpreter, images: list[np.ndarray], fps: float, host: str, p
     """``rackwatch run``'s service on the frames: frames per second, and ms per frame in analysis and publishing."""
     from .service import RackService
 
-    source, feed = camera_frames(images, fps, threaded)
+    source = camera_frames(images, fps, threaded)
     with tempfile.TemporaryDirectory(prefix="rackwatch-bench-rack-") as state:
         link = _TimedLink(LinkSettings(rack="bench-pipeline", host=host, port=port, topic_root="rackwatch-bench",
-                                       state_dir=state, ha_discovery=False), feed, latencies)
+                                       state_dir=state, ha_discovery=False), source, latencies)
         service = RackService(link, SettingsStore(state), interpreter, source, out=io.StringIO())
         analysis_s = 0.0
         update = service.analyzer.update

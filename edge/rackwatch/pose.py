@@ -10,6 +10,8 @@ found again.
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -111,9 +113,6 @@ def load_interpreter(model_path: Path, threads: int | None = None, runtime: str 
 
 def measure_invoke_ms(interpreter: Interpreter, calls: int = 8, warmup: int = 3) -> float:
     """How long one model call takes on this machine, in ms (the median of ``calls``, after ``warmup`` calls)."""
-    import statistics
-    import time
-
     for _ in range(warmup):  # the first calls allocate and pick kernels
         interpreter.invoke()
     times = []
