@@ -213,15 +213,13 @@ def test_broker_addresses_and_the_example_config():
     assert parse_broker_url("mqtts://10.0.0.2:8884") == ("10.0.0.2", 8884, True)
     example = PROJECT / "deploy" / "rackwatch.example.toml"
     config = load_config(example)
-    settings = link_settings(config.rack.id, config.rack.state_dir, config.extra["mqtt"],
+    settings = link_settings(config.rack.id, config.rack.state_dir, config.mqtt,
                              broker="mqtt://10.0.0.2:1884", username="rack01", password="pw")
     assert (settings.host, settings.port, settings.username, settings.password) == ("10.0.0.2", 1884, "rack01", "pw")
-    assert PanelSettings.from_table(config.extra["panel"]) == PanelSettings()
+    assert config.panel == PanelSettings()
     assert tomllib.loads(example.read_text())["mqtt"]["topic_root"] == settings.topic_root
-    with pytest.raises(ConfigError, match="has no setting 'hots'"):
-        link_settings("rack01", "/tmp", {"hots": "x"})
-    with pytest.raises(ConfigError, match="port must be a whole number"):
-        link_settings("rack01", "/tmp", {"port": "1883"})
+    with pytest.raises(ConfigError, match="--rack"):
+        link_settings("rack 01", "/tmp")
 
 
 # -- 2. the panel, driven by the pipeline -----------------------------------------------------------------------------

@@ -10,23 +10,26 @@ exercise changes, or when the recording ends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field
 
 from . import events, geometry
 from .judge import JudgeSettings, SetJudge
 from .load import LifterSettings
 from .pose import DEFAULT_MIN_SCORE, Pose
 from .reps import RepSettings, RepTracker
+from .settings import Settings
 from .smoothing import OneEuroSettings, PoseSmoother
 
 
-@dataclass(frozen=True)
-class AnalysisSettings:
-    reps: RepSettings = field(default_factory=RepSettings)
-    judge: JudgeSettings = field(default_factory=JudgeSettings)
-    smoothing: OneEuroSettings = field(default_factory=OneEuroSettings)
-    min_score: float = DEFAULT_MIN_SCORE
-    set_rest_s: float = 45.0
+class AnalysisSettings(Settings):
+    """The ``[analysis]`` table of the config file, with its sub-tables for each stage."""
+
+    reps: RepSettings = RepSettings()
+    judge: JudgeSettings = JudgeSettings()
+    smoothing: OneEuroSettings = OneEuroSettings()
+    min_score: float = Field(DEFAULT_MIN_SCORE, gt=0, lt=1)
+    """A keypoint scored below this by the model counts as not seen."""
+    set_rest_s: float = Field(45.0, ge=1, le=3600)
     """A pause longer than this between reps starts a new set."""
 
 

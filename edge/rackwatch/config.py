@@ -1,23 +1,39 @@
-"""The rack's configuration: one TOML file, every value optional, every mistake explained.
+"""The rack's configuration: one TOML file, every value optional, the whole of it checked when it is loaded.
 
-Each table of the file fills one settings dataclass; a key the dataclass does not have, or a value of the wrong
-type or out of range, stops the program with a message naming the file, the key and what would be right.
+The file fills one typed tree, :class:`Config`, and every part of the rack reads its own branch of it::
+
+    [rack]                 RackSettings          (here)
+    [model]                ModelSettings         (here)
+    [camera]               CameraSettings        (here)
+    [analysis]             AnalysisSettings      (rackwatch.analysis)
+      [analysis.reps]        RepSettings           (rackwatch.reps)
+      [analysis.judge]       JudgeSettings         (rackwatch.judge)
+      [analysis.smoothing]   OneEuroSettings       (rackwatch.smoothing)
+    [mqtt]                 MqttSettings          (rackwatch.mqtt)
+    [panel]                PanelSettings         (rackwatch.panel), with [panel.pins] and [panel.timing]
+
+Each settings class lives beside the code that uses it and declares its defaults, its ranges and the rules
+between its fields (see :mod:`rackwatch.settings`). A key the tree does not have, a value of the wrong type,
+out of range, ``nan`` or ``inf``, or a table written as a single value stops the program before anything
+starts, with one line per problem naming the file, the table and the key, and saying what would be right.
 See ``deploy/rackwatch.example.toml`` for every key with its default.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-import types
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Literal
+
+from pydantic import Field, ValidationError
 
 from .analysis import AnalysisSettings
 from .camera import CAMERA_FPS, CAMERA_SIZE
 from .judge import JudgeSettings
+from .mqtt import MqttSettings, RackId
+from .panel import PanelSettings
 from .reps import RepSettings
+from .settings import Settings, problems
 from .smoothing import OneEuroSettings
 
 
@@ -25,116 +41,95 @@ class ConfigError(ValueError):
     """The configuration is wrong; the message says where and how to fix it."""
 
 
-@dataclass(frozen=True)
-class RackSettings:
-    id: str = "rack01"
-    state_dir: str = "/var/lib/rackwatch"
+class RackSettings(Settings):
+    """The ``[rack]`` table: who this rack is and where it keeps its files."""
+
+    id: RackId = "rack01"
+    """One MQTT topic level and the rack's broker username."""
+    state_dir: str = Field("/var/lib/rackwatch", min_length=1)
     """Where the outbox and the lifter's settings are kept."""
 
 
-@dataclass(frozen=True)
-class ModelSettings:
+class ModelSettings(Settings):
+    """The ``[model]`` table: which pose model runs, and how."""
+
     path: str = ""
     """Empty: $RACKWATCH_MODEL, then the project's models/ folder."""
-    threads: int = 0
+    threads: int = Field(0, ge=0, le=64)
     """0: every core."""
-    runtime: str = ""
+    runtime: Literal["", "ai_edge_litert", "tflite_runtime"] = ""
     """Empty: ai_edge_litert if installed, else tflite_runtime."""
 
 
-@dataclass(frozen=True)
-class CameraSettings:
-    width: int = CAMERA_SIZE[0]
-    height: int = CAMERA_SIZE[1]
+class CameraSettings(Settings):
+    """The ``[camera]`` table."""
+
+    width: int = Field(CAMERA_SIZE[0], ge=64, le=4096)
+    height: int = Field(CAMERA_SIZE[1], ge=64, le=4096)
     """The frame size the Pi camera's ISP delivers: scaled in hardware, so it costs the CPU nothing. The model
     sees 192×192 pixels of the lifter; 320×240 gives it that when the lifter fills at least two thirds of the
     frame's height. Raise it (e.g. 640×480) for a camera further away: see docs/performance.md."""
-    fps: float = CAMERA_FPS
+    fps: float = Field(CAMERA_FPS, gt=0, le=120)
     """The most frames a second to take. At start the model is timed, and the camera is capped lower if the
     model cannot keep up (about 9 fps on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
 
 
-@dataclass(frozen=True)
-class Config:
-    rack: RackSettings = field(default_factory=RackSettings)
-    model: ModelSettings = field(default_factory=ModelSettings)
-    camera: CameraSettings = field(default_factory=CameraSettings)
-    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
-    extra: dict = field(default_factory=dict)
-    """Tables owned by other parts (``mqtt``, ``panel``), validated by them."""
+class Config(Settings):
+    """The whole config file."""
+
+    rack: RackSettings = RackSettings()
+    model: ModelSettings = ModelSettings()
+    camera: CameraSettings = CameraSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
+    mqtt: MqttSettings = MqttSettings()
+    panel: PanelSettings | None = None
+    """``None`` without a ``[panel]`` table: no panel is fitted (``rackwatch run --virtual-panel`` uses the
+    defaults then)."""
 
 
-_OTHER_TABLES = ("mqtt", "panel", "dashboard")
-
-
-_WORDS = {float: "a number", int: "a whole number", str: "text", bool: "true or false"}
-
-
-def settings_from_table(cls: type, table: Any, where: str, *, fixed: dict[str, Any] | None = None) -> Any:
-    """A settings dataclass from one table of the config file, every key checked.
-
-    ``fixed`` holds fields the caller sets itself (the table may not); a key the dataclass does not have, a value
-    of the wrong type, a negative number, or a value the dataclass itself refuses is a :class:`ConfigError`
-    naming ``where`` and the key.
-    """
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table of settings, not {table!r}.")
-    fixed = fixed or {}
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - set(fixed)
-    values = {}
-    for key, value in table.items():
-        if key not in names:
-            raise ConfigError(f"{where} has no setting {key!r}. Known settings: {', '.join(sorted(names))}.")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            values[key] = settings_from_table(kind, value, f"{where}.{key}")
-            continue
-        if isinstance(kind, types.UnionType):   # "str | None": TOML has no null, so the value is the other type
-            kind = next(k for k in get_args(kind) if k is not type(None))
-        wanted = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}.get(kind)
-        if wanted and (not isinstance(value, wanted) or (kind is not bool and isinstance(value, bool))):
-            raise ConfigError(f"{where} {key} must be {_WORDS[kind]}, not {value!r}.")
-        if kind in (int, float) and value < 0:
-            raise ConfigError(f"{where} {key} must not be negative, not {value!r}.")
-        values[key] = float(value) if kind is float else value
-    try:
-        return cls(**fixed, **values)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _check(config: Config, where: str) -> None:
-    reps, judge = config.analysis.reps, config.analysis.judge
-    if not reps.end_depth < reps.start_depth <= reps.min_depth < 1:
-        raise ConfigError(f"{where}: [analysis.reps] needs end_depth < start_depth <= min_depth < 1.")
-    if not judge.minor_cave < judge.moderate_cave < judge.severe_cave:
-        raise ConfigError(f"{where}: [analysis.judge] needs minor_cave < moderate_cave < severe_cave.")
-    if not (config.camera.width >= 64 and config.camera.height >= 64 and 0 < config.camera.fps <= 120):
-        raise ConfigError(f"{where}: [camera] needs width and height of at least 64 and fps between 0 and 120.")
-    if not 0 < config.analysis.min_score < 1:
-        raise ConfigError(f"{where}: [analysis] min_score must lie between 0 and 1.")
+_GONE = {
+    "dashboard": "there is no [dashboard] table any more: the dashboard takes its own command-line flags "
+                 "(rackwatch dashboard --help); remove the table from this file.",
+}
+"""Tables the file once had, and what to do instead."""
 
 
 def load_config(path: str | Path | None) -> Config:
-    """The configuration in ``path``, or the defaults when ``path`` is ``None``."""
+    """The configuration in ``path``, or the defaults when ``path`` is ``None``; :class:`ConfigError` if wrong."""
     if path is None:
         return Config()
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"No config file at {path}.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file: give the path of the .toml file.") from None
+    except OSError as exc:
+        raise ConfigError(f"The config file {path} cannot be read ({exc.strerror or exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text file (byte {exc.start} is not UTF-8): give the rack's TOML "
+                          "config file, e.g. a copy of deploy/rackwatch.example.toml.") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}.") from None
-    extra = {key: data.pop(key) for key in _OTHER_TABLES if key in data}
-    data.setdefault("analysis", {})
-    data["analysis"] = {**data["analysis"]}
-    config = settings_from_table(Config, data, str(path))
-    config = dataclasses.replace(config, extra=extra)
-    _check(config, str(path))
+    return config_from_data(data, str(path))
+
+
+def config_from_data(data: dict, where: str) -> Config:
+    """The configuration from a parsed TOML document; ``where`` (the file's name) starts every error line."""
+    lines = [_GONE[table] for table in _GONE if table in data]
+    data = {table: value for table, value in data.items() if table not in _GONE}
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        lines += problems(exc, Config)
+    if lines:
+        raise ConfigError("\n".join(f"{where}: {line}" for line in lines))
     return config
 
 
-__all__ = ["Config", "ConfigError", "ModelSettings", "RackSettings", "load_config",
-           "AnalysisSettings", "RepSettings", "JudgeSettings", "OneEuroSettings"]
+__all__ = ["Config", "ConfigError", "ModelSettings", "RackSettings", "CameraSettings", "load_config",
+           "config_from_data", "AnalysisSettings", "RepSettings", "JudgeSettings", "OneEuroSettings",
+           "MqttSettings", "PanelSettings"]

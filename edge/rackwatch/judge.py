@@ -25,28 +25,48 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pydantic import Field, model_validator
+
 from . import events
 from .events import LEGS, SEVERITIES, severity_rank
 from .load import LifterSettings
 from .reps import Rep
+from .settings import Settings
 
 
-@dataclass(frozen=True)
-class JudgeSettings:
-    minor_cave: float = 0.04
+class JudgeSettings(Settings):
+    """How reps and sets are judged: the ``[analysis.judge]`` table of the config file."""
+
+    minor_cave: float = Field(0.04, ge=0, le=1)
     """Knee cave (leg lengths) from which a rep is marked ``minor``."""
-    moderate_cave: float = 0.07
-    severe_cave: float = 0.12
-    min_view_width: float = 0.18
+    moderate_cave: float = Field(0.07, ge=0, le=1)
+    severe_cave: float = Field(0.12, ge=0, le=1)
+    min_view_width: float = Field(0.18, ge=0, le=10)
     """Standing hip width ÷ hip height below this means the camera looks at the lifter too far from the side."""
-    near_max_percent: float = 90.0
-    working_max_percent: float = 85.0
-    wide_stance_ratio: float = 1.9
+    near_max_percent: float = Field(90.0, gt=0, le=150)
+    working_max_percent: float = Field(85.0, gt=0, le=150)
+    wide_stance_ratio: float = Field(1.9, gt=0, le=10)
     """Ankle gap ÷ shoulder gap above this is a very wide stance (about twice shoulder width)."""
-    hip_shift_limit: float = 0.05
+    hip_shift_limit: float = Field(0.05, ge=0, le=1)
     """Sideways hip shift at the bottom (leg lengths) worth a remark."""
-    velocity_loss_limit: float = 25.0
+    velocity_loss_limit: float = Field(25.0, ge=0, le=100)
     """Percent drop in ascent speed from the best early rep to the last, worth a remark."""
+    weaker_side_margin: float = Field(0.03, ge=0, le=1)
+    """One leg is the weaker side when its mean cave over the set exceeds the other's by this much (leg lengths)."""
+    deload_after_caves: int = Field(2, ge=1, le=100)
+    """This many caved reps in a set (or one severe) and the advice is to reduce the load..."""
+    deload_percent: float = Field(10.0, gt=0, lt=100)
+    """...by about this percent."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeSettings:
+        if not self.minor_cave < self.moderate_cave < self.severe_cave:
+            raise ValueError("needs minor_cave < moderate_cave < severe_cave, not "
+                             f"{self.minor_cave:g}, {self.moderate_cave:g}, {self.severe_cave:g}")
+        if not self.working_max_percent <= self.near_max_percent:
+            raise ValueError("needs working_max_percent <= near_max_percent (a working load is below a near-max "
+                             f"one), not {self.working_max_percent:g} and {self.near_max_percent:g}")
+        return self
 
 
 def _peak(values: list[float]) -> tuple[float, int] | None:
@@ -174,7 +194,7 @@ class SetJudge:
             worst = reps[int(np.nanargmax([np.nan if c is None else c for c in cave_by_rep]))]["rep"]
         caving = [r["rep"] for r in reps if r["verdict"] in ("cave", "note")]
         onset = caving[0] if caving else None
-        weaker = _weaker_side(reps)
+        weaker = _weaker_side(reps, s.weaker_side_margin)
         speeds = [r["ascent_speed"] for r in reps]
         velocity_loss = None
         if len(speeds) >= 3 and max(speeds[:2]) > 0:
@@ -199,7 +219,7 @@ class SetJudge:
             cues.append("Add side-lying or banded hip abduction and single-leg squats to your warm-up.")
         if weaker:
             cues.append(f"Your {weaker} knee caves more: add extra single-leg work on the {weaker} side.")
-        advice = _advice(reps, self.lifter)
+        advice = _advice(reps, self.lifter, s)
         return events.set_event(self.rack, set_id=self.set_id, exercise=self.lifter.exercise,
                                 load=self.lifter.load_info(), reps=len(reps), clean_reps=len(clean),
                                 worst_rep=worst, cave_onset_rep=onset,
@@ -207,7 +227,7 @@ class SetJudge:
                                 advice=advice)
 
 
-def _weaker_side(reps: list[dict]) -> str | None:
+def _weaker_side(reps: list[dict], margin: float) -> str | None:
     """The leg that caves clearly more over the set, if any."""
     means = {}
     for side in LEGS:
@@ -219,10 +239,10 @@ def _weaker_side(reps: list[dict]) -> str | None:
     side = max(means, key=means.get)
     other = "left" if side == "right" else "right"
     caves_often = sum(1 for r in reps if r["valgus"][side] and r["valgus"][side]["measured"] != "none")
-    return side if means[side] - means[other] > 0.03 and caves_often >= 1 else None
+    return side if means[side] - means[other] > margin and caves_often >= 1 else None
 
 
-def _advice(reps: list[dict], lifter: LifterSettings) -> dict:
+def _advice(reps: list[dict], lifter: LifterSettings, settings: JudgeSettings) -> dict:
     verdicts = [r["verdict"] for r in reps]
     severe = any(r["severity"] == "severe" for r in reps)
     caves = verdicts.count("cave")
@@ -231,10 +251,13 @@ def _advice(reps: list[dict], lifter: LifterSettings) -> dict:
         next_load = None if value is None else value + step
         text = f"Every rep clean. After three clean sets at this load, add {step:g}-{2 * step:g} {units} next time."
         return {"action": "add", "next_load": next_load, "text": text}
-    if severe or caves >= 2:
-        next_load = None if value is None else max(0.0, round(value * 0.9 / step) * step)
+    if severe or caves >= settings.deload_after_caves:
+        keep = 1 - settings.deload_percent / 100
+        next_load = None if value is None else max(0.0, round(value * keep / step) * step)
+        often = "on more than one rep" if settings.deload_after_caves == 2 else \
+            f"on {settings.deload_after_caves} reps or more"
         return {"action": "reduce", "next_load": next_load,
-                "text": "The knees caved badly or on more than one rep: drop about 10% and rebuild clean reps "
-                        "before adding weight."}
+                "text": f"The knees caved badly or {often}: drop about {settings.deload_percent:g}% and rebuild "
+                        "clean reps before adding weight."}
     return {"action": "hold", "next_load": value,
             "text": "The knees wobbled: stay at this load until every rep of every set is clean."}

@@ -47,15 +47,17 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import AfterValidator, Field, model_validator
 
 from . import commands as cmds
 from .outbox import DEFAULT_MAX_EVENTS, Outbox
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,41 +74,78 @@ ROUTES = {
 }
 
 
-@dataclass
-class LinkSettings:
-    """Everything the link needs to know; usually read from the rack's config file by the service."""
+def _topic_prefix(value: str) -> str:
+    """A topic root or discovery prefix: one or more topic levels, nothing a subscriber would read as more."""
+    levels = value.split("/")
+    if not 1 <= len(value) <= 100 or not all(levels) or any(c in value for c in "+#") or \
+            any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"must be 1-100 characters of MQTT topic levels (e.g. 'rackwatch' or 'gym/rackwatch'): no "
+                         f"spaces, control characters, '+' or '#', and no '/' at either end; not {value!r}")
+    return value
 
-    rack: str
-    host: str = "localhost"
-    port: int = 1883
-    topic_root: str = "rackwatch"
+
+def _host(value: str) -> str:
+    if not 1 <= len(value) <= 253 or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"must be the broker's host name or IP address (e.g. 'broker.gym.lan'), not {value!r}")
+    return value
+
+
+def _rack_id(value: str) -> str:
+    if not RACK_ID.fullmatch(value):
+        raise ValueError(f"must be 1-64 letters, digits, '-' or '_' (it becomes an MQTT topic level and the "
+                         f"rack's broker username), not {value!r}")
+    return value
+
+
+TopicPrefix = Annotated[str, AfterValidator(_topic_prefix)]
+RackId = Annotated[str, AfterValidator(_rack_id)]
+
+
+class MqttSettings(Settings):
+    """The ``[mqtt]`` table of the config file: the gym's broker and how the link behaves (docs/mqtt.md)."""
+
+    host: Annotated[str, AfterValidator(_host)] = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_root: TopicPrefix = "rackwatch"
     username: str | None = None
     password: str | None = None
     tls_ca: str | None = None         # CA certificate that signed the broker's certificate: turns TLS on
     tls_cert: str | None = None       # client certificate and key, if the broker wants them
     tls_key: str | None = None
-    keepalive: int = 30
-    state_dir: Path = Path("/var/lib/rackwatch")
-    outbox_max: int = DEFAULT_MAX_EVENTS
-    session_expiry_s: int = 3600      # how long the broker keeps commands for us while we are away
-    reconnect_min_s: int = 1
-    reconnect_max_s: int = 30
-    window: int = 32                  # unacknowledged messages in flight at most
+    keepalive: int = Field(30, ge=5, le=65535)
+    """Seconds between pings while idle (MQTT allows at most 65535)."""
+    outbox_max: int = Field(DEFAULT_MAX_EVENTS, ge=1, le=10_000_000)
+    """Events kept on disk while the broker is away."""
+    session_expiry_s: int = Field(3600, ge=0, le=2**32 - 1)
+    """How long the broker keeps commands for us while we are away (MQTT 5 allows at most 2^32 - 1)."""
+    reconnect_min_s: int = Field(1, ge=1, le=3600)
+    reconnect_max_s: int = Field(30, ge=1, le=3600)
+    window: int = Field(32, ge=1, le=65535)
+    """Unacknowledged messages in flight at most."""
     ha_discovery: bool = True
-    ha_prefix: str = "homeassistant"
+    ha_prefix: TopicPrefix = "homeassistant"
 
-    def __post_init__(self) -> None:
-        if not RACK_ID.fullmatch(self.rack or ""):
-            raise ValueError(f"rack id {self.rack!r} is not usable: use 1-64 letters, digits, '-' or '_' "
-                             "(it becomes an MQTT topic level and the rack's broker username)")
-        if not self.topic_root or any(c in self.topic_root for c in "+#") or self.topic_root.strip("/") != \
-                self.topic_root:
-            raise ValueError(f"topic root {self.topic_root!r} is not usable: no '+', '#' or leading/trailing '/'")
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key (the rack's client certificate and its key), or neither")
         if (self.tls_cert or self.tls_key) and not self.tls_ca:
             raise ValueError("tls_cert/tls_key need tls_ca too (the CA that signed the broker's certificate)")
-        self.state_dir = Path(self.state_dir)
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"needs reconnect_min_s <= reconnect_max_s, not {self.reconnect_min_s} and "
+                             f"{self.reconnect_max_s}")
+        return self
+
+
+class LinkSettings(MqttSettings):
+    """Everything the link needs to know: the ``[mqtt]`` table, the rack's id and its state folder.
+
+    :func:`rackwatch.service.link_settings` is the one place that builds it for a rack from the config file and
+    the command line; tests and benches make their own.
+    """
+
+    rack: RackId
+    state_dir: Path = Field(Path("/var/lib/rackwatch"), strict=False)   # a str is fine too
 
     @property
     def client_id(self) -> str:

@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Iterable, Mapping
 
 from gpiozero import (LED, Button, CompositeOutputDevice, LEDCharDisplay, LEDMultiCharDisplay, OutputDevice,
                       TonalBuzzer)
 from gpiozero.tones import Tone
+from pydantic import Field, field_validator, model_validator
 
 from .events import EXERCISES, UNITS
 from .load import LifterSettings, SettingsStore
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -220,31 +222,46 @@ class PanelControls:
 
 # -- the hardware ------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class PanelPins:
-    """Where each part is wired, as BCM GPIO numbers; docs/panel.md has the wiring table.
+def _not_fitted(value: Any) -> Any:
+    """TOML has no "nothing": ``"none"`` or ``""`` (and ``[]`` for a list of pins) mean a part not fitted."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return None
+    if isinstance(value, list):   # TOML arrays arrive as lists; the settings keep tuples
+        return tuple(value) or None
+    return value
+
+
+GPIO = Annotated[int, Field(ge=0, le=27)]
+"""A BCM GPIO number on the Pi's 40-pin header."""
+
+
+class PanelPins(Settings):
+    """Where each part is wired, as BCM GPIO numbers: the ``[panel.pins]`` table (docs/panel.md has the wiring).
 
     Buttons connect the GPIO to ground (the Pi's internal pull-ups are used). LEDs connect GPIO → resistor →
     LED → ground. The buzzer and the display are optional: set ``buzzer`` to ``None``, or ``segments`` and
-    ``digits`` to ``None``, when they are not fitted.
+    ``digits`` to ``None``, when they are not fitted (``"none"`` in the config file).
 
     ``segments`` are the display's segments a–g in that order, ``dp`` its decimal point, and ``digits`` the
     transistors switching each digit's common cathode, left to right.
     """
 
-    up: int = 5
-    down: int = 6
-    mode: int = 13
-    green: int = 17
-    amber: int = 27
-    red: int = 22
-    status: int = 4
-    buzzer: int | None = 18
-    segments: tuple[int, ...] | None = (23, 24, 25, 12, 16, 20, 21)
-    dp: int | None = 26
-    digits: tuple[int, ...] | None = (19, 10, 9, 11)
+    up: GPIO = 5
+    down: GPIO = 6
+    mode: GPIO = 13
+    green: GPIO = 17
+    amber: GPIO = 27
+    red: GPIO = 22
+    status: GPIO = 4
+    buzzer: GPIO | None = 18
+    segments: tuple[GPIO, ...] | None = (23, 24, 25, 12, 16, 20, 21)
+    dp: GPIO | None = 26
+    digits: tuple[GPIO, ...] | None = (19, 10, 9, 11)
 
-    def __post_init__(self) -> None:
+    _none_means_not_fitted = field_validator("buzzer", "segments", "dp", "digits", mode="before")(_not_fitted)
+
+    @model_validator(mode="after")
+    def _wiring(self) -> PanelPins:
         if self.has_display:
             if len(self.segments) != 7 or len(self.digits) != 4 or self.dp is None:
                 raise ValueError("the display needs 7 segment pins (a-g), a decimal point pin and 4 digit pins")
@@ -252,6 +269,7 @@ class PanelPins:
         repeated = sorted({pin for pin in used if used.count(pin) > 1})
         if repeated:
             raise ValueError(f"GPIO {', '.join(map(str, repeated))} assigned to more than one part")
+        return self
 
     @property
     def has_display(self) -> bool:
@@ -262,70 +280,28 @@ class PanelPins:
         if self.has_display:
             yield from (*self.segments, self.dp, *self.digits)
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> PanelPins:
-        """Pins from a config section, e.g. ``{"up": 5, "buzzer": None, "segments": None}``.
 
-        Keys not given keep their defaults; an unknown key is an error (a typo would otherwise silently leave
-        a part on the wrong pin). Lists become tuples, and the strings ``"none"`` / ``""`` mean not fitted.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = set(mapping) - known
-        if unknown:
-            raise ValueError(f"unknown panel pin setting(s): {', '.join(sorted(unknown))}")
-
-        def value(key: str, raw: Any) -> Any:
-            if isinstance(raw, str) and raw.strip().lower() in ("", "none"):
-                return None
-            try:
-                if isinstance(raw, (list, tuple)):
-                    return tuple(int(pin) for pin in raw) or None  # an empty list: not fitted
-                if isinstance(raw, bool):
-                    raise ValueError
-                return int(raw)
-            except (TypeError, ValueError):
-                raise ValueError(f"panel pin {key} must be a BCM GPIO number (or a list of them), "
-                                 f"not {raw!r}") from None
-        return cls(**{key: value(key, raw) for key, raw in mapping.items()})
+Seconds = Annotated[float, Field(ge=0, le=3600)]
 
 
-@dataclass(frozen=True)
-class PanelTiming:
-    """How the panel reacts over time, in seconds. Tests shorten these; the defaults suit a lifter's thumb."""
+class PanelTiming(Settings):
+    """How the panel reacts over time, in seconds: the ``[panel.timing]`` table. Tests shorten these; the
+    defaults suit a lifter's thumb."""
 
-    hold_delay: float = 0.5          # holding a button this long starts repeating...
-    repeat_every: float = 0.25       # ...one step this often...
-    accelerate_after: float = 2.0    # ...and from this long after the press,
-    fast_steps: int = 4              # ...this many steps at a time
-    bounce_time: float | None = 0.02  # ignore contact chatter shorter than this (None: no debouncing)
-    verdict_time: float = 4.0        # a rep's light stays on this long (or until the next rep)
-    label_time: float = 0.8          # the mode's name stays on the display this long
-    mode_timeout: float | None = 15.0  # back to editing the load after this long without a press
-    identify_time: float = 5.0       # identify() blinks for this long
+    hold_delay: Seconds = 0.5          # holding a button this long starts repeating...
+    repeat_every: Seconds = 0.25       # ...one step this often...
+    accelerate_after: Seconds = 2.0    # ...and from this long after the press,
+    fast_steps: int = Field(4, ge=1, le=100)   # ...this many steps at a time
+    bounce_time: Seconds | None = 0.02  # ignore contact chatter shorter than this (None: no debouncing)
+    verdict_time: Seconds = 4.0        # a rep's light stays on this long (or until the next rep)
+    label_time: Seconds = 0.8          # the mode's name stays on the display this long
+    mode_timeout: Seconds | None = 15.0  # back to editing the load after this long without a press
+    identify_time: Seconds = 5.0       # identify() blinks for this long
 
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> PanelTiming:
-        """Timings from a config section, e.g. ``{"mode_timeout": 30}``; ``"none"`` turns an optional one off."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(mapping) - set(known)
-        if unknown:
-            raise ValueError(f"unknown panel timing setting(s): {', '.join(sorted(unknown))}")
-        values = {}
-        for key, raw in mapping.items():
-            if isinstance(raw, str) and raw.strip().lower() == "none" and key in ("bounce_time", "mode_timeout"):
-                values[key] = None
-                continue
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
-                raise ValueError(f"panel timing {key} must be a number of seconds, 0 or more, not {raw!r}")
-            values[key] = int(raw) if key == "fast_steps" else float(raw)
-        if values.get("fast_steps", 1) < 1:
-            raise ValueError("panel timing fast_steps must be 1 or more")
-        return cls(**values)
+    _none_turns_it_off = field_validator("bounce_time", "mode_timeout", mode="before")(_not_fitted)
 
 
-@dataclass(frozen=True)
-class PanelSettings:
+class PanelSettings(Settings):
     """The ``[panel]`` table of the config file (see docs/panel.md)::
 
         [panel]
@@ -343,22 +319,6 @@ class PanelSettings:
     buzzer: bool = True
     pins: PanelPins = PanelPins()
     timing: PanelTiming = PanelTiming()
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any] | None) -> PanelSettings:
-        """Settings from the parsed ``[panel]`` table (``None`` or empty: the defaults); :exc:`ValueError` says
-        what is wrong."""
-        table = dict(table or {})
-        unknown = set(table) - {"enabled", "buzzer", "pins", "timing"}
-        if unknown:
-            raise ValueError(f"[panel] has no setting(s) {', '.join(sorted(unknown))}; "
-                             "known: enabled, buzzer, pins, timing")
-        for key in ("enabled", "buzzer"):
-            if not isinstance(table.get(key, True), bool):
-                raise ValueError(f"[panel] {key} must be true or false, not {table[key]!r}")
-        return cls(enabled=table.get("enabled", True), buzzer=table.get("buzzer", True),
-                   pins=PanelPins.from_mapping(table.get("pins", {})),
-                   timing=PanelTiming.from_mapping(table.get("timing", {})))
 
 
 class TunePlayer:

@@ -12,8 +12,12 @@ How it works, in the order things happen at the rack:
    ``start_depth``, and ends when the lifter is back within ``end_depth`` of standing. Only then is it judged
    real: deep enough, neither too quick nor too slow, feet planted, torso up (not bending over to pick up a
    plate), the same person throughout, and no long gap in the joints.
-3. **Phases.** Within a finished rep, frames at ≥ 90 % of the rep's greatest depth are the *bottom*; before that
-   is the *descent*, after it the *ascent*.
+3. **Phases.** Within a finished rep, frames at ≥ 90 % (``bottom_share``) of the rep's greatest depth are the
+   *bottom*; before that is the *descent*, after it the *ascent*.
+
+Every threshold is a field of :class:`RepSettings`. The few bare numbers left define a reported figure rather
+than decide whether something counts (the 5 % band of :attr:`Rep.t_bottom`, the 10th-90th percentile spread of
+:meth:`Rep.working_leg`); docs/valgus.md lists them and says why.
 
 Pure code: frames in, :class:`Rep` objects out. No clock, no camera, no I/O.
 """
@@ -28,41 +32,79 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pydantic import Field, model_validator
+
 from . import geometry
 from .events import LEGS
+from .settings import Settings
 
 
 
-@dataclass(frozen=True)
-class RepSettings:
-    start_depth: float = 0.10
+class RepSettings(Settings):
+    """How reps are found: the ``[analysis.reps]`` table of the config file.
+
+    Depths are shares of the standing hip height, lengths are in leg or shank lengths, times in seconds.
+    """
+
+    start_depth: float = Field(0.10, gt=0, lt=1)
     """Sinking this share of standing hip height starts a rep."""
-    end_depth: float = 0.06
+    end_depth: float = Field(0.06, gt=0, lt=1)
     """Back within this share of standing, the rep is over."""
-    min_depth: float = 0.18
+    min_depth: float = Field(0.18, gt=0, lt=1)
     """A rep must reach at least this depth to count."""
-    min_rep_s: float = 0.6
-    max_rep_s: float = 12.0
-    still_s: float = 0.4
+    min_rep_s: float = Field(0.6, gt=0, le=60)
+    max_rep_s: float = Field(12.0, gt=0, le=600)
+    still_s: float = Field(0.4, gt=0, le=10)
     """How long the lifter must hold still to (re)calibrate."""
-    still_tolerance: float = 0.04
+    still_tolerance: float = Field(0.04, gt=0, lt=1)
     """Hip height may wander by this share of itself and still count as still."""
-    upright_ratio: float = 1.55
+    upright_ratio: float = Field(1.55, gt=0, le=10)
     """Standing means hip height ≥ this many shank lengths (a deep squat is near 1)..."""
-    upright_share: float = 0.9
+    upright_share: float = Field(0.9, gt=0, le=1)
     """...and ≥ this share of the tallest hip height seen lately: seen from the front, a shallow squat's shins
     tilt toward the camera and look short, so the shank test alone can take a held bottom for standing."""
-    tallest_decay_per_s: float = 0.01
+    tallest_decay_per_s: float = Field(0.01, ge=0, lt=1)
     """How fast the memory of the tallest hip height fades (1 %/s follows a camera that zooms out)."""
-    max_gap_s: float = 1.0
+    max_height_to_shank: float = Field(2.8, gt=0, le=10)
+    """A standing lifter's hip height is about two shank lengths; far more means the model put a knee on top of
+    its ankle (or took the lifted foot of a single-leg squat for the standing one): a glitch, not a posture."""
+    foot_lift: float = Field(0.35, gt=0, le=5)
+    """A lone ankle this many shank lengths above where the feet stood is a lifted foot, not the floor."""
+    floor_memory_s: float = Field(2.0, ge=0, le=60)
+    """How long where the feet stood is remembered while only one foot is in view (a side view may never show
+    both)."""
+    steady_frames: int = Field(5, ge=1, le=15)
+    """Hip height is the running median of this many frames: one- and two-frame glitches of the model vanish."""
+    max_gap_s: float = Field(1.0, gt=0, le=60)
     """A rep survives missing joints for this long (the model often loses knees at the bottom of a side view)."""
-    max_feet_drift: float = 0.35
+    max_feet_drift: float = Field(0.35, gt=0, le=10)
     """Ankles may slide this many leg lengths during a rep (a walk is far more)."""
-    max_jump: float = 0.5
+    max_jump: float = Field(0.5, gt=0, le=10)
     """A hip jump of this many leg lengths in one frame means the model found someone else."""
-    min_torso_share: float = 0.35
+    min_torso_share: float = Field(0.35, ge=0, lt=1)
     """At the bottom, shoulders stay at least this share of their standing height above the hips."""
-    pre_calibration_s: float = 15.0
+    bottom_share: float = Field(0.9, gt=0, lt=1)
+    """Frames at or beyond this share of a rep's greatest depth are its bottom (for the phases and the torso)."""
+    deepening: float = Field(0.01, ge=0, lt=1)
+    """Sinking more than this share of hip height past the deepest so far is still going down (less is model
+    wobble); the live phase says "bottom" once the lifter has not gone deeper for ``bottom_settle_s``."""
+    bottom_settle_s: float = Field(0.15, ge=0, le=10)
+    pre_calibration_s: float = Field(15.0, ge=0, le=600)
+    """Frames seen before the first calibration are kept this long, to be replayed once it exists."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RepSettings:
+        if not self.end_depth < self.start_depth <= self.min_depth:
+            raise ValueError("needs end_depth < start_depth <= min_depth (a rep starts deeper than it ends, and "
+                             f"must reach its start), not {self.end_depth:g}, {self.start_depth:g}, "
+                             f"{self.min_depth:g}")
+        if not self.min_rep_s < self.max_rep_s:
+            raise ValueError(f"needs min_rep_s < max_rep_s, not {self.min_rep_s:g} and {self.max_rep_s:g}")
+        if not self.upright_ratio < self.max_height_to_shank:
+            raise ValueError("needs upright_ratio < max_height_to_shank (a standing lifter must be taller than "
+                             f"the shortest stance and shorter than a glitch), not {self.upright_ratio:g} and "
+                             f"{self.max_height_to_shank:g}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -196,7 +238,7 @@ class RepTracker:
         self._rep: _Pending | None = None
         self._armed = False  # a rep may only start from standing
         self._last_hip: geometry.Point | None = None
-        self._recent_heights: deque[float] = deque(maxlen=5)
+        self._recent_heights: deque[float] = deque(maxlen=settings.steady_frames)
         self._last_seen_t: float | None = None
         self._still_calibrated = False
         self._tallest = (0.0, 0.0)  # (when, hip height): the tallest the lifter has stood lately
@@ -258,19 +300,20 @@ class RepTracker:
         then be measured down to the lifted foot, as if the lifter had dropped into a deep squat at once. A lone
         ankle well above where the feet have been standing is taken for that lifted foot.
         """
-        height = _hip_height(frame)
+        s = self.settings
+        height = _hip_height(frame, s.max_height_to_shank)
         if height is None:
             return None
         ankles = [leg.ankle[1] for leg in (frame.left, frame.right) if leg is not None]
         lowest = max(ankles)
-        if (len(ankles) == 1 and self._floor is not None and t - self._floor[0] <= FLOOR_MEMORY_S
-                and lowest < self._floor[1] - FOOT_LIFT * _shank(frame)):
+        if (len(ankles) == 1 and self._floor is not None and t - self._floor[0] <= s.floor_memory_s
+                and lowest < self._floor[1] - s.foot_lift * _shank(frame)):
             return None
         self._floor = (t, lowest)
         return height
 
     def _steady(self, height: float | None) -> float | None:
-        """Hip height with one- and two-frame glitches of the model removed (a running median of five)."""
+        """Hip height with one- and two-frame glitches of the model removed (a running median, ``steady_frames``)."""
         if height is None:
             return None
         self._recent_heights.append(height)
@@ -356,7 +399,7 @@ class RepTracker:
                 return []
         rep.samples.append(_sample(t, depth, frame, cal))
         rep.last_seen = t
-        if depth > rep.max_depth + 0.01:   # still going down (a hundredth of hip height, not model wobble)
+        if depth > rep.max_depth + s.deepening:   # still going down, not model wobble
             rep.deepened_at = t
         rep.max_depth = max(rep.max_depth, depth)
         ankles = _ankles(frame)
@@ -364,12 +407,12 @@ class RepTracker:
             drift = max(abs(now - then) for now, then in zip(ankles, rep.ankles_start)) / cal.hip_height
             rep.feet_drift = max(rep.feet_drift, drift)
         torso = _torso_height(frame)
-        if torso is not None and cal.torso_height and depth >= 0.9 * rep.max_depth:
+        if torso is not None and cal.torso_height and depth >= s.bottom_share * rep.max_depth:
             rep.torso_ok = torso >= s.min_torso_share * cal.torso_height
         # The live phase, for the rack's state: it settles at "bottom" once the lifter stops going down.
-        if depth < 0.9 * rep.max_depth:
+        if depth < s.bottom_share * rep.max_depth:
             self.phase = "ascent"
-        elif t - rep.deepened_at >= 0.15:
+        elif t - rep.deepened_at >= s.bottom_settle_s:
             self.phase = "bottom"
         else:
             self.phase = "descent"
@@ -389,7 +432,7 @@ class RepTracker:
         if not real:
             return []
         rep = Rep(t_start=pending.t_start, t_end=t, samples=pending.samples, calibration=self.calibration)
-        rep.phase_of = _phases(rep.samples)
+        rep.phase_of = _phases(rep.samples, s.bottom_share)
         return [rep]
 
     def _abandon(self) -> None:
@@ -412,17 +455,7 @@ class RepTracker:
 # -- helpers (pure functions of one frame or of a calibration) --------------------------------------------------
 
 
-FOOT_LIFT = 0.35
-"""A lone ankle this many shank lengths above where the feet stood is a lifted foot, not the floor."""
-FLOOR_MEMORY_S = 2.0
-"""How long where the feet stood is remembered while only one foot is in view (a side view may never show both)."""
-
-MAX_HEIGHT_TO_SHANK = 2.8
-"""A standing lifter's hip height is about two shank lengths; far more means the model put a knee on top of
-its ankle (or took the lifted foot of a single-leg squat for the standing one): a glitch, not a posture."""
-
-
-def _hip_height(frame: geometry.Frame) -> float | None:
+def _hip_height(frame: geometry.Frame, max_height_to_shank: float) -> float | None:
     """Lower ankle minus hip centre, vertically: the lower ankle is the foot on the floor in a single-leg squat.
 
     ``None`` when the legs are not seen, or seen so implausibly that the number would be a glitch.
@@ -432,7 +465,7 @@ def _hip_height(frame: geometry.Frame) -> float | None:
         return None
     hip_y = frame.hip_center[1] if frame.hip_center is not None else legs[0].hip[1]
     height = max(leg.ankle[1] for leg in legs) - hip_y
-    if height > MAX_HEIGHT_TO_SHANK * max(leg.shank_px for leg in legs):
+    if height > max_height_to_shank * max(leg.shank_px for leg in legs):
         return None
     return height
 
@@ -507,8 +540,8 @@ def _sample(t: float, depth: float, frame: geometry.Frame, cal: Calibration) -> 
     return Sample(t=t, depth=depth, legs=legs, hip_shift=shift)
 
 
-def _phases(samples: list[Sample]) -> list[str]:
+def _phases(samples: list[Sample], bottom_share: float) -> list[str]:
     depths = np.array([s.depth for s in samples])
-    deep = np.flatnonzero(depths >= 0.9 * depths.max())
+    deep = np.flatnonzero(depths >= bottom_share * depths.max())
     first, last = int(deep[0]), int(deep[-1])
     return ["descent" if i < first else "ascent" if i > last else "bottom" for i in range(len(samples))]

@@ -46,18 +46,21 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, TextIO
 from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from . import commands as cmds
 from . import events
 from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import Frame, FrameSource, open_frames
-from .config import ConfigError, settings_from_table
+from .config import ConfigError
 from .host import SystemdNotifier, cpu_temperature, throttled
 from .load import LifterSettings, SettingsStore
-from .mqtt import LinkSettings, RackLink
+from .mqtt import LinkSettings, MqttSettings, RackLink
 from .pose import Interpreter, PoseEstimator, measure_invoke_ms
+from .settings import problems
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +89,15 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port if port is not None else (8883 if tls else 1883), tls
 
 
-def link_settings(rack: str, state_dir: str | Path, table: Mapping[str, Any] | None = None, *,
+def link_settings(rack: str, state_dir: str | Path, mqtt: MqttSettings | None = None, *,
                   broker: str | None = None, username: str | None = None,
                   password: str | None = None) -> LinkSettings:
-    """The link's settings from the config file's ``[mqtt]`` table, overridden by the command line.
+    """The link's one settings object: the config file's ``[mqtt]`` table (already checked when the file was
+    loaded), the rack's id and state folder, and the command line's broker, username and password over them.
 
-    Every key of the table is a :class:`~rackwatch.mqtt.LinkSettings` field (``host``, ``port``, ``username``,
-    ``password``, ``tls_ca`` ...) except ``rack`` and ``state_dir``, which come from ``[rack]`` and the command
-    line; a misspelt key or a value of the wrong type is a :class:`ConfigError`.
+    A value from the command line that the link cannot use is a :class:`ConfigError` naming the flag.
     """
-    values = dict(table or {})
+    values = (mqtt or MqttSettings()).model_dump()
     if broker is not None:
         host, port, tls = parse_broker_url(broker)
         values.update(host=host, port=port)
@@ -103,13 +105,18 @@ def link_settings(rack: str, state_dir: str | Path, table: Mapping[str, Any] | N
             raise ConfigError(f"--broker {broker} asks for TLS: set tls_ca in the [mqtt] table of the config file "
                               "(the CA certificate that signed the broker's certificate).")
         if not tls:
-            for key in ("tls_ca", "tls_cert", "tls_key"):
-                values.pop(key, None)
+            values.update(tls_ca=None, tls_cert=None, tls_key=None)
     if username is not None:
         values["username"] = username
     if password is not None:
         values["password"] = password
-    return settings_from_table(LinkSettings, values, "[mqtt]", fixed={"rack": rack, "state_dir": Path(state_dir)})
+    try:
+        return LinkSettings(**values, rack=rack, state_dir=Path(state_dir))
+    except ValidationError as exc:
+        # The [mqtt] table was checked with the file: what is wrong came from the command line.
+        lines = [line.replace("[mqtt] rack ", "--rack (or [rack] id) ", 1)
+                 for line in problems(exc, LinkSettings, ("mqtt",))]
+        raise ConfigError("\n".join(lines)) from None
 
 
 # -- the camera's frame rate ------------------------------------------------------------------------------------------
@@ -454,16 +461,12 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
     rack = args.rack or config.rack.id
     state_dir = Path(args.state_dir or config.rack.state_dir)
     password = args.password if args.password is not None else os.environ.get("RACKWATCH_MQTT_PASSWORD")
-    settings = link_settings(rack, state_dir, config.extra.get("mqtt"), broker=args.broker,
+    settings = link_settings(rack, state_dir, config.mqtt, broker=args.broker,
                              username=args.username, password=password)
-    panel_table = config.extra.get("panel")
-    panel_settings = None
-    if panel_table is not None or args.virtual_panel:
+    panel_settings = config.panel
+    if panel_settings is None and args.virtual_panel:
         from .panel import PanelSettings
-        try:
-            panel_settings = PanelSettings.from_table(panel_table)
-        except ValueError as exc:
-            raise ConfigError(f"{args.config}: {exc}") from None
+        panel_settings = PanelSettings()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         probe = state_dir / ".rackwatch-write-test"

@@ -7,18 +7,21 @@ A one-euro filter is a low-pass filter whose cut-off rises with speed: a joint t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from pydantic import Field
 
 from .pose import DEFAULT_MIN_SCORE, KP
+from .settings import Settings
 
 
-@dataclass(frozen=True)
-class OneEuroSettings:
-    min_cutoff_hz: float = 1.5
+class OneEuroSettings(Settings):
+    """The filter's settings: the ``[analysis.smoothing]`` table of the config file."""
+
+    min_cutoff_hz: float = Field(1.5, gt=0, le=100)
     """Cut-off when still: lower removes more jitter but adds lag."""
-    beta: float = 0.5
+    beta: float = Field(0.5, ge=0, le=100)
     """How fast the cut-off rises with speed (per unit of speed in body-heights per second)."""
-    derivative_cutoff_hz: float = 1.0
+    derivative_cutoff_hz: float = Field(1.0, gt=0, le=100)
 
 
 def _alpha(cutoff_hz: float, dt: float) -> float:
