@@ -20,12 +20,28 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import numpy as np
+from pydantic import Field
+
+from .settings import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPEEDS = ("max", "realtime")
 CAMERA_SIZE = (320, 240)
 """What the Pi camera delivers unless the ``[camera]`` table says otherwise: see :class:`PiCamera`."""
 CAMERA_FPS = 15.0
+
+
+class CameraSettings(Settings):
+    """The ``[camera]`` table."""
+
+    width: int = Field(CAMERA_SIZE[0], ge=64, le=4096)
+    height: int = Field(CAMERA_SIZE[1], ge=64, le=4096)
+    """The frame size the Pi camera's ISP delivers: scaled in hardware, so it costs the CPU nothing. The model
+    sees 192×192 pixels of the lifter; 320×240 gives it that when the lifter fills at least two thirds of the
+    frame's height. Raise it (e.g. 640×480) for a camera further away: see docs/performance.md."""
+    fps: float = Field(CAMERA_FPS, gt=0, le=120)
+    """The most frames a second to take. At start the model is timed, and the camera is capped lower if the
+    model cannot keep up (about 9 fps on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
 
 
 class SourceError(RuntimeError):

@@ -3,8 +3,8 @@
 The file fills one typed tree, :class:`Config`, and every part of the rack reads its own branch of it::
 
     [rack]                 RackSettings          (here)
-    [model]                ModelSettings         (here)
-    [camera]               CameraSettings        (here)
+    [model]                ModelSettings         (rackwatch.pose)
+    [camera]               CameraSettings        (rackwatch.camera)
     [analysis]             AnalysisSettings      (rackwatch.analysis)
       [analysis.reps]        RepSettings           (rackwatch.reps)
       [analysis.judge]       JudgeSettings         (rackwatch.judge)
@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
-
 from pydantic import Field, ValidationError
 
 from .analysis import AnalysisSettings
-from .camera import CAMERA_FPS, CAMERA_SIZE
+from .camera import CameraSettings
 from .judge import JudgeSettings
 from .mqtt import MqttSettings, RackId
 from .panel import PanelSettings
+from .pose import ModelSettings
 from .reps import RepSettings
 from .settings import Settings, problems
 from .smoothing import OneEuroSettings
@@ -48,30 +47,6 @@ class RackSettings(Settings):
     """One MQTT topic level and the rack's broker username."""
     state_dir: str = Field("/var/lib/rackwatch", min_length=1)
     """Where the outbox and the lifter's settings are kept."""
-
-
-class ModelSettings(Settings):
-    """The ``[model]`` table: which pose model runs, and how."""
-
-    path: str = ""
-    """Empty: $RACKWATCH_MODEL, then the project's models/ folder."""
-    threads: int = Field(0, ge=0, le=64)
-    """0: every core."""
-    runtime: Literal["", "ai_edge_litert", "tflite_runtime"] = ""
-    """Empty: ai_edge_litert if installed, else tflite_runtime."""
-
-
-class CameraSettings(Settings):
-    """The ``[camera]`` table."""
-
-    width: int = Field(CAMERA_SIZE[0], ge=64, le=4096)
-    height: int = Field(CAMERA_SIZE[1], ge=64, le=4096)
-    """The frame size the Pi camera's ISP delivers: scaled in hardware, so it costs the CPU nothing. The model
-    sees 192×192 pixels of the lifter; 320×240 gives it that when the lifter fills at least two thirds of the
-    frame's height. Raise it (e.g. 640×480) for a camera further away: see docs/performance.md."""
-    fps: float = Field(CAMERA_FPS, gt=0, le=120)
-    """The most frames a second to take. At start the model is timed, and the camera is capped lower if the
-    model cannot keep up (about 9 fps on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
 
 
 class Config(Settings):

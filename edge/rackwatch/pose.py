@@ -14,9 +14,12 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 import numpy as np
+from pydantic import Field
+
+from .settings import Settings
 
 KEYPOINT_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -28,6 +31,17 @@ INPUT_SIZE = 192
 
 # A joint scored below this is treated as missing, never as a position (MoveNet's own examples use 0.2-0.3).
 DEFAULT_MIN_SCORE = 0.3
+
+
+class ModelSettings(Settings):
+    """The ``[model]`` table: which pose model runs, and how."""
+
+    path: str = ""
+    """Empty: $RACKWATCH_MODEL, then the project's models/ folder."""
+    threads: int = Field(0, ge=0, le=64)
+    """0: every core."""
+    runtime: Literal["", "ai_edge_litert", "tflite_runtime"] = ""
+    """Empty: ai_edge_litert if installed, else tflite_runtime."""
 
 
 class PoseError(RuntimeError):
