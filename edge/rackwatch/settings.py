@@ -40,30 +40,19 @@ def problems(error: ValidationError, model: type[BaseModel], table: tuple[str, .
     """
     lines = []
     for item in error.errors(include_url=False):
-        loc = tuple(str(part) for part in item["loc"] if not isinstance(part, int))
-        owner, key = _owner(model, loc)
-        where = _table_name(table + (loc[:-1] if key else loc))
-        lines.append(_sentence(item, where, key, owner))
+        # Walk the location down the tree of tables: ("panel", "pins", "up") is the key "up" of [panel.pins];
+        # a location that ends on a table (a table given as a single value, a rule between its settings) has
+        # no key. List positions are left out: the key names the list.
+        owner, tables, key = model, table, None
+        for part in (str(p) for p in item["loc"] if not isinstance(p, int)):
+            field = owner.model_fields.get(part)
+            inner = _settings_class(field.annotation) if field is not None else None
+            if inner is None:
+                key = part
+                break
+            owner, tables = inner, tables + (part,)
+        lines.append(_sentence(item, _table_name(tables), key, owner))
     return lines
-
-
-def _owner(model: type[BaseModel], loc: tuple[str, ...]) -> tuple[type[BaseModel] | None, str | None]:
-    """The settings class holding the last key of ``loc`` (``None`` if ``loc`` leaves the tree), and that key.
-
-    A location that names a table rather than a key (a model validator's complaint) gives a key of ``None``.
-    """
-    current: Any = model
-    for i, part in enumerate(loc):
-        fields = getattr(current, "model_fields", None)
-        if fields is None or part not in fields:
-            return (current if fields is not None else None), part
-        kind = _settings_class(fields[part].annotation)
-        if kind is None or i == len(loc) - 1:
-            if kind is not None:   # the location is a whole table: the model validator of that table spoke
-                return kind, None
-            return current, part
-        current = kind
-    return current, None
 
 
 def _settings_class(annotation: Any) -> type[BaseModel] | None:
@@ -96,9 +85,13 @@ def _sentence(item: dict, where: str, key: str | None, owner: type[BaseModel] | 
         wanted = _KINDS[kind]
         if kind == "finite_number":
             return f"{what} must be {wanted} (nan and inf are not settings), not {value}."
+        if kind != "string_type" and field is not None and type(None) in getattr(field.annotation, "__args__", ()):
+            wanted += ' or "none"'   # TOML has no null: "none" stands for it (a part not fitted, a timer off)
         return f"{what} must be {wanted}, not {value}.{_range_hint(field)}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{what} must be {_range(field) or item['msg'].lower()}, not {value}."
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return f"{what} must not be empty."
     if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
         return f"{what} {value} is the wrong length: {item['msg'].lower()}."
     if kind == "literal_error":
