@@ -24,15 +24,15 @@ def payload(**fields) -> bytes:
 
 def test_each_command_parses_into_its_typed_form():
     assert parse_command("rackwatch/rack01/cmd/load", payload(id="c1", value=102.5, units="kg")) == \
-        SetLoad("c1", value=102.5, units="kg")
-    assert parse_command("load", payload(id="c2", value=None, units="lb")) == SetLoad("c2", value=None, units="lb")
-    assert parse_command("one_rm", payload(id="c3", value=315, units="lb")) == SetOneRepMax("c3", 315.0, "lb")
-    assert parse_command("units", payload(id="c4", units="lb")) == SetUnits("c4", units="lb")
+        SetLoad(id="c1", value=102.5, units="kg")
+    assert parse_command("load", payload(id="c2", value=None, units="lb")) == SetLoad(id="c2", value=None, units="lb")
+    assert parse_command("one_rm", payload(id="c3", value=315, units="lb")) == SetOneRepMax(id="c3", value=315.0, units="lb")
+    assert parse_command("units", payload(id="c4", units="lb")) == SetUnits(id="c4", units="lb")
     assert parse_command("exercise", payload(id="c5", exercise="single-leg", working_leg="left")) == \
-        SetExercise("c5", exercise="single-leg", working_leg="left")
-    assert parse_command("exercise", payload(id="c6", exercise="squat")) == SetExercise("c6", "squat", None)
-    assert parse_command("identify", payload(id="c7")) == Identify("c7", seconds=10)
-    assert parse_command("identify", payload(id="c8", seconds=30)) == Identify("c8", seconds=30)
+        SetExercise(id="c5", exercise="single-leg", working_leg="left")
+    assert parse_command("exercise", payload(id="c6", exercise="squat")) == SetExercise(id="c6", exercise="squat")
+    assert parse_command("identify", payload(id="c7")) == Identify(id="c7", seconds=10)
+    assert parse_command("identify", payload(id="c8", seconds=30)) == Identify(id="c8", seconds=30)
     assert parse_command("load", payload(id="c9", value=0, units="kg")).value == 0.0   # an empty bar
     assert parse_command("load", payload(id="c10", value=2200, units="lb")).value == 2200.0
 
@@ -186,13 +186,13 @@ def test_hostile_commands_over_mqtt_get_rejected_replies_and_the_link_carries_on
             else:
                 assert reply["status"] == "rejected" and reason in reply["reason"]
         assert replies[-1] == replies[-2]                  # the repeat is answered with the same reply...
-        assert rack.applied == [SetLoad("ok1", 100.0, "kg")]   # ...but carried out once
+        assert rack.applied == [SetLoad(id="ok1", value=100.0, units="kg")]   # ...but carried out once
         assert link.connected
 
         # A command published with the retain flag is carried out once, and not again when the rack reconnects.
         staff.client.publish("rackwatch/rack01/cmd/units", payload(id="r1", units="lb"), qos=1, retain=True)
         sub.wait_for(lambda s: any(e["command_id"] == "r1" for e in s.events()), what="reply to a retained command")
-        assert rack.applied[-1] == SetUnits("r1", "lb")
+        assert rack.applied[-1] == SetUnits(id="r1", units="lb")
         link.close()
         link = RackLink(LinkSettings(rack="rack01", host=broker.host, port=broker.port,
                                      state_dir=tmp_path / "state", ha_discovery=False), on_command=rack).start()
@@ -207,7 +207,7 @@ def test_hostile_commands_over_mqtt_get_rejected_replies_and_the_link_carries_on
         link = RackLink(LinkSettings(rack="rack01", host=broker.host, port=broker.port,
                                      state_dir=tmp_path / "state", ha_discovery=False), on_command=rack).start()
         sub.wait_for(lambda s: any(e["command_id"] == "while-away" for e in s.events()), what="the queued command")
-        assert rack.applied[-1] == SetUnits("while-away", "kg")
+        assert rack.applied[-1] == SetUnits(id="while-away", units="kg")
         staff.client.publish("rackwatch/rack01/cmd/units", b"", qos=1, retain=True)   # clear it again
     finally:
         sub.close()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import events, geometry
+from . import geometry
+from .events import Event, RepEvent, StateEvent
 from .judge import JudgeSettings, SetJudge
 from .load import LifterSettings
 from .pose import DEFAULT_MIN_SCORE, Pose
@@ -31,7 +32,7 @@ class AnalysisSettings:
 
 
 class LiftAnalyzer:
-    """Feed it poses; it hands back rep and set events as they happen."""
+    """Feed it poses; it hands back typed rep and set events as they happen."""
 
     def __init__(self, rack: str | None = None, lifter: LifterSettings = LifterSettings(),
                  settings: AnalysisSettings = AnalysisSettings()):
@@ -59,9 +60,9 @@ class LiftAnalyzer:
     def reps_in_set(self) -> int:
         return len(self._set.reps) if self._set else 0
 
-    def update(self, t: float, pose: Pose, frame_height: float) -> list[dict]:
+    def update(self, t: float, pose: Pose, frame_height: float) -> list[Event]:
         """Events (rep, and set when one ends) caused by the pose seen at time ``t``."""
-        out: list[dict] = []
+        out: list[Event] = []
         if self._set and self._last_rep_t is not None and t - self._last_rep_t > self.settings.set_rest_s:
             out += self.end_set()
         # Plain floats from here on: on 17 joints they are several times faster than NumPy.
@@ -71,30 +72,30 @@ class LiftAnalyzer:
             out.append(self._judge(rep))
         return out
 
-    def change(self, lifter: LifterSettings) -> list[dict]:
+    def change(self, lifter: LifterSettings) -> list[Event]:
         """The lifter entered a new load, one-rep max or exercise: the set so far ends, the next one uses these."""
         out = self.end_set()
         self.lifter = lifter
         return out
 
-    def finish(self) -> list[dict]:
+    def finish(self) -> list[Event]:
         """The recording ended: judge what the tracker can still tell, and close the set."""
         out = [self._judge(rep) for rep in self.tracker.finish()]
         return out + self.end_set()
 
-    def end_set(self) -> list[dict]:
+    def end_set(self) -> list[Event]:
         summary = self._set.summary() if self._set else None
         self._set = None
         self._last_rep_t = None
         return [summary] if summary else []
 
-    def state(self) -> dict:
+    def state(self) -> StateEvent:
         """The rack's current state event."""
-        return events.state_event(self.rack, phase=self.phase, lifter_seen=self.lifter_seen,
-                                  load=self.lifter.load_info(), exercise=self.lifter.exercise, set_id=self.set_id,
-                                  reps_in_set=self.reps_in_set)
+        return StateEvent(rack=self.rack, phase=self.phase, lifter_seen=self.lifter_seen,
+                          load=self.lifter.load_info(), exercise=self.lifter.exercise, set_id=self.set_id,
+                          reps_in_set=self.reps_in_set)
 
-    def _judge(self, rep) -> dict:
+    def _judge(self, rep) -> RepEvent:
         if self._set is None:
             self._set = SetJudge(self.rack, self.lifter, self.settings.judge)
         self._last_rep_t = rep.t_end

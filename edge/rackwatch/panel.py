@@ -37,7 +37,7 @@ from gpiozero import (LED, Button, CompositeOutputDevice, LEDCharDisplay, LEDMul
                       TonalBuzzer)
 from gpiozero.tones import Tone
 
-from .events import EXERCISES, UNITS
+from .events import EXERCISES, UNITS, RepEvent
 from .load import LifterSettings, SettingsStore
 
 log = logging.getLogger(__name__)
@@ -534,9 +534,9 @@ class RackPanel:
 
     # -- what the service calls ----------------------------------------------------------------------------
 
-    def show_rep(self, rep_event: Mapping[str, Any]) -> Feedback:
+    def show_rep(self, rep_event: RepEvent) -> Feedback:
         """Light the verdict's light for a few seconds and play its tune; returns the feedback given."""
-        feedback = feedback_for(rep_event.get("verdict"))
+        feedback = feedback_for(rep_event.verdict)
         for name, light in self.lights.items():
             if name == feedback.light:
                 # One long blink: on for verdict_time, then off by itself, in gpiozero's background thread.
