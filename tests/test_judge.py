@@ -112,3 +112,16 @@ def test_single_leg_judges_the_leg_the_lifter_entered(moderate_rep):
     event = SetJudge(rack=None, lifter=LifterSettings(exercise="single-leg", working_leg="right")).judge(moderate_rep)
     assert event.working_leg == "right"
     assert event.valgus.left is None and event.valgus.right.severity == "moderate"
+
+
+def test_the_judge_keeps_full_precision_and_only_the_wire_is_rounded(moderate_rep):
+    judge = SetJudge(rack=None, lifter=LifterSettings(load=60, units="lb", one_rm=100))
+    for _ in range(3):
+        event = judge.judge(moderate_rep)
+    leg = event.valgus.left
+    wire = event.to_wire()
+    assert wire["valgus"]["left"]["cave"] == round(leg.cave, 3) != leg.cave   # the typed value is not rounded
+    assert wire["depth"] == round(event.depth, 3) and wire["t_bottom"] == round(event.t_bottom, 3)
+    summary = judge.summary()
+    assert summary.reps == 3 and summary.worst_rep == 1   # the same cave three times: the first is the worst
+    assert summary.to_wire()["load"]["percent_1rm"] == 60.0
