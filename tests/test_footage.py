@@ -107,3 +107,35 @@ def test_synthetic_cave_on_real_clean_reps_is_caught(analysed, shift, expected):
         cave = max(after.valgus.leg(leg).cave for leg in ("left", "right"))
         assert after.severity == grade(cave, JudgeSettings())
     assert all(r.severity == expected for r in caved)
+
+
+def _replay_with_changes(poses, change_times):
+    """Replay real poses, the lifter's load changing (100 / 102.5 kg alternately) at each of ``change_times``."""
+    analyzer = LiftAnalyzer(lifter=LifterSettings(load=100, one_rm=140))
+    pending, out = sorted(change_times), []
+    for t, pose, height in poses:
+        while pending and pending[0] <= t:
+            pending.pop(0)
+            load = 102.5 if analyzer.lifter.load == 100 else 100
+            out += analyzer.change(LifterSettings(load=load, one_rm=140))
+        out += analyzer.update(t, pose, height)
+    return out + analyzer.finish()
+
+
+def test_a_burst_of_load_changes_ends_the_set_once_not_at_every_change(analysed):
+    clip = next(c for c in USABLE if c["clip"] == "kratika/squat_front_bodyweight.mp4")
+    result, poses = analysed(clip)
+    bottoms = [r.t_bottom for r in result.reps]
+    assert len(bottoms) == 9
+    # A change a second from just after the third rep to the end (a flood of commands, a dashboard slider):
+    # the set so far ends once, and the rest of the reps stay together in the set the burst began.
+    start = result.reps[2].t_end + 0.1
+    flood = [start + k for k in range(int(poses[-1][0] - start) + 1)]
+    sets = [e for e in _replay_with_changes(poses, flood) if e.type == "set"]
+    assert [s.reps for s in sets] == [3, 6]
+    assert sum(s.reps for s in sets) == len(bottoms)
+    # Changes further apart than a burst still end the set each time (between reps 3|4 and 6|7).
+    apart = [result.reps[2].t_end + 0.1, result.reps[5].t_end + 0.1]
+    assert apart[1] - apart[0] > 5
+    sets = [e for e in _replay_with_changes(poses, apart) if e.type == "set"]
+    assert [s.reps for s in sets] == [3, 3, 3]

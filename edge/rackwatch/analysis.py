@@ -5,7 +5,9 @@ where a set ends. It does no I/O and knows nothing of cameras or MQTT, so ``rack
 and ``rackwatch run`` on a live rack produce the same events from the same poses.
 
 A set ends when the lifter has been gone (or standing without a rep) for ``set_rest_s``, when the load or the
-exercise changes, or when the recording ends.
+exercise changes, or when the recording ends. Changes that follow each other within :data:`CHANGE_BURST_S`
+(a burst: the panel's button pressed several times, a dashboard slider, a flood of commands) end the set once:
+the set their first change started carries on with the newest settings, instead of being split at every change.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from .load import LifterSettings
 from .pose import DEFAULT_MIN_SCORE, Pose
 from .reps import RepSettings, RepTracker
 from .smoothing import OneEuroSettings, PoseSmoother
+
+
+#: Seconds (of the analysis' clock, the frame times) within which one change of the lifter's settings follows
+#: another as part of the same burst; see the module docstring.
+CHANGE_BURST_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class LiftAnalyzer:
         self.tracker = RepTracker(settings.reps)
         self._set: SetJudge | None = None
         self._last_rep_t: float | None = None
+        self._t: float | None = None               # the time of the newest frame seen
+        self._last_change_t: float | None = None   # the frame time of the latest change of settings
 
     @property
     def phase(self) -> str:
@@ -63,6 +72,7 @@ class LiftAnalyzer:
     def update(self, t: float, pose: Pose, frame_height: float) -> list[Event]:
         """Events (rep, and set when one ends) caused by the pose seen at time ``t``."""
         out: list[Event] = []
+        self._t = t
         if self._set and self._last_rep_t is not None and t - self._last_rep_t > self.settings.set_rest_s:
             out += self.end_set()
         # Plain floats from here on: on 17 joints they are several times faster than NumPy.
@@ -73,10 +83,19 @@ class LiftAnalyzer:
         return out
 
     def change(self, lifter: LifterSettings) -> list[Event]:
-        """The lifter entered a new load, one-rep max or exercise: the set so far ends, the next one uses these."""
-        out = self.end_set()
+        """The lifter entered a new load, one-rep max or exercise: the set so far ends, the next one uses these.
+
+        A change within :data:`CHANGE_BURST_S` of the previous one belongs to the same burst: the set that burst
+        began (if a rep came since) is not ended again, it carries on with these settings.
+        """
+        in_burst = (self._t is not None and self._last_change_t is not None
+                    and self._t - self._last_change_t < CHANGE_BURST_S)
+        self._last_change_t = self._t
         self.lifter = lifter
-        return out
+        if in_burst and self._set is not None:
+            self._set.lifter = lifter
+            return []
+        return self.end_set()
 
     def finish(self) -> list[Event]:
         """The recording ended: judge what the tracker can still tell, and close the set."""

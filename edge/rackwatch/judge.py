@@ -115,7 +115,8 @@ class SetJudge:
     """Judges the reps of one set as they come, and sums the set up at the end.
 
     Make a new one for every set: the lifter's settings (load, one-rep max, exercise, and the working leg of a
-    single-leg squat when they entered it) belong to the set, and so does the memory of which leg caved.
+    single-leg squat when they entered it) belong to the set, and so does the memory of which leg caved. (Only a
+    burst of changes updates ``lifter`` of the set under way; see :mod:`rackwatch.analysis`.)
     """
 
     rack: str | None
