@@ -174,6 +174,29 @@ def test_fuzz_the_parser_and_the_published_schema_agree(name, fields):
     assert parser_ok == schema_ok, f"{name} {fields}"
 
 
+#: The fields each command may carry, for payloads that are nearly right (a valid id, no stray field), where
+#: the parser and the schema must agree on every value.
+OWN_FIELDS = {"load": ("value", "units"), "one_rm": ("value", "units"), "units": ("units",),
+              "exercise": ("exercise", "working_leg"), "identify": ("seconds",)}
+
+
+@settings(max_examples=800, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(OWN_FIELDS)))
+def test_fuzz_nearly_valid_commands_the_parser_and_the_schema_agree_on_every_value(data, name):
+    own = {key: likely_fields[key] for key in OWN_FIELDS[name]}
+    fields = {"id": data.draw(st.sampled_from(["c1", "x" * 64, "a.b:c-d_e"]))} | data.draw(
+        st.fixed_dictionaries({}, optional=own))
+    raw = json.dumps(fields).encode()
+    schema_ok = contract.validator("command").evolve(
+        schema={"$ref": f"{contract.BASE_URI}command.schema.json#/$defs/{name}"}).is_valid(fields)
+    try:
+        parse_command(name, raw)
+        parser_ok = True
+    except CommandRejected:
+        parser_ok = False
+    assert parser_ok == schema_ok, f"{name} {fields}"
+
+
 # -- the rack's memory of commands ----------------------------------------------------------------------------------
 
 class Clock:

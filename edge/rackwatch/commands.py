@@ -176,7 +176,7 @@ class Identify(Command):
 
     model_config = ConfigDict(title="identify")
     name: ClassVar[str] = "identify"
-    seconds: Annotated[int, BeforeValidator(_json_number), Field(ge=1, le=IDENTIFY_MAX_S)] = IDENTIFY_DEFAULT_S
+    seconds: Annotated[int, BeforeValidator(_json_number)] = Field(default=IDENTIFY_DEFAULT_S, ge=1, le=IDENTIFY_MAX_S)
 
 
 COMMANDS: dict[str, type[Command]] = {c.name: c for c in (SetLoad, SetOneRepMax, SetUnits, SetExercise, Identify)}
