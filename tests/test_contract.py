@@ -55,6 +55,30 @@ def test_the_committed_schemas_are_what_the_types_generate():
     assert done.returncode == 0, done.stderr
 
 
+KEYWORDS = {"$schema", "$id", "$ref", "$defs", "title", "description", "default", "type", "enum", "const",
+            "properties", "required", "additionalProperties", "items", "anyOf", "oneOf", "allOf", "not", "if", "then",
+            "else", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+            "pattern", "format"}
+
+
+@pytest.mark.parametrize("name", contract.SCHEMAS)
+def test_the_generated_schemas_use_only_keywords_json_schema_knows(name):
+    """A constraint pydantic writes in its own words (``ge``, ``le``) would be silently ignored by validators."""
+    def walk(node, where):
+        if isinstance(node, list):
+            for item in node:
+                walk(item, where)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                assert key in KEYWORDS, f"{name}: unknown keyword {key!r} at {where}"
+                if key in ("properties", "$defs"):
+                    for child, schema in value.items():
+                        walk(schema, f"{where}/{key}/{child}")
+                elif key not in ("enum", "const", "default", "required"):
+                    walk(value, f"{where}/{key}")
+    walk(contract.load_schema(name), "#")
+
+
 def test_the_check_notices_a_schema_edited_by_hand(tmp_path, monkeypatch):
     for path in contract.FOLDER.glob("*.schema.json"):
         (tmp_path / path.name).write_text(path.read_text())
