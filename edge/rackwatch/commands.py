@@ -40,7 +40,8 @@ import time
 from collections import OrderedDict
 from typing import Annotated, Any, Callable, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError,
+                      model_validator)
 
 from .events import Exercise, Leg, ReplyEvent, Units
 from .load import MAX_LOAD
@@ -76,7 +77,8 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-CommandId = Annotated[str, Strict(), Field(pattern=ID_PATTERN, description="Chosen by the sender, echoed in the reply.")]
+CommandId = Annotated[str, Strict(),
+                      Field(pattern=ID_PATTERN, description="Chosen by the sender, echoed in the reply.")]
 #: A load in the command's units, or ``None`` to clear it. Strict: ``true`` and ``"100"`` are not numbers; any
 #: integer is accepted, and one too big for a float is refused like infinity.
 LoadValue = Annotated[float | None, Strict()]
@@ -131,7 +133,7 @@ class _LoadCommand(Command):
 class SetLoad(_LoadCommand):
     """The load on the bar (``None``: no load entered). 0-1000 kg or 0-2200 lb."""
 
-    model_config = ConfigDict(title="load", json_schema_extra=_load_range(exclusive_low=False))
+    model_config = ConfigDict(json_schema_extra=_load_range(exclusive_low=False))
     name: ClassVar[str] = "load"
 
 
@@ -139,7 +141,7 @@ class SetOneRepMax(_LoadCommand):
     """The lifter's one-rep max, used to judge each rep relative to the load (``None``: unknown). Above 0, at most
     1000 kg or 2200 lb."""
 
-    model_config = ConfigDict(title="one_rm", json_schema_extra=_load_range(exclusive_low=True))
+    model_config = ConfigDict(json_schema_extra=_load_range(exclusive_low=True))
     name: ClassVar[str] = "one_rm"
     what: ClassVar[str] = "one-rep max"
     allow_zero: ClassVar[bool] = False
@@ -148,7 +150,6 @@ class SetOneRepMax(_LoadCommand):
 class SetUnits(Command):
     """Units shown on the panel and used in events."""
 
-    model_config = ConfigDict(title="units")
     name: ClassVar[str] = "units"
     units: Units
 
@@ -157,7 +158,7 @@ class SetExercise(Command):
     """Squat on both legs, or single-leg squat (optionally saying which leg works); working_leg only with
     single-leg."""
 
-    model_config = ConfigDict(title="exercise", json_schema_extra={
+    model_config = ConfigDict(json_schema_extra={
         "if": {"properties": {"exercise": {"const": "squat"}}}, "then": {"not": {"required": ["working_leg"]}}})
     name: ClassVar[str] = "exercise"
     exercise: Exercise
@@ -174,7 +175,6 @@ class SetExercise(Command):
 class Identify(Command):
     """Blink the rack's panel for ``seconds`` so staff can find it (default 10 s)."""
 
-    model_config = ConfigDict(title="identify")
     name: ClassVar[str] = "identify"
     seconds: Annotated[int, BeforeValidator(_json_number)] = Field(default=IDENTIFY_DEFAULT_S, ge=1, le=IDENTIFY_MAX_S)
 
