@@ -271,42 +271,42 @@ class Subscriber:
         self.client.loop_stop()
 
 
-# -- sample events (built with the real builders) ------------------------------------------------------------------
+# -- sample events (built with the real types) --------------------------------------------------------------------
 
-def sample_rep(rack: str | None, rep: int = 1, *, set_id: str = "set-1", load: bool = True) -> dict:
-    from rackwatch import events
+def sample_rep(rack: str | None, rep: int = 1, *, set_id: str = "set-1", load: bool = True):
+    from rackwatch.events import LegValgus, RepEvent, Valgus, load_info
 
-    return events.rep_event(
-        rack, set_id=set_id, rep=rep, exercise="squat", working_leg="both",
+    return RepEvent(
+        rack=rack, set_id=set_id, rep=rep, exercise="squat", working_leg="both",
         t_start=10.0 + rep * 3, t_bottom=11.2 + rep * 3, t_end=12.6 + rep * 3,
-        load=events.load_info(100.0, "kg", 140.0) if load else None,
-        valgus={"left": events.leg_valgus(severity="none", measured="none", cave=-0.02, peak_phase="ascent",
-                                          t_peak=12.0 + rep * 3, fppa_change_deg=-4.1, medial_shift=-0.01),
-                "right": events.leg_valgus(severity="minor", measured="moderate", cave=0.075, peak_phase="bottom",
-                                           t_peak=11.3 + rep * 3, fppa_change_deg=9.8, medial_shift=0.04)},
+        load=load_info(100.0, "kg", 140.0) if load else None,
+        valgus=Valgus(left=LegValgus(severity="none", measured="none", cave=-0.02, peak_phase="ascent",
+                                     t_peak=12.0 + rep * 3, fppa_change_deg=-4.1, medial_shift=-0.01),
+                      right=LegValgus(severity="minor", measured="moderate", cave=0.075, peak_phase="bottom",
+                                      t_peak=11.3 + rep * 3, fppa_change_deg=9.8, medial_shift=0.04)),
         severity="minor", verdict="note", depth=0.42, descent_s=1.2, ascent_s=1.4, ascent_speed=0.61,
         stance_ratio=1.3, hip_shift=None)
 
 
-def sample_set(rack: str | None) -> dict:
-    from rackwatch import events
+def sample_set(rack: str | None):
+    from rackwatch.events import Advice, SetEvent, load_info
 
-    return events.set_event(
-        rack, set_id="set-1", exercise="squat", load=events.load_info(100.0, "kg", 140.0), reps=5, clean_reps=4,
+    return SetEvent(
+        rack=rack, set_id="set-1", exercise="squat", load=load_info(100.0, "kg", 140.0), reps=5, clean_reps=4,
         worst_rep=5, cave_onset_rep=5, weaker_side="right", velocity_loss_pct=18.25,
         remarks=["right knee moved in on the last rep"], cues=["push the knees out over the toes"],
-        advice={"action": "hold", "next_load": 100.0, "text": "stay at 100 kg until every rep is clean"})
+        advice=Advice(action="hold", next_load=100.0, text="stay at 100 kg until every rep is clean"))
 
 
-def sample_state(rack: str | None, reps_in_set: int = 0) -> dict:
-    from rackwatch import events
+def sample_state(rack: str | None, reps_in_set: int = 0):
+    from rackwatch.events import StateEvent, load_info
 
-    return events.state_event(rack, phase="standing", lifter_seen=True, load=events.load_info(100.0, "kg", None),
-                              exercise="squat", set_id="set-1", reps_in_set=reps_in_set)
+    return StateEvent(rack=rack, phase="standing", lifter_seen=True, load=load_info(100.0, "kg", None),
+                      exercise="squat", set_id="set-1", reps_in_set=reps_in_set)
 
 
-def sample_health(rack: str | None, outbox_depth: int = 0) -> dict:
-    from rackwatch import events
+def sample_health(rack: str | None, outbox_depth: int = 0):
+    from rackwatch.events import HealthEvent
 
-    return events.health_event(rack, fps=14.87, inference_ms=41.3, dropped_frames=3, cpu_temp_c=61.2,
-                               throttled=False, outbox_depth=outbox_depth)
+    return HealthEvent(rack=rack, fps=14.87, inference_ms=41.3, dropped_frames=3, cpu_temp_c=61.2,
+                       throttled=False, outbox_depth=outbox_depth)

@@ -110,13 +110,19 @@ def test_bad_load_is_refused():
 
 
 def test_eval_scoring_of_one_clip():
+    from mqtt_broker import sample_rep
     from rackwatch.evaluation import score_clip, totals
+    from rackwatch.events import LegValgus, Valgus
 
     label = {"clip": "x.mp4", "view": "front", "exercise": "squat", "fps": 10.0,
              "reps": [{"bottom": 20, "valgus_left": "clear", "valgus_right": "none"},
                       {"bottom": 60, "valgus_left": "none", "valgus_right": "slight"}]}
-    found = [{"t_bottom": 2.3, "valgus": {"left": {"severity": "moderate"}, "right": {"severity": "minor"}}},
-             {"t_bottom": 9.0, "valgus": {"left": {"severity": "severe"}, "right": None}}]
+    def rep(t_bottom, left, right):
+        return sample_rep(None).model_copy(update={"t_bottom": t_bottom, "valgus": Valgus(
+            left=left and LegValgus(severity=left, measured=left, cave=0.1, peak_phase="bottom", t_peak=t_bottom),
+            right=right and LegValgus(severity=right, measured=right, cave=0.1, peak_phase="bottom", t_peak=t_bottom))})
+
+    found = [rep(2.3, "moderate", "minor"), rep(9.0, "severe", None)]
     score = score_clip(label, found)
     assert score.reps_matched == 1 and score.count_exact  # two found for two labelled, one of them too late
     assert (score.cave["left"].tp, score.cave["right"].tn) == (1, 1)

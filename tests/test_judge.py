@@ -40,30 +40,30 @@ def test_grades_follow_the_thresholds():
 
 def test_clean_rep_is_clean():
     event = SetJudge(rack=None).judge(one_rep())
-    assert event["verdict"] == "clean"
-    assert event["valgus"]["left"]["severity"] == "none"
-    assert event["valgus"]["right"]["severity"] == "none"
+    assert event.verdict == "clean"
+    assert event.valgus.left.severity == "none"
+    assert event.valgus.right.severity == "none"
 
 
 def test_cave_without_a_load_is_judged_as_measured(moderate_rep):
     event = SetJudge(rack=None).judge(moderate_rep)
-    assert event["valgus"]["left"]["severity"] == "moderate"
-    assert event["verdict"] == "cave"
-    assert event["valgus"]["left"]["peak_phase"] in ("descent", "bottom", "ascent")
+    assert event.valgus.left.severity == "moderate"
+    assert event.verdict == "cave"
+    assert event.valgus.left.peak_phase in ("descent", "bottom", "ascent")
 
 
 def test_same_cave_near_max_is_a_note_not_a_fault(moderate_rep):
     event = SetJudge(rack=None, lifter=LifterSettings(load=95, units="kg", one_rm=100)).judge(moderate_rep)
-    assert event["severity"] == "minor"
-    assert event["verdict"] == "note"
+    assert event.severity == "minor"
+    assert event.verdict == "note"
 
 
 def test_repeated_cave_at_working_load_is_judged_harsher(moderate_rep):
     judge = SetJudge(rack=None, lifter=LifterSettings(load=80, units="kg", one_rm=100))
     first = judge.judge(moderate_rep)
     second = judge.judge(moderate_rep)
-    assert first["severity"] == "moderate"
-    assert second["severity"] == "severe"
+    assert first.severity == "moderate"
+    assert second.severity == "severe"
 
 
 def test_set_summary_clean_set_advises_adding_weight():
@@ -71,10 +71,10 @@ def test_set_summary_clean_set_advises_adding_weight():
     for _ in range(3):
         judge.judge(one_rep())
     summary = judge.summary()
-    assert summary["reps"] == 3 and summary["clean_reps"] == 3
-    assert summary["advice"]["action"] == "add"
-    assert summary["advice"]["next_load"] == 102.5
-    assert summary["cave_onset_rep"] is None
+    assert summary.reps == 3 and summary.clean_reps == 3
+    assert summary.advice.action == "add"
+    assert summary.advice.next_load == 102.5
+    assert summary.cave_onset_rep is None
 
 
 def test_set_summary_finds_onset_weaker_side_and_reduces(moderate_rep):
@@ -84,18 +84,18 @@ def test_set_summary_finds_onset_weaker_side_and_reduces(moderate_rep):
     for _ in range(2):
         judge.judge(moderate_rep)
     summary = judge.summary()
-    assert summary["clean_reps"] == 3
-    assert summary["cave_onset_rep"] == 4
-    assert summary["advice"]["action"] == "reduce"
-    assert summary["advice"]["next_load"] == pytest.approx(55)  # about 10 % less, in 5 lb steps
-    assert any("rep 4" in remark for remark in summary["remarks"])
+    assert summary.clean_reps == 3
+    assert summary.cave_onset_rep == 4
+    assert summary.advice.action == "reduce"
+    assert summary.advice.next_load == pytest.approx(55)  # about 10 % less, in 5 lb steps
+    assert any("rep 4" in remark for remark in summary.remarks)
 
 
 def test_single_leg_judges_only_the_working_leg(moderate_rep):
     event = SetJudge(rack=None, lifter=LifterSettings(exercise="single-leg")).judge(moderate_rep)
-    judged = [leg for leg, v in event["valgus"].items() if v is not None]
+    judged = [leg for leg in ("left", "right") if event.valgus.leg(leg) is not None]
     assert len(judged) == 1
-    assert event["working_leg"] == judged[0]
+    assert event.working_leg == judged[0]
 
 
 def test_side_view_is_not_judged():
@@ -103,12 +103,25 @@ def test_side_view_is_not_judged():
     rep = one_rep()
     narrow = JudgeSettings(min_view_width=10.0)
     event = SetJudge(rack=None, settings=narrow).judge(rep)
-    assert event["verdict"] == "unjudged"
-    assert event["valgus"] == {"left": None, "right": None}
-    assert "side" in event["unjudged_reason"]
+    assert event.verdict == "unjudged"
+    assert event.valgus.judged() == []
+    assert "side" in event.unjudged_reason
 
 
 def test_single_leg_judges_the_leg_the_lifter_entered(moderate_rep):
     event = SetJudge(rack=None, lifter=LifterSettings(exercise="single-leg", working_leg="right")).judge(moderate_rep)
-    assert event["working_leg"] == "right"
-    assert event["valgus"]["left"] is None and event["valgus"]["right"]["severity"] == "moderate"
+    assert event.working_leg == "right"
+    assert event.valgus.left is None and event.valgus.right.severity == "moderate"
+
+
+def test_the_judge_keeps_full_precision_and_only_the_wire_is_rounded(moderate_rep):
+    judge = SetJudge(rack=None, lifter=LifterSettings(load=60, units="lb", one_rm=100))
+    for _ in range(3):
+        event = judge.judge(moderate_rep)
+    leg = event.valgus.left
+    wire = event.to_wire()
+    assert wire["valgus"]["left"]["cave"] == round(leg.cave, 3) != leg.cave   # the typed value is not rounded
+    assert wire["depth"] == round(event.depth, 3) and wire["t_bottom"] == round(event.t_bottom, 3)
+    summary = judge.summary()
+    assert summary.reps == 3 and summary.worst_rep == 1   # the same cave three times: the first is the worst
+    assert summary.to_wire()["load"]["percent_1rm"] == 60.0

@@ -84,7 +84,7 @@ def test_any_valid_settings_convert_to_valid_settings_on_the_plate_steps(units, 
 
 
 def test_load_info_is_the_event_load_object():
-    assert LifterSettings(load=100, one_rm=125).load_info() == {
+    assert LifterSettings(load=100, one_rm=125).load_info().to_wire() == {
         "value": 100.0, "units": "kg", "one_rm": 125.0, "percent_1rm": 80.0}
 
 

@@ -49,9 +49,9 @@ def test_events_arrive_on_their_topics_as_the_contract_says(broker, tmp_path):
 
         assert sub.payloads("rackwatch/rack01/availability") == [b"online"]
         by_topic = {leaf: sub.events(f"rackwatch/rack01/{leaf}") for leaf in ("rep", "set", "state", "health")}
-        assert [e["id"] for e in by_topic["rep"]] == [sent[1]["id"], sent[2]["id"]]
-        assert by_topic["set"][0] == sent[3]
-        assert by_topic["health"][0] == sent[4]
+        assert [e["id"] for e in by_topic["rep"]] == [sent[1].id, sent[2].id]
+        assert by_topic["set"][0] == sent[3].to_wire()
+        assert by_topic["health"][0] == sent[4].to_wire()
         assert by_topic["state"][1]["rack"] == "rack01"      # an event without a rack gets the link's rack
         assert_contract(sub)
 
@@ -61,13 +61,14 @@ def test_events_arrive_on_their_topics_as_the_contract_says(broker, tmp_path):
         time.sleep(0.3)
         assert {m.topic: (m.retain, m.payload) for m in late.received()} == {
             "rackwatch/rack01/availability": (True, b"online"),
-            "rackwatch/rack01/state": (True, json.dumps(sent[5] | {"rack": "rack01"}, separators=(",", ":")).encode()),
+            "rackwatch/rack01/state": (True, json.dumps(sent[5].for_rack("rack01").to_wire(),
+                                                        separators=(",", ":")).encode()),
         }
         assert all(m.qos == 1 for m in late.received())
         late.close()
         with pytest.raises(ValueError, match="rack02"):
             link.publish(sample_rep("rack02"))
-        with pytest.raises(ValueError, match="no MQTT topic"):
+        with pytest.raises(ValueError, match="not dict"):   # only typed events go out, serialised here
             link.publish({"type": "selfie", "rack": "rack01", "id": "x"})
     finally:
         link.close()
@@ -86,7 +87,7 @@ def test_a_broker_outage_mid_stream_loses_nothing(broker, tmp_path):
         for n in range(1, 151):
             event = sample_rep("rack01", n)
             link.publish(event)
-            sent.append(event["id"])
+            sent.append(event.id)
             time.sleep(0.01)
         done.set()
 
@@ -130,7 +131,7 @@ CHILD = textwrap.dedent("""
         for i in range(1, n + 1):
             event = sample_rep("rack01", i)
             link.publish(event)
-            print(event["id"], flush=True)
+            print(event.id, flush=True)
             time.sleep(0.002)
         time.sleep(3600)
     elif mode == "state":            # publish one state, wait for its PUBACK, then idle until killed
@@ -138,7 +139,7 @@ CHILD = textwrap.dedent("""
         event = sample_state("rack01", reps_in_set=4)
         link.publish(event)
         assert link.wait_drained(10)
-        print(event["id"], flush=True)
+        print(event.id, flush=True)
         time.sleep(3600)
     elif mode == "drain":            # just start, deliver what the outbox holds, stop cleanly
         ok = link.wait_drained(30)
@@ -281,7 +282,7 @@ def test_the_acl_confines_each_rack_to_its_own_subtree(secure_broker, tmp_path):
         rack01.publish(own)
         assert rack01.wait_drained(10) and rack01.refused == 0
         dashboard.wait_for(lambda s: s.payloads("rackwatch/rack01/marker") and
-                           own["id"] in [e["id"] for e in s.events("rackwatch/rack01/rep")], what="rack01's messages")
+                           own.id in [e["id"] for e in s.events("rackwatch/rack01/rep")], what="rack01's messages")
         assert dashboard.received("rackwatch/rack02/#") == []
 
         # rack01 cannot read rack02's commands either; rack02 itself gets them
@@ -347,7 +348,7 @@ def test_tls_with_the_gym_ca(tmp_path):
             link.publish(event)
             assert link.wait_drained(10), link.last_error
             sub.wait_for(lambda s: s.events("rackwatch/rack01/rep"), what="the rep over TLS")
-            assert sub.events("rackwatch/rack01/rep")[0]["id"] == event["id"]
+            assert sub.events("rackwatch/rack01/rep")[0]["id"] == event.id
             assert_contract(sub)
         finally:
             link.close()

@@ -12,11 +12,29 @@ import textwrap
 
 import pytest
 
-from mqtt_broker import REPO, sample_health, sample_rep, sample_set, sample_state
+import mqtt_broker
+from mqtt_broker import REPO
 from rackwatch.outbox import Outbox
 
 REP = "rackwatch/rack01/rep"
 STATE = "rackwatch/rack01/state"
+
+
+# The outbox stores what goes on the wire: the samples are real typed events, in their wire form.
+def sample_rep(*args, **kwargs) -> dict:
+    return mqtt_broker.sample_rep(*args, **kwargs).to_wire()
+
+
+def sample_set(*args, **kwargs) -> dict:
+    return mqtt_broker.sample_set(*args, **kwargs).to_wire()
+
+
+def sample_state(*args, **kwargs) -> dict:
+    return mqtt_broker.sample_state(*args, **kwargs).to_wire()
+
+
+def sample_health(*args, **kwargs) -> dict:
+    return mqtt_broker.sample_health(*args, **kwargs).to_wire()
 
 
 def ids(outbox: Outbox) -> list[str]:
@@ -134,7 +152,7 @@ def test_an_event_is_on_disk_when_add_returns_even_if_the_process_is_killed(tmp_
         from rackwatch.outbox import Outbox
         box = Outbox(sys.argv[1])
         for n in range(1, 100000):
-            event = sample_rep("rack01", n)
+            event = sample_rep("rack01", n).to_wire()
             box.add(event, "rackwatch/rack01/rep")
             print(event["id"], flush=True)
     """)

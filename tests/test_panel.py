@@ -16,6 +16,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gpiozero.tones import Tone
 
+from mqtt_broker import sample_rep
 from rackwatch.load import SettingsStore
 from rackwatch.panel import (FEEDBACK, MODES, PanelPins, PanelSettings, PanelTiming, RackPanel, display_chars,
                              feedback_for)
@@ -40,6 +41,11 @@ class RecordingPWMPin(MockPWMPin):
     def _set_frequency(self, value):
         super()._set_frequency(value)
         self.frequencies.append(value)
+
+
+def rep_showing(verdict: str, rep: int = 3):
+    """A real rep event with ``verdict`` (the rest of it does not matter to a panel)."""
+    return sample_rep("rack01", rep).model_copy(update={"verdict": verdict})
 
 
 def eventually(check, timeout=3.0):
@@ -232,7 +238,7 @@ def test_a_load_entered_at_the_panel_survives_a_restart(tmp_path, factory):
     ("cave", "red", ["A4", None]),                     # low (and long)
 ])
 def test_each_verdict_has_its_light_and_tune(panel, factory, verdict, light, tune):
-    panel.show_rep({"type": "rep", "rep": 3, "verdict": verdict, "severity": "minor"})
+    panel.show_rep(rep_showing(verdict))
     assert lit(panel) == {light}
     eventually(lambda: tune_finished(panel))
     assert notes(factory) == tune
@@ -244,20 +250,20 @@ def test_the_cave_tone_is_the_longest(panel, factory):
     durations = {}
     for verdict in ("clean", "note", "cave"):
         pin.clear_states()
-        panel.show_rep({"verdict": verdict})
+        panel.show_rep(rep_showing(verdict))
         eventually(lambda: tune_finished(panel))
         durations[verdict] = sum(state.timestamp for state in pin.states[1:])
     assert durations["cave"] > 2 * max(durations["clean"], durations["note"])
 
 
 def test_a_new_rep_replaces_the_last_light(panel):
-    panel.show_rep({"verdict": "cave"})
-    panel.show_rep({"verdict": "clean"})
+    panel.show_rep(rep_showing("cave"))
+    panel.show_rep(rep_showing("clean"))
     assert lit(panel) == {"green"}
 
 
 def test_a_rep_without_a_known_verdict_shows_nothing(panel, factory):
-    assert panel.show_rep({"verdict": None}).light is None
+    assert panel.show_rep(rep_showing("unjudged")).light is None
     time.sleep(0.05)
     assert lit(panel) == set() and notes(factory) == []
 
@@ -265,12 +271,12 @@ def test_a_rep_without_a_known_verdict_shows_nothing(panel, factory):
 def test_the_buzzer_can_be_switched_off(store, factory):
     with RackPanel(store, pin_factory=factory, timing=FAST, buzzer_enabled=False) as panel:
         silence(factory)
-        panel.show_rep({"verdict": "cave"})
+        panel.show_rep(rep_showing("cave"))
         press(factory, PINS.up)
         time.sleep(0.05)
         assert lit(panel) == {"red"} and notes(factory) == []
         panel.buzzer_enabled = True
-        panel.show_rep({"verdict": "clean"})
+        panel.show_rep(rep_showing("clean"))
         eventually(lambda: tune_finished(panel))
         assert notes(factory) == ["A6", None]
 
@@ -323,7 +329,7 @@ def test_display_and_buzzer_are_optional(store, factory):
     with RackPanel(store, pins=pins, pin_factory=factory, timing=FAST) as panel:
         assert panel.display is None and panel.buzzer is None
         press(factory, PINS.up)
-        panel.show_rep({"verdict": "note"})
+        panel.show_rep(rep_showing("note"))
         assert store.settings.load == 2.5 and lit(panel) == {"amber"}
         panel.identify(0.1)
 
@@ -387,7 +393,7 @@ def test_virtual_panel_shows_the_same_feedback_as_the_rack():
     out = io.StringIO()
     with VirtualPanel(SettingsStore(), out=out) as panel:
         for verdict in FEEDBACK:
-            assert panel.show_rep({"verdict": verdict, "rep": 1}) == feedback_for(verdict)
+            assert panel.show_rep(rep_showing(verdict, rep=1)) == feedback_for(verdict)
             assert f"{FEEDBACK[verdict].light.upper()} light" in out.getvalue().splitlines()[-1]
         panel.set_status(lifter_seen=False, broker_ok=False, fault=False)
         assert "slow blink" in out.getvalue().splitlines()[-1]

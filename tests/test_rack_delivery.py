@@ -112,7 +112,7 @@ def test_outbox_reader_sees_rep_rows(tmp_path):
     from mqtt_broker import sample_rep
 
     box = Outbox(tmp_path / "state")
-    box.add(sample_rep("rack01", 1), "rackwatch/rack01/rep")
-    box.add(sample_rep("rack01", 2), "rackwatch/rack01/rep")
+    box.add(sample_rep("rack01", 1).to_wire(), "rackwatch/rack01/rep")
+    box.add(sample_rep("rack01", 2).to_wire(), "rackwatch/rack01/rep")
     assert _outbox_reps(tmp_path / "state") == 2
     box.close()

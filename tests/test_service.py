@@ -237,19 +237,19 @@ def test_the_verdict_of_each_rep_lights_its_led_and_plays_its_tune(broker, tmp_p
     store.set_one_rm(140)
     store.set_exercise(exercise)
     factory = MockFactory(pin_class=MockPWMPin)
-    reps: list[dict] = []
+    reps: list = []
     injected = clip == SQUAT   # one run with a panel the test owns, one with a panel the service builds
     timing = PanelTiming(verdict_time=60, bounce_time=None)
     panel = RackPanel(store, pin_factory=factory, timing=timing) if injected else None
     service = RackService(link_for(broker, tmp_path / "state"), store, interpreter,
                           open_frames(str(FOOTAGE / clip), "max"), panel=panel, pin_factory=factory,
                           panel_settings=PanelSettings(timing=timing), notifier=SystemdNotifier({}),
-                          on_event=lambda e: reps.append(e) if e["type"] == "rep" else None)
+                          on_event=lambda e: reps.append(e) if e.type == "rep" else None)
     try:
         assert service.run() == 0
-        verdicts = [rep["verdict"] for rep in reps]
+        verdicts = [rep.verdict for rep in reps]
         assert verdicts and set(verdicts) == {expected}
-        assert all(rep["load"]["percent_1rm"] == 71.4 and rep["exercise"] == exercise for rep in reps)
+        assert all(rep.to_wire()["load"]["percent_1rm"] == 71.4 and rep.exercise == exercise for rep in reps)
         light = FEEDBACK[expected].light
         assert lit(factory, LIGHT_PINS[light])
         assert not any(lit(factory, LIGHT_PINS[other]) for other in LIGHT_PINS if other != light)
@@ -293,14 +293,14 @@ def test_a_frame_or_two_without_the_lifter_does_not_blink_the_status_light(broke
     panel = RackPanel(store, pin_factory=MockFactory(pin_class=MockPWMPin),
                       timing=PanelTiming(verdict_time=60, bounce_time=None))
     frames = _WithBlackFrames(SQUAT, 85, range(70, 72), panel)
-    states: list[dict] = []
+    states: list = []
     service = RackService(link_for(broker, tmp_path / "state"), store, interpreter, frames, panel=panel,
-                          notifier=SystemdNotifier({}), on_event=lambda e: states.append(e) if e["type"] == "state"
+                          notifier=SystemdNotifier({}), on_event=lambda e: states.append(e) if e.type == "state"
                           else None)
     try:
         assert service.run() == 0
         assert frames.status[25:] == ["ready"] * (85 - 25)   # settled by frame 25 (1 s), steady through the gap
-        assert not states[0]["lifter_seen"] and all(s["lifter_seen"] for s in states[1:])
+        assert not states[0].lifter_seen and all(s.lifter_seen for s in states[1:])
     finally:
         panel.close()
 

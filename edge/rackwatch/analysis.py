@@ -5,14 +5,17 @@ where a set ends. It does no I/O and knows nothing of cameras or MQTT, so ``rack
 and ``rackwatch run`` on a live rack produce the same events from the same poses.
 
 A set ends when the lifter has been gone (or standing without a rep) for ``set_rest_s``, when the load or the
-exercise changes, or when the recording ends.
+exercise changes, or when the recording ends. Changes that follow each other within ``change_burst_s``
+(a burst: the panel's button pressed several times, a dashboard slider, a flood of commands) end the set once:
+the set their first change started carries on with the newest settings, instead of being split at every change.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from . import events, geometry
+from . import geometry
+from .events import Event, RepEvent, StateEvent
 from .judge import JudgeSettings, SetJudge
 from .load import LifterSettings
 from .pose import DEFAULT_MIN_SCORE, Pose
@@ -31,10 +34,13 @@ class AnalysisSettings(Settings):
     """A keypoint scored below this by the model counts as not seen."""
     set_rest_s: float = Field(45.0, ge=1, le=3600)
     """A pause longer than this between reps starts a new set."""
+    change_burst_s: float = Field(5.0, ge=0, le=600)
+    """Changes of the lifter's settings within this many seconds of each other (a button pressed several times, a
+    flood of commands) end the set once, not at every change."""
 
 
 class LiftAnalyzer:
-    """Feed it poses; it hands back rep and set events as they happen."""
+    """Feed it poses; it hands back typed rep and set events as they happen."""
 
     def __init__(self, rack: str | None = None, lifter: LifterSettings = LifterSettings(),
                  settings: AnalysisSettings = AnalysisSettings()):
@@ -45,6 +51,8 @@ class LiftAnalyzer:
         self.tracker = RepTracker(settings.reps)
         self._set: SetJudge | None = None
         self._last_rep_t: float | None = None
+        self._t: float | None = None               # the time of the newest frame seen
+        self._last_change_t: float | None = None   # the frame time of the latest change of settings
 
     @property
     def phase(self) -> str:
@@ -62,9 +70,10 @@ class LiftAnalyzer:
     def reps_in_set(self) -> int:
         return len(self._set.reps) if self._set else 0
 
-    def update(self, t: float, pose: Pose, frame_height: float) -> list[dict]:
+    def update(self, t: float, pose: Pose, frame_height: float) -> list[Event]:
         """Events (rep, and set when one ends) caused by the pose seen at time ``t``."""
-        out: list[dict] = []
+        out: list[Event] = []
+        self._t = t
         if self._set and self._last_rep_t is not None and t - self._last_rep_t > self.settings.set_rest_s:
             out += self.end_set()
         # Plain floats from here on: on 17 joints they are several times faster than NumPy.
@@ -74,30 +83,39 @@ class LiftAnalyzer:
             out.append(self._judge(rep))
         return out
 
-    def change(self, lifter: LifterSettings) -> list[dict]:
-        """The lifter entered a new load, one-rep max or exercise: the set so far ends, the next one uses these."""
-        out = self.end_set()
-        self.lifter = lifter
-        return out
+    def change(self, lifter: LifterSettings) -> list[Event]:
+        """The lifter entered a new load, one-rep max or exercise: the set so far ends, the next one uses these.
 
-    def finish(self) -> list[dict]:
+        A change within ``change_burst_s`` of the previous one belongs to the same burst: the set that burst
+        began (if a rep came since) is not ended again, it carries on with these settings.
+        """
+        in_burst = (self._t is not None and self._last_change_t is not None
+                    and self._t - self._last_change_t < self.settings.change_burst_s)
+        self._last_change_t = self._t
+        self.lifter = lifter
+        if in_burst and self._set is not None:
+            self._set.lifter = lifter
+            return []
+        return self.end_set()
+
+    def finish(self) -> list[Event]:
         """The recording ended: judge what the tracker can still tell, and close the set."""
         out = [self._judge(rep) for rep in self.tracker.finish()]
         return out + self.end_set()
 
-    def end_set(self) -> list[dict]:
+    def end_set(self) -> list[Event]:
         summary = self._set.summary() if self._set else None
         self._set = None
         self._last_rep_t = None
         return [summary] if summary else []
 
-    def state(self) -> dict:
+    def state(self) -> StateEvent:
         """The rack's current state event."""
-        return events.state_event(self.rack, phase=self.phase, lifter_seen=self.lifter_seen,
-                                  load=self.lifter.load_info(), exercise=self.lifter.exercise, set_id=self.set_id,
-                                  reps_in_set=self.reps_in_set)
+        return StateEvent(rack=self.rack, phase=self.phase, lifter_seen=self.lifter_seen,
+                          load=self.lifter.load_info(), exercise=self.lifter.exercise, set_id=self.set_id,
+                          reps_in_set=self.reps_in_set)
 
-    def _judge(self, rep) -> dict:
+    def _judge(self, rep) -> RepEvent:
         if self._set is None:
             self._set = SetJudge(self.rack, self.lifter, self.settings.judge)
         self._last_rep_t = rep.t_end

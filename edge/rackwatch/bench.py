@@ -41,6 +41,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import events
 from .analysis import LiftAnalyzer
 from .camera import CAMERA_SIZE, Frame, Prefetched, Scaled, VideoFile
 from .load import SettingsStore
@@ -124,11 +125,11 @@ class _TimedLink(RackLink):
         self.publish_s = 0.0
         self._reps: dict[int, tuple[float, float]] = {}   # outbox seq -> (frame arrived, event made)
 
-    def publish(self, event: dict[str, Any]) -> int:
+    def publish(self, event: events.Event) -> int:
         made = time.perf_counter()
         seq = super().publish(event)
         self.publish_s += time.perf_counter() - made
-        if event["type"] == "rep":
+        if event.type == "rep":
             self._reps[seq] = (self.source.last_arrival, made)
         return seq
 

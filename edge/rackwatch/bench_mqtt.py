@@ -23,12 +23,12 @@ from . import events
 from .mqtt import LinkSettings, RackLink
 
 
-def _bench_rep(rack: str, n: int) -> dict[str, Any]:
-    return events.rep_event(
-        rack, set_id="bench", rep=n, exercise="squat", working_leg="both", t_start=n, t_bottom=n + 1.0,
+def _bench_rep(rack: str, n: int) -> events.RepEvent:
+    return events.RepEvent(
+        rack=rack, set_id="bench", rep=n + 1, exercise="squat", working_leg="both", t_start=n, t_bottom=n + 1.0,
         t_end=n + 2.0, load=events.load_info(100.0, "kg", 140.0),
-        valgus={side: events.leg_valgus(severity="none", measured="none", cave=-0.02, peak_phase="ascent",
-                                        t_peak=n + 1.5) for side in ("left", "right")},
+        valgus={side: events.LegValgus(severity="none", measured="none", cave=-0.02, peak_phase="ascent",
+                                       t_peak=n + 1.5) for side in ("left", "right")},
         severity="none", verdict="clean", depth=0.4, descent_s=1.0, ascent_s=1.0, ascent_speed=0.5,
         stance_ratio=1.2, hip_shift=0.0)
 
@@ -53,9 +53,9 @@ def bench_publish(n: int, broker_host: str = "localhost", broker_port: int = 188
             if not link.wait_connected(10):
                 raise RuntimeError(f"cannot reach the MQTT broker at {broker_host}:{broker_port} "
                                    f"({link.last_error or 'no answer'}); is it running?")
-            pairs = [(_bench_rep(rack, i), events.state_event(rack, phase="standing", lifter_seen=True,
-                                                              load=None, exercise="squat", set_id="bench",
-                                                              reps_in_set=i)) for i in range(n)]
+            pairs = [(_bench_rep(rack, i), events.StateEvent(rack=rack, phase="standing", lifter_seen=True,
+                                                             load=None, exercise="squat", set_id="bench",
+                                                             reps_in_set=i)) for i in range(n)]
             in_rep = in_state = 0.0
             started = time.perf_counter()
             for rep, state in pairs:

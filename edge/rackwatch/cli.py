@@ -167,7 +167,7 @@ def cmd_analyze(args, config) -> int:
             overlay.add(frame.t, frame.image, pose, new_events)
         if args.json:
             for event in new_events:
-                print(json.dumps(event), flush=True)
+                print(event.to_json(), flush=True)
             printed += len(new_events)
 
     try:
@@ -185,7 +185,7 @@ def cmd_analyze(args, config) -> int:
     if args.json:
         # The events that closing the recording produced (the set summary) were not printed frame by frame.
         for event in result.events[printed:]:
-            print(json.dumps(event))
+            print(event.to_json())
         return 0
     print(format_report(args.video, result))
     if args.overlay:
@@ -203,32 +203,32 @@ def format_report(video: str, result) -> str:
         for rep in result.reps:
             legs = []
             for side in ("left", "right"):
-                v = rep["valgus"][side]
-                where = v["peak_phase"][:3] if v and v["cave"] > 0 else ""
-                legs.append("-" if v is None else f"{v['severity']:<8} {v['cave']:+.2f} {where}")
-            lines.append(f"{rep['rep']:4d}  {rep['t_bottom']:5.1f}s  {rep['depth']:5.2f}  {rep['descent_s']:6.1f}s "
-                         f"{rep['ascent_s']:6.1f}s  {legs[0]:<20} {legs[1]:<20} {rep['verdict']}")
-            if rep.get("unjudged_reason"):
-                lines.append(f"      {rep['unjudged_reason']}")
+                v = rep.valgus.leg(side)
+                where = v.peak_phase[:3] if v and v.cave > 0 else ""
+                legs.append("-" if v is None else f"{v.severity:<8} {v.cave:+.2f} {where}")
+            lines.append(f"{rep.rep:4d}  {rep.t_bottom:5.1f}s  {rep.depth:5.2f}  {rep.descent_s:6.1f}s "
+                         f"{rep.ascent_s:6.1f}s  {legs[0]:<20} {legs[1]:<20} {rep.verdict}")
+            if rep.unjudged_reason:
+                lines.append(f"      {rep.unjudged_reason}")
         lines.append("")
         lines.append("knee cave: how far the knee moved inside the ankle, in leg lengths (+ = inward), "
                      "and where it peaked (des/bot/asc)")
     for summary in result.sets:
         lines.append("")
-        load = summary["load"]
-        load_text = f" at {load['value']:g} {load['units']}" if load else ""
-        if load and load.get("percent_1rm"):
-            load_text += f" ({load['percent_1rm']:.0f}% of max)"
-        lines.append(f"Set{load_text}: {summary['reps']} reps, {summary['clean_reps']} clean")
-        if summary["worst_rep"]:
-            lines.append(f"  worst rep: {summary['worst_rep']}")
-        if summary["weaker_side"]:
-            lines.append(f"  weaker side: {summary['weaker_side']}")
-        if summary["velocity_loss_pct"] is not None:
-            lines.append(f"  velocity loss: {summary['velocity_loss_pct']:.0f}%")
-        for text in summary["remarks"] + summary["cues"]:
+        load = summary.load
+        load_text = f" at {load.value:g} {load.units}" if load else ""
+        if load and load.percent_1rm:
+            load_text += f" ({load.percent_1rm:.0f}% of max)"
+        lines.append(f"Set{load_text}: {summary.reps} reps, {summary.clean_reps} clean")
+        if summary.worst_rep:
+            lines.append(f"  worst rep: {summary.worst_rep}")
+        if summary.weaker_side:
+            lines.append(f"  weaker side: {summary.weaker_side}")
+        if summary.velocity_loss_pct is not None:
+            lines.append(f"  velocity loss: {summary.velocity_loss_pct:.0f}%")
+        for text in summary.remarks + summary.cues:
             lines.append(f"  - {text}")
-        lines.append(f"  next time: {summary['advice']['text']}")
+        lines.append(f"  next time: {summary.advice.text}")
     return "\n".join(lines)
 
 

@@ -24,24 +24,35 @@ identify   ``{"id", "seconds"?: 1..60}``                          blink the pane
 ========== ====================================================== ==============================================
 
 Loads are limited to 0-1000 kg or 0-2200 lb (a one-rep max must be above 0): anything else is a typo or an attack.
-The JSON Schema of these payloads is ``contract/command.schema.json``; a test checks that both agree.
+The JSON Schema of these payloads is ``contract/command.schema.json``, generated from the models; a test checks
+that both agree on fuzzed payloads.
+
+:class:`CommandLog` is the rack's memory of the commands it answered: a QoS 1 redelivery of a command is answered
+again but not carried out twice, an id reused for *another* command is refused, and commands arriving faster than
+:data:`RATE_BURST` at once and :data:`RATE_PER_S` a second after that are refused until the pace drops.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import time
+from collections import OrderedDict
+from typing import Annotated, Any, Callable, ClassVar
 
-from . import events
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError,
+                      model_validator)
+
+from .events import Exercise, Leg, ReplyEvent, Units
 from .load import MAX_LOAD
 
 MAX_PAYLOAD_BYTES = 4096
 IDENTIFY_DEFAULT_S = 10
 IDENTIFY_MAX_S = 60
-_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+#: How many commands a rack takes at once, and how many a second after that (see :class:`CommandLog`).
+RATE_BURST = 20
+RATE_PER_S = 1.0
 
 
 class CommandRejected(ValueError):
@@ -58,53 +69,114 @@ class CommandRejected(ValueError):
         self.name = name
 
 
-@dataclass(frozen=True)
-class Command:
+def _json_number(value: Any) -> Any:
+    # bool is an int in Python but not a number in JSON terms, and "10" is text: refuse both before pydantic's
+    # lax integer conversion (which keeps 10.0 == 10, as JSON does) could accept them.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("not a JSON number")
+    return value
+
+
+CommandId = Annotated[str, Strict(),
+                      Field(pattern=ID_PATTERN, description="Chosen by the sender, echoed in the reply.")]
+#: A load in the command's units, or ``None`` to clear it. Strict: ``true`` and ``"100"`` are not numbers; any
+#: integer is accepted, and one too big for a float is refused like infinity.
+LoadValue = Annotated[float | None, Strict()]
+_ID = TypeAdapter(CommandId)
+
+
+def _is_id(value: Any) -> bool:
+    try:
+        _ID.validate_python(value)
+        return True
+    except ValidationError:
+        return False
+
+
+def _load_range(*, exclusive_low: bool) -> dict[str, Any]:
+    """The JSON Schema form of the unit-dependent range that :meth:`_LoadCommand._in_range` checks."""
+    low = {"exclusiveMinimum": 0} if exclusive_low else {"minimum": 0}
+    return {"allOf": [{"if": {"properties": {"value": {"type": "number"}, "units": {"const": units}}},
+                       "then": {"properties": {"value": {**low, "maximum": MAX_LOAD[units]}}}}
+                      for units in MAX_LOAD]}
+
+
+class Command(BaseModel):
     """Something a rack has been asked to do. ``id`` comes from the sender and is echoed in the reply."""
 
-    id: str
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
     name: ClassVar[str] = ""
+    id: CommandId
 
 
-@dataclass(frozen=True)
-class SetLoad(Command):
-    """The load on the bar (``None``: no load entered)."""
+class _LoadCommand(Command):
+    """A weight in kg or lb, or ``None`` to clear it; within 0 (or above it) and :data:`MAX_LOAD`."""
 
-    value: float | None = None
-    units: str = "kg"
+    what: ClassVar[str] = "load"
+    allow_zero: ClassVar[bool] = True
+    value: LoadValue
+    units: Units
+
+    @model_validator(mode="after")
+    def _in_range(self) -> _LoadCommand:
+        value, units = self.value, self.units
+        if value is not None:
+            low_ok = value >= 0 if self.allow_zero else value > 0
+            if not low_ok or value > MAX_LOAD[units]:
+                low = "0" if self.allow_zero else "above 0"
+                raise ValueError(f"a {self.what} of {value:g} {units} is out of range; "
+                                 f"it must be {low} and at most {MAX_LOAD[units]:g} {units}")
+        return self
+
+
+class SetLoad(_LoadCommand):
+    """The load on the bar (``None``: no load entered). 0-1000 kg or 0-2200 lb."""
+
+    model_config = ConfigDict(json_schema_extra=_load_range(exclusive_low=False))
     name: ClassVar[str] = "load"
 
 
-@dataclass(frozen=True)
-class SetOneRepMax(Command):
-    """The lifter's one-rep max, used to judge each rep relative to the load (``None``: unknown)."""
+class SetOneRepMax(_LoadCommand):
+    """The lifter's one-rep max, used to judge each rep relative to the load (``None``: unknown). Above 0, at most
+    1000 kg or 2200 lb."""
 
-    value: float | None = None
-    units: str = "kg"
+    model_config = ConfigDict(json_schema_extra=_load_range(exclusive_low=True))
     name: ClassVar[str] = "one_rm"
+    what: ClassVar[str] = "one-rep max"
+    allow_zero: ClassVar[bool] = False
 
 
-@dataclass(frozen=True)
 class SetUnits(Command):
-    units: str = "kg"
+    """Units shown on the panel and used in events."""
+
     name: ClassVar[str] = "units"
+    units: Units
 
 
-@dataclass(frozen=True)
 class SetExercise(Command):
-    """Squat on both legs, or single-leg squat (optionally saying which leg works)."""
+    """Squat on both legs, or single-leg squat (optionally saying which leg works); working_leg only with
+    single-leg."""
 
-    exercise: str = "squat"
-    working_leg: str | None = None
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"exercise": {"const": "squat"}}}, "then": {"not": {"required": ["working_leg"]}}})
     name: ClassVar[str] = "exercise"
+    exercise: Exercise
+    working_leg: Leg = Field(default=None, json_schema_extra=lambda schema: schema.pop("default", None))
+    """Left out (``None`` here) when not given; an explicit ``null`` is refused, as the schema says."""
+
+    @model_validator(mode="after")
+    def _leg_only_on_one_leg(self) -> SetExercise:
+        if self.working_leg is not None and self.exercise != "single-leg":
+            raise ValueError('"working_leg" only applies to the "single-leg" exercise; leave it out')
+        return self
 
 
-@dataclass(frozen=True)
 class Identify(Command):
-    """Blink the rack's panel for ``seconds`` so staff can find it."""
+    """Blink the rack's panel for ``seconds`` so staff can find it (default 10 s)."""
 
-    seconds: int = IDENTIFY_DEFAULT_S
     name: ClassVar[str] = "identify"
+    seconds: Annotated[int, BeforeValidator(_json_number)] = Field(default=IDENTIFY_DEFAULT_S, ge=1, le=IDENTIFY_MAX_S)
 
 
 COMMANDS: dict[str, type[Command]] = {c.name: c for c in (SetLoad, SetOneRepMax, SetUnits, SetExercise, Identify)}
@@ -123,27 +195,18 @@ def parse_command(topic_or_name: str, payload: bytes | bytearray | memoryview | 
     name = command_name(topic_or_name) if isinstance(topic_or_name, str) else ""
     fields = _decode(name, payload)
     command_id = fields.get("id")
-    command_id = command_id if isinstance(command_id, str) and _ID_PATTERN.fullmatch(command_id) else None
+    command_id = command_id if _is_id(command_id) else None
 
     def reject(reason: str) -> CommandRejected:
         return CommandRejected(reason, command_id=command_id, name=name if name in COMMANDS else None)
 
     if name not in COMMANDS:
         raise reject(f"unknown command {name[:40]!r}; this rack understands: {', '.join(COMMANDS)}")
-    if "id" not in fields:
-        raise reject('the command has no "id"; add a unique "id" string so the reply can be matched to it')
-    if command_id is None:
-        raise reject('"id" must be a string of 1 to 64 letters, digits or . _ : -')
-
-    allowed = {"id", *_FIELDS[name]}
-    unknown = sorted(set(fields) - allowed)
-    if unknown:
-        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
-        raise reject(f"unknown field(s) {shown} for command {name!r}; allowed: {', '.join(sorted(allowed))}")
+    model = COMMANDS[name]
     try:
-        return _BUILDERS[name](command_id, fields)
-    except CommandRejected as err:
-        raise reject(err.reason) from None
+        return model.model_validate(fields)
+    except ValidationError as err:
+        raise reject(_reason(model, fields, err.errors())) from None
 
 
 # -- decoding ----------------------------------------------------------------------------------------------------
@@ -199,97 +262,102 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-# -- the fields of each command ------------------------------------------------------------------------------------
+# -- pydantic's errors in words for the sender ----------------------------------------------------------------------
 
-def _units(fields: dict[str, Any]) -> str:
-    units = fields.get("units")
-    if units not in events.UNITS:
-        raise CommandRejected(f'"units" must be "kg" or "lb", not {_show(units)}')
-    return units
-
-
-def _number(fields: dict[str, Any], key: str) -> float | None:
-    value = fields.get(key)
-    if value is None:
-        return None
-    # bool is an int in Python but not a number in JSON terms; reject it like any other non-number.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CommandRejected(f'"{key}" must be a number or null, not {_show(value)}')
-    return float(value)
-
-
-def _load_value(fields: dict[str, Any], *, allow_zero: bool, what: str) -> tuple[float | None, str]:
-    if "value" not in fields:
-        raise CommandRejected(f'"value" is missing: give the {what} as a number, or null to clear it')
-    if "units" not in fields:
-        raise CommandRejected('"units" is missing: say "kg" or "lb"')
-    value, units = _number(fields, "value"), _units(fields)
-    if value is not None:
-        low_ok = value >= 0 if allow_zero else value > 0
-        if not low_ok or value > MAX_LOAD[units]:
-            low = "0" if allow_zero else "above 0"
-            raise CommandRejected(f"a {what} of {value:g} {units} is out of range; "
-                                  f"it must be {low} and at most {MAX_LOAD[units]:g} {units}")
-    return value, units
+#: What each field must be, completed with "not <the value sent>".
+_RULES = {
+    "value": '"value" must be a number or null',
+    "units": '"units" must be "kg" or "lb"',
+    "exercise": '"exercise" must be "squat" or "single-leg"',
+    "working_leg": '"working_leg" must be "left" or "right"',
+    "seconds": f'"seconds" must be a whole number from 1 to {IDENTIFY_MAX_S}',
+}
+_BAD_ID = '"id" must be a string of 1 to 64 letters, digits or . _ : -'
+_MISSING = {
+    "id": 'the command has no "id"; add a unique "id" string so the reply can be matched to it',
+    "value": '"value" is missing: give the {what} as a number, or null to clear it',
+    "units": '"units" is missing: say "kg" or "lb"',
+    "exercise": '"exercise" is missing: say "squat" or "single-leg"',
+}
 
 
-def _set_load(command_id: str, fields: dict[str, Any]) -> SetLoad:
-    value, units = _load_value(fields, allow_zero=True, what="load")
-    return SetLoad(command_id, value=value, units=units)
+def _reason(model: type[Command], fields: dict[str, Any], errors: list[dict[str, Any]]) -> str:
+    """One reason for the first thing wrong, in the order a sender should fix them: the id, unknown fields, the
+    rest."""
+    def where(e: dict[str, Any]) -> str:
+        return str(e["loc"][0]) if e["loc"] else ""
 
-
-def _set_one_rm(command_id: str, fields: dict[str, Any]) -> SetOneRepMax:
-    value, units = _load_value(fields, allow_zero=False, what="one-rep max")
-    return SetOneRepMax(command_id, value=value, units=units)
-
-
-def _set_units(command_id: str, fields: dict[str, Any]) -> SetUnits:
-    if "units" not in fields:
-        raise CommandRejected('"units" is missing: say "kg" or "lb"')
-    return SetUnits(command_id, units=_units(fields))
-
-
-def _set_exercise(command_id: str, fields: dict[str, Any]) -> SetExercise:
-    exercise = fields.get("exercise")
-    if exercise not in events.EXERCISES:
-        raise CommandRejected(f'"exercise" must be "squat" or "single-leg", not {_show(exercise)}')
-    leg = fields.get("working_leg")
-    if "working_leg" in fields:
-        if exercise != "single-leg":
-            raise CommandRejected('"working_leg" only applies to the "single-leg" exercise; leave it out')
-        if leg not in events.LEGS:
-            raise CommandRejected(f'"working_leg" must be "left" or "right", not {_show(leg)}')
-    return SetExercise(command_id, exercise=exercise, working_leg=leg)
-
-
-def _identify(command_id: str, fields: dict[str, Any]) -> Identify:
-    seconds = fields.get("seconds", IDENTIFY_DEFAULT_S)
-    # 10 and 10.0 are the same JSON number; anything fractional, boolean or out of range is not.
-    whole = isinstance(seconds, int) or (isinstance(seconds, float) and seconds.is_integer())
-    if isinstance(seconds, bool) or not whole or not 1 <= seconds <= IDENTIFY_MAX_S:
-        raise CommandRejected(f'"seconds" must be a whole number from 1 to {IDENTIFY_MAX_S}, not {_show(seconds)}')
-    return Identify(command_id, seconds=int(seconds))
-
-
-_FIELDS = {"load": ("value", "units"), "one_rm": ("value", "units"), "units": ("units",),
-           "exercise": ("exercise", "working_leg"), "identify": ("seconds",)}
-_BUILDERS = {"load": _set_load, "one_rm": _set_one_rm, "units": _set_units, "exercise": _set_exercise,
-             "identify": _identify}
+    for e in errors:
+        if where(e) == "id":
+            return _MISSING["id"] if e["type"] == "missing" else _BAD_ID
+    unknown = sorted(where(e) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        allowed = ", ".join(sorted(model.model_fields))
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        return f"unknown field(s) {shown} for command {model.name!r}; allowed: {allowed}"
+    e = errors[0]
+    field = where(e)
+    if e["type"] == "missing":
+        return _MISSING.get(field, f'"{field}" is missing').format(what=getattr(model, "what", ""))
+    if field not in _RULES:   # a rule across fields (a model validator): its message is already in words
+        return str(e["ctx"]["error"]) if "error" in e.get("ctx", {}) else e["msg"]
+    return f"{_RULES[field]}, not {_show(fields.get(field))}"
 
 
 def _show(value: Any) -> str:
     """A short, safe rendering of a bad value for an error message (never echo a huge payload back)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 20:
+        return f"a number of {len(str(abs(value)))} digits"
     text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-# -- replies -------------------------------------------------------------------------------------------------------
+# -- the memory of commands answered ------------------------------------------------------------------
 
-def reply_event(rack: str | None, *, command_id: str | None, command: str | None, ok: bool,
-                reason: str | None = None) -> dict[str, Any]:
-    """The reply to one command: the usual event envelope plus the command's id, ``ok``/``rejected`` and a reason.
+class CommandLog:
+    """The commands a rack has answered lately, and the pace they arrive at.
 
-    ``command_id`` is ``None`` only when the command was so broken that no id could be read from it.
+    :meth:`check` each parsed command before carrying it out, and :meth:`answered` it with the reply sent. The
+    sender picks the ids, so the log only trusts an id together with the command it came with: the very same
+    command again is a QoS 1 redelivery (answer with the same reply, do not act twice); the same id with another
+    command is refused, never answered with the first command's reply. New commands beyond ``burst`` at once and
+    ``per_s`` a second after that are refused (a token bucket), so a flood cannot keep the rack busy.
     """
-    return events.envelope("reply", rack, command_id=command_id, command=command,
-                           status="ok" if ok else "rejected", reason=None if ok else (reason or "rejected"))
+
+    def __init__(self, *, remember: int = 256, burst: int = RATE_BURST, per_s: float = RATE_PER_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.remember = remember
+        self.burst = burst
+        self.per_s = per_s
+        self._clock = clock
+        self._answered: OrderedDict[str, tuple[Command, ReplyEvent]] = OrderedDict()
+        self._tokens = float(burst)
+        self._refilled = clock()
+
+    def check(self, command: Command) -> ReplyEvent | None:
+        """The reply already sent if ``command`` is a redelivery, else ``None`` (a new command to carry out).
+
+        Raises :class:`CommandRejected` for an id already used by another command, or when commands arrive too fast.
+        """
+        earlier = self._answered.get(command.id)
+        if earlier is not None:
+            if earlier[0] == command:
+                return earlier[1]
+            raise CommandRejected(f"the id {command.id!r} was already used for another command; give every command "
+                                  "a new id", command_id=command.id, name=command.name)
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.per_s)
+        self._refilled = now
+        if self._tokens < 1.0:
+            wait = math.ceil((1.0 - self._tokens) / self.per_s)
+            raise CommandRejected(f"too many commands: this rack takes {self.burst} at once and {self.per_s:g} a "
+                                  f"second after that; send it again in {wait} s", command_id=command.id,
+                                  name=command.name)
+        self._tokens -= 1.0
+        return None
+
+    def answered(self, command: Command, reply: ReplyEvent) -> None:
+        """Remember the reply sent to ``command`` (only the newest ``remember`` commands are kept)."""
+        self._answered[command.id] = (command, reply)
+        while len(self._answered) > self.remember:
+            self._answered.popitem(last=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .events import LEGS
+from .events import LEGS, RepEvent
 
 POSITIVE_PREDICTIONS = ("moderate", "severe")
 
@@ -71,25 +71,25 @@ class ClipScore:
                 "cave": {leg: t.as_dict() for leg, t in self.cave.items()}}
 
 
-def score_clip(label: dict, rep_events: list[dict], match_window_s: float = 0.6) -> ClipScore:
+def score_clip(label: dict, rep_events: list[RepEvent], match_window_s: float = 0.6) -> ClipScore:
     fps = label["fps"]
     score = ClipScore(clip=label["clip"], view=label["view"], exercise=label["exercise"],
                       reps_labelled=len(label["reps"]), reps_found=len(rep_events), reps_matched=0)
     unused = list(rep_events)
     for labelled in label["reps"]:
         t = labelled["bottom"] / fps
-        near = [e for e in unused if abs(e["t_bottom"] - t) <= match_window_s]
+        near = [e for e in unused if abs(e.t_bottom - t) <= match_window_s]
         if not near:
             continue
-        found = min(near, key=lambda e: abs(e["t_bottom"] - t))
+        found = min(near, key=lambda e: abs(e.t_bottom - t))
         unused.remove(found)
         score.reps_matched += 1
         for leg in LEGS:
             truth = labelled.get(f"valgus_{leg}")
             if truth not in ("clear", "none"):
                 continue
-            judged = found["valgus"].get(leg)
-            severity = judged.get("severity") if judged else None
+            judged = found.valgus.leg(leg)
+            severity = judged.severity if judged else None
             tally = score.cave[leg]
             if severity is None:
                 tally.unjudged += 1

@@ -1,11 +1,11 @@
-"""The events a rack produces, and their one JSON form.
+"""The events a rack produces: typed values inside the program, one JSON form on the wire.
 
-Every consumer (``rackwatch analyze --json``, the MQTT topics, the dashboard) sees the same objects, built here
-and nowhere else. An event is a plain ``dict`` ready for ``json.dumps``; the builders below fill in the envelope
-that every event shares:
+Every consumer (``rackwatch analyze --json``, the MQTT topics, the dashboard) sees the same events, defined here
+and nowhere else. An event is a frozen pydantic model: :class:`RepEvent`, :class:`SetEvent`, :class:`StateEvent`,
+:class:`HealthEvent` or :class:`ReplyEvent`. Each carries the envelope that every event shares:
 
 ``type``
-    ``rep``, ``set``, ``state`` or ``health``.
+    ``rep``, ``set``, ``state``, ``health`` or ``reply``.
 ``schema``
     :data:`SCHEMA_VERSION`; bumped whenever a field changes meaning or disappears (adding fields does not bump it).
 ``id``
@@ -13,16 +13,29 @@ that every event shares:
 ``rack``
     the rack id, or ``None`` when a recording is analysed on its own.
 ``time``
-    wall-clock UTC time the event was made, ISO 8601.
+    wall-clock UTC time the event was made, ISO 8601 with milliseconds on the wire.
+
+Inside the program the numbers keep their full precision (the judge sums a set up from them); they are rounded
+only when an event is serialised at the edge, by :meth:`Wire.to_wire` (a ``dict`` ready for ``json.dumps``) or
+:meth:`Wire.to_json`. :func:`parse_event` reads the wire form back, for consumers such as the dashboard.
+
+The JSON Schemas in ``contract/`` are generated from these classes (``python -m rackwatch.contract``), so the
+types, the schemas and the parser cannot drift apart.
 
 This module does no I/O: the transport (stdout, MQTT) is someone else's business.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_serializer,
+                      model_serializer, model_validator)
+from typing_extensions import TypedDict   # (pydantic needs this one, not typing's, on Python < 3.12)
 
 SCHEMA_VERSION = 1
 
@@ -31,19 +44,32 @@ LEGS = ("left", "right")
 EXERCISES = ("squat", "single-leg")
 UNITS = ("kg", "lb")
 
+Severity = Literal["none", "minor", "moderate", "severe"]
+Leg = Literal["left", "right"]
+Exercise = Literal["squat", "single-leg"]
+Units = Literal["kg", "lb"]
+Phase = Literal["standing", "descent", "bottom", "ascent"]
+Verdict = Literal["clean", "note", "cave", "unjudged"]
+CommandName = Literal["load", "one_rm", "units", "exercise", "identify"]
+
+#: What the wire's ``time`` looks like (the rack writes milliseconds and ``Z``; others may write an offset).
+TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+
+
+@dataclass(frozen=True)
+class Decimals:
+    """Marks a number field that is rounded to this many decimals on the wire (and only there)."""
+
+    places: int
+
 
 def new_id() -> str:
     """A fresh event id (a random UUID, text form)."""
     return str(uuid.uuid4())
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def envelope(kind: str, rack: str | None, **fields: Any) -> dict[str, Any]:
-    """The fields every event carries, followed by ``fields``."""
-    return {"type": kind, "schema": SCHEMA_VERSION, "id": new_id(), "rack": rack, "time": utc_now(), **fields}
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def severity_rank(severity: str | None) -> int:
@@ -51,70 +77,261 @@ def severity_rank(severity: str | None) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
-def rep_event(rack: str | None, *, set_id: str, rep: int, exercise: str, working_leg: str,
-              t_start: float, t_bottom: float, t_end: float, load: dict[str, Any] | None,
-              valgus: dict[str, dict[str, Any] | None], severity: str, verdict: str,
-              depth: float, descent_s: float, ascent_s: float, ascent_speed: float,
-              stance_ratio: float | None, hip_shift: float | None,
-              unjudged_reason: str | None = None) -> dict[str, Any]:
-    """One rep.
+class Wire(BaseModel):
+    """A frozen value with one JSON form: unknown fields are refused, NaN and infinity cannot exist."""
 
-    ``valgus`` maps ``left``/``right`` to the leg's measurements and ``severity`` (``None`` for a leg that was
-    not judged, e.g. the free leg of a single-leg squat). ``severity`` is the worst leg's severity after the
-    load has been taken into account; ``verdict`` is what the rack's LEDs show: ``clean``, ``note`` (a cave
-    tolerated because the load is near the lifter's max) or ``cave``; when the knees could not be judged at all
-    (camera too far to the side) both legs are ``None``, ``severity`` is ``None``, ``verdict`` is ``unjudged``
-    and ``unjudged_reason`` says why.
-    """
-    return envelope("rep", rack, set_id=set_id, rep=rep, exercise=exercise, working_leg=working_leg,
-                    t_start=round(t_start, 3), t_bottom=round(t_bottom, 3), t_end=round(t_end, 3),
-                    load=load, valgus=valgus, severity=severity, verdict=verdict,
-                    depth=round(depth, 3), descent_s=round(descent_s, 3), ascent_s=round(ascent_s, 3),
-                    ascent_speed=round(ascent_speed, 3),
-                    stance_ratio=None if stance_ratio is None else round(stance_ratio, 3),
-                    hip_shift=None if hip_shift is None else round(hip_shift, 3),
-                    unjudged_reason=unjudged_reason)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True,
+                              json_schema_serialization_defaults_required=True)
 
+    @model_serializer(mode="wrap")
+    def _rounded_on_the_wire(self, handler, info):   # (no return annotation: the schema stays the fields')
+        data = handler(self)
+        if info.mode == "json":
+            for name, spec in type(self).model_fields.items():
+                key = spec.alias or name
+                places = next((m.places for m in spec.metadata if isinstance(m, Decimals)), None)
+                if places is not None and data.get(key) is not None:
+                    data[key] = round(data[key], places)
+        return data
 
-def leg_valgus(*, severity: str, measured: str, cave: float, peak_phase: str, t_peak: float,
-               fppa_change_deg: float | None = None, medial_shift: float | None = None) -> dict[str, Any]:
-    """One judged leg of a rep event: ``severity`` after the load, ``measured`` before it, the knee cave in
-    standing leg lengths (+ = inward), where and when it peaked, and the secondary measures."""
-    return {"severity": severity, "measured": measured, "cave": round(cave, 3), "peak_phase": peak_phase,
-            "t_peak": round(t_peak, 3),
-            "fppa_change_deg": None if fppa_change_deg is None else round(fppa_change_deg, 1),
-            "medial_shift": None if medial_shift is None else round(medial_shift, 3)}
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON form as a ``dict`` (numbers rounded, ``time`` as text), ready for ``json.dumps``."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self) -> str:
+        """The JSON text, as ``rackwatch analyze --json`` prints it."""
+        return json.dumps(self.to_wire(), allow_nan=False)
 
 
-def set_event(rack: str | None, *, set_id: str, exercise: str, load: dict[str, Any] | None, reps: int,
-              clean_reps: int, worst_rep: int | None, cave_onset_rep: int | None, weaker_side: str | None,
-              velocity_loss_pct: float | None, remarks: list[str], cues: list[str],
-              advice: dict[str, Any]) -> dict[str, Any]:
-    """The summary of a finished set; ``advice`` is ``{"action": "add"|"hold"|"reduce", "next_load": …, "text": …}``."""
-    return envelope("set", rack, set_id=set_id, exercise=exercise, load=load, reps=reps, clean_reps=clean_reps,
-                    worst_rep=worst_rep, cave_onset_rep=cave_onset_rep, weaker_side=weaker_side,
-                    velocity_loss_pct=None if velocity_loss_pct is None else round(velocity_loss_pct, 1),
-                    remarks=remarks, cues=cues, advice=advice)
+class Load(Wire):
+    """The ``load`` object of rep, set and state events: the bar load entered, in the lifter's units."""
+
+    value: float = Field(ge=0)
+    units: Units
+    one_rm: float | None = Field(default=None, gt=0)
+    percent_1rm: Annotated[float | None, Decimals(1), Field(ge=0)] = None
+    """The load as a percentage of the one-rep max; ``None`` while the one-rep max is unknown."""
 
 
-def state_event(rack: str | None, *, phase: str, lifter_seen: bool, load: dict[str, Any] | None,
-                exercise: str, set_id: str | None, reps_in_set: int) -> dict[str, Any]:
-    """The rack's current state (retained on MQTT, so a new dashboard sees it at once)."""
-    return envelope("state", rack, phase=phase, lifter_seen=lifter_seen, load=load, exercise=exercise,
-                    set_id=set_id, reps_in_set=reps_in_set)
-
-
-def health_event(rack: str | None, *, fps: float, inference_ms: float, dropped_frames: int,
-                 cpu_temp_c: float | None, throttled: bool | None, outbox_depth: int) -> dict[str, Any]:
-    """How the rack itself is doing."""
-    return envelope("health", rack, fps=round(fps, 2), inference_ms=round(inference_ms, 2),
-                    dropped_frames=dropped_frames, cpu_temp_c=cpu_temp_c, throttled=throttled,
-                    outbox_depth=outbox_depth)
-
-
-def load_info(value: float | None, units: str, one_rm: float | None) -> dict[str, Any] | None:
-    """The ``load`` object of rep, set and state events; ``None`` when no load was entered."""
+def load_info(value: float | None, units: str, one_rm: float | None) -> Load | None:
+    """The :class:`Load` of rep, set and state events; ``None`` when no load was entered."""
     if value is None:
         return None
-    percent = round(100.0 * value / one_rm, 1) if one_rm else None
-    return {"value": value, "units": units, "one_rm": one_rm, "percent_1rm": percent}
+    return Load(value=value, units=units, one_rm=one_rm, percent_1rm=100.0 * value / one_rm if one_rm else None)
+
+
+class Event(Wire):
+    """The envelope every event carries; see the module docstring."""
+
+    type: str
+    schema_version: Literal[1] = Field(
+        default=SCHEMA_VERSION, alias="schema",
+        description="Payload schema version; bumped when a field changes meaning or disappears.")
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64,
+                    description="Unique per event: QoS 1 may deliver an event twice, consumers drop repeats by id.")
+    rack: str | None = Field(description="Rack id; null only for a recording analysed on its own.")
+    time: AwareDatetime = Field(default_factory=utc_now, json_schema_extra={"format": "date-time", "pattern": TIME_PATTERN},
+                                description="When the event was made, UTC, ISO 8601.")
+
+    @field_serializer("time", when_used="json")
+    def _time_text(self, time: datetime) -> str:
+        return time.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def for_rack(self, rack: str) -> Event:
+        """This event with ``rack`` filled in (the MQTT link does this for events made without a rack id)."""
+        return self.model_copy(update={"rack": rack})
+
+
+class LegValgus(Wire):
+    """One judged leg of a rep."""
+
+    severity: Severity = Field(description="The judgement, after taking the load into account.")
+    measured: Severity = Field(description="The grade of the measured cave alone, before the load.")
+    cave: Annotated[float, Decimals(3)] = Field(
+        description="How far the knee moved inside the ankle below it, from the lifter's standing posture, in "
+                    "standing leg lengths (+ = inward), at the rep's worst moment (90th percentile).")
+    peak_phase: Literal["descent", "bottom", "ascent"] = Field(description="Where in the rep the cave peaked.")
+    t_peak: Annotated[float, Decimals(3)] = Field(
+        description="Seconds from the start of the source to the frame where the cave peaked.")
+    fppa_change_deg: Annotated[float | None, Decimals(1)] = Field(
+        default=None, description="Frontal plane projection angle, change from standing, degrees (+ = valgus).")
+    medial_shift: Annotated[float | None, Decimals(3)] = Field(
+        default=None,
+        description="Knee's distance from the hip-ankle line, change from standing, in leg lengths (+ = medial).")
+
+
+class Valgus(Wire):
+    """Both legs of a rep; ``None`` for a leg that was not judged (the free leg of a single-leg squat, or a
+    camera too far to the side)."""
+
+    left: LegValgus | None
+    right: LegValgus | None
+
+    def leg(self, side: str) -> LegValgus | None:
+        """The leg called ``side`` (``left`` or ``right``)."""
+        return self.left if side == "left" else self.right
+
+    def judged(self) -> list[LegValgus]:
+        """The legs that were judged, left first."""
+        return [v for v in (self.left, self.right) if v is not None]
+
+
+def _optional_fields(schema: dict[str, Any]) -> None:
+    """Leave out of ``required`` the properties marked ``optional`` (fields older racks may not send)."""
+    optional = [name for name, prop in schema["properties"].items() if prop.pop("optional", False)]
+    schema["required"] = [name for name in schema.get("required", []) if name not in optional]
+
+
+class RepEvent(Event):
+    """One rep.
+
+    ``severity`` is the worst leg's severity after the load has been taken into account; ``verdict`` is what the
+    rack's LEDs show: ``clean``, ``note`` (a cave tolerated because the load is near the lifter's max) or
+    ``cave``; when the knees could not be judged at all (camera too far to the side) both legs are ``None``,
+    ``severity`` is ``None``, ``verdict`` is ``unjudged`` and ``unjudged_reason`` says why.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_optional_fields)
+
+    type: Literal["rep"] = "rep"
+    set_id: str = Field(min_length=1)
+    rep: int = Field(ge=1, description="Rep number within the set, from 1.")
+    exercise: Exercise
+    working_leg: Literal["left", "right", "both"] = Field(
+        description="both for a squat; the working leg of a single-leg squat.")
+    t_start: Annotated[float, Decimals(3)]
+    t_bottom: Annotated[float, Decimals(3)]
+    t_end: Annotated[float, Decimals(3)]
+    load: Load | None = Field(description="The bar load entered on the panel, or null when none was entered.")
+    valgus: Valgus
+    severity: Severity | None = Field(
+        description="Worst leg, after taking the load into account; null when the knees could not be judged "
+                    "(verdict unjudged).")
+    verdict: Verdict = Field(
+        description="What the rack's lights showed: clean, note (a cave tolerated near the lifter's max), cave, or "
+                    "unjudged (the knees could not be judged, e.g. camera too far to the side).")
+    depth: Annotated[float, Decimals(3)]
+    descent_s: Annotated[float, Decimals(3), Field(ge=0)]
+    ascent_s: Annotated[float, Decimals(3), Field(ge=0)]
+    ascent_speed: Annotated[float, Decimals(3)]
+    stance_ratio: Annotated[float | None, Decimals(3)]
+    hip_shift: Annotated[float | None, Decimals(3)]
+    unjudged_reason: str | None = Field(
+        default=None, description="Why the rep could not be judged; null when it was. (Added in schema 1; may be "
+                                  "absent from older racks.)",
+        json_schema_extra={"optional": True})   # see _optional_fields: not in the schema's "required"
+
+
+class Advice(Wire):
+    """What to do next time: ``add`` weight, ``hold`` it, or ``reduce`` it, with the suggested next load (in the
+    set's units; ``None`` when no load was entered) and a sentence for the lifter."""
+
+    action: Literal["add", "hold", "reduce"]
+    next_load: float | None = Field(default=None, ge=0, description="The suggested next load, in the set's units.")
+    text: str
+
+
+class SetEvent(Event):
+    """The summary of a finished set."""
+
+    type: Literal["set"] = "set"
+    set_id: str = Field(min_length=1)
+    exercise: Exercise
+    load: Load | None
+    reps: int = Field(ge=0)
+    clean_reps: int = Field(ge=0)
+    worst_rep: int | None = Field(ge=1)
+    cave_onset_rep: int | None = Field(ge=1)
+    weaker_side: Leg | None
+    velocity_loss_pct: Annotated[float | None, Decimals(1)]
+    remarks: tuple[str, ...]
+    cues: tuple[str, ...]
+    advice: Advice
+
+
+class StateEvent(Event):
+    """The rack's current state (retained on MQTT, so a new dashboard sees it at once)."""
+
+    type: Literal["state"] = "state"
+    phase: Phase
+    lifter_seen: bool
+    load: Load | None
+    exercise: Exercise
+    set_id: str | None
+    reps_in_set: int = Field(ge=0)
+
+
+class HealthEvent(Event):
+    """How the rack itself is doing."""
+
+    type: Literal["health"] = "health"
+    fps: Annotated[float, Decimals(2), Field(ge=0)]
+    inference_ms: Annotated[float, Decimals(2), Field(ge=0)]
+    dropped_frames: int = Field(ge=0)
+    cpu_temp_c: float | None
+    throttled: bool | None
+    outbox_depth: int = Field(ge=0)
+
+
+class ReplyEvent(Event):
+    """The rack's answer to one command: the command's id, ``ok`` or ``rejected`` and, when rejected, why.
+
+    ``command_id`` is ``None`` only when the command was so broken that no id could be read from it.
+    """
+
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"status": {"const": "rejected"}}},
+        "then": {"properties": {"reason": {"type": "string"}}},
+        "else": {"properties": {"reason": {"type": "null"}}}})
+
+    type: Literal["reply"] = "reply"
+    command_id: str | None = Field(
+        description="The id of the command answered; null only when none could be read from it.")
+    command: CommandName | None
+    status: Literal["ok", "rejected"]
+    reason: str | None = Field(default=None, description="Why it was rejected, in words for the sender; null when ok.")
+
+    @model_validator(mode="after")
+    def _reason_only_when_rejected(self) -> ReplyEvent:
+        if (self.status == "rejected") != (self.reason is not None):
+            raise ValueError("a rejected reply needs a reason, and an ok reply has none")
+        return self
+
+    @classmethod
+    def answer(cls, rack: str | None, *, command_id: str | None, command: str | None, ok: bool,
+               reason: str | None = None) -> ReplyEvent:
+        """The reply ``ok`` or ``rejected`` (with ``reason``, or a bare "rejected" when none was given)."""
+        return cls(rack=rack, command_id=command_id, command=command, status="ok" if ok else "rejected",
+                   reason=None if ok else (reason or "rejected"))
+
+
+#: Every event type, by the name in its ``type`` field.
+EVENT_TYPES: dict[str, type[Event]] = {
+    "rep": RepEvent, "set": SetEvent, "state": StateEvent, "health": HealthEvent, "reply": ReplyEvent}
+
+AnyEvent = Annotated[Union[RepEvent, SetEvent, StateEvent, HealthEvent, ReplyEvent], Field(discriminator="type")]
+_ANY_EVENT = TypeAdapter(AnyEvent)
+
+
+class _WireEnvelope(TypedDict):
+    """What every event on the wire carries (the types fill these in by default; the wire must not leave them out)."""
+
+    type: str
+    schema: int
+    id: str
+    time: str
+
+
+_WIRE_ENVELOPE = TypeAdapter(_WireEnvelope)
+
+
+def parse_event(data: bytes | str | dict[str, Any]) -> Event:
+    """The typed event in a wire payload (JSON bytes or text, or an already decoded ``dict``).
+
+    Read as strictly as the JSON Schemas: the whole envelope must be there, ``"yes"`` is not a boolean nor ``"3"``
+    a number. Raises ``pydantic.ValidationError`` (a ``ValueError``) for a payload that is not a valid event.
+    """
+    if isinstance(data, dict):
+        data = json.dumps(data)
+    _WIRE_ENVELOPE.validate_json(data, strict=True)
+    return _ANY_EVENT.validate_json(data, strict=True)

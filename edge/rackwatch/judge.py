@@ -16,7 +16,8 @@ Load changes the verdict, not the measurement:
   step harsher: consistent cave at 75-85 % of max is the pattern to fix;
 - with no load or no one-rep max entered the measurement is judged as it is.
 
-Pure code: reps in, event dicts out.
+Pure code: reps in, typed events out (:class:`rackwatch.events.RepEvent` and :class:`~rackwatch.events.SetEvent`),
+at full precision; they are rounded only when serialised.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from . import events
-from .events import LEGS, SEVERITIES, severity_rank
+from .events import LEGS, SEVERITIES, Advice, LegValgus, RepEvent, SetEvent, Valgus, severity_rank
 from .load import LifterSettings
 from .reps import Rep
 from .settings import Settings
@@ -78,7 +79,18 @@ def _peak(values: list[float]) -> tuple[float, int] | None:
     return p90, index
 
 
-def measure_leg(rep: Rep, side: str) -> dict | None:
+@dataclass(frozen=True)
+class LegMeasure:
+    """The valgus numbers of one leg over one rep, before any judgement (see :class:`rackwatch.events.LegValgus`)."""
+
+    cave: float
+    peak_phase: str
+    t_peak: float
+    fppa_change_deg: float | None
+    medial_shift: float | None
+
+
+def measure_leg(rep: Rep, side: str) -> LegMeasure | None:
     """The valgus numbers of one leg over one rep, before any judgement; ``None`` if the leg was not seen."""
     legs = [s.legs[side] for s in rep.samples]
     peak = _peak([leg.knee_inside_ankle if leg else None for leg in legs])
@@ -87,8 +99,9 @@ def measure_leg(rep: Rep, side: str) -> dict | None:
     cave, index = peak
     fppa = _peak([leg.fppa_change if leg else None for leg in legs])
     shift = _peak([leg.medial_shift if leg else None for leg in legs])
-    return {"cave": cave, "peak_phase": rep.phase_of[index], "t_peak": rep.samples[index].t,
-            "fppa_change_deg": None if fppa is None else fppa[0], "medial_shift": None if shift is None else shift[0]}
+    return LegMeasure(cave=cave, peak_phase=rep.phase_of[index], t_peak=rep.samples[index].t,
+                      fppa_change_deg=None if fppa is None else fppa[0],
+                      medial_shift=None if shift is None else shift[0])
 
 
 def grade(cave: float, settings: JudgeSettings) -> str:
@@ -121,17 +134,18 @@ class SetJudge:
     """Judges the reps of one set as they come, and sums the set up at the end.
 
     Make a new one for every set: the lifter's settings (load, one-rep max, exercise, and the working leg of a
-    single-leg squat when they entered it) belong to the set, and so does the memory of which leg caved.
+    single-leg squat when they entered it) belong to the set, and so does the memory of which leg caved. (Only a
+    burst of changes updates ``lifter`` of the set under way; see :mod:`rackwatch.analysis`.)
     """
 
     rack: str | None
     lifter: LifterSettings = field(default_factory=LifterSettings)
     settings: JudgeSettings = field(default_factory=JudgeSettings)
     set_id: str = field(default_factory=events.new_id)
-    reps: list[dict] = field(default_factory=list)
+    reps: list[RepEvent] = field(default_factory=list)
     _caved_before: dict = field(default_factory=lambda: {leg: False for leg in LEGS})
 
-    def judge(self, rep: Rep) -> dict:
+    def judge(self, rep: Rep) -> RepEvent:
         """The rep event for ``rep``, the next rep of this set."""
         s = self.settings
         working = "both"
@@ -141,7 +155,7 @@ class SetJudge:
             judged_legs = [working]
         frontal = view_is_frontal(rep, s)
         percent = self.lifter.percent_of_max
-        valgus: dict[str, dict | None] = {}
+        valgus: dict[str, LegValgus | None] = {}
         for side in LEGS:
             numbers = measure_leg(rep, side) if side in judged_legs else None
             if numbers is None:
@@ -150,7 +164,7 @@ class SetJudge:
             if not frontal:
                 valgus[side] = None
                 continue
-            measured = grade(numbers["cave"], s)
+            measured = grade(numbers.cave, s)
             severity = measured
             if measured != "none" and percent is not None:
                 if percent >= s.near_max_percent:
@@ -158,10 +172,12 @@ class SetJudge:
                 elif percent <= s.working_max_percent and self._caved_before[side]:
                     severity = _shift(measured, +1)
             self._caved_before[side] = self._caved_before[side] or measured != "none"
-            valgus[side] = events.leg_valgus(severity=severity, measured=measured, **numbers)
-        judged = [v for v in valgus.values() if v and v["severity"] is not None]
-        severity = max((v["severity"] for v in judged), key=severity_rank, default="none")
-        measured = max((v["measured"] for v in judged), key=severity_rank, default="none")
+            valgus[side] = LegValgus(severity=severity, measured=measured, cave=numbers.cave,
+                                     peak_phase=numbers.peak_phase, t_peak=numbers.t_peak,
+                                     fppa_change_deg=numbers.fppa_change_deg, medial_shift=numbers.medial_shift)
+        judged = [v for v in valgus.values() if v is not None]
+        severity = max((v.severity for v in judged), key=severity_rank, default="none")
+        measured = max((v.measured for v in judged), key=severity_rank, default="none")
         if severity_rank(severity) >= severity_rank("moderate"):
             verdict = "cave"
         elif severity_rank(measured) >= severity_rank("moderate"):
@@ -170,9 +186,10 @@ class SetJudge:
             verdict = "clean"
         shifts = [smp.hip_shift for smp, phase in zip(rep.samples, rep.phase_of)
                   if phase == "bottom" and smp.hip_shift is not None]
-        event = events.rep_event(
-            self.rack, set_id=self.set_id, rep=len(self.reps) + 1, exercise=self.lifter.exercise, working_leg=working,
-            t_start=rep.t_start, t_bottom=rep.t_bottom, t_end=rep.t_end, load=self.lifter.load_info(), valgus=valgus,
+        event = RepEvent(
+            rack=self.rack, set_id=self.set_id, rep=len(self.reps) + 1, exercise=self.lifter.exercise,
+            working_leg=working, t_start=rep.t_start, t_bottom=rep.t_bottom, t_end=rep.t_end,
+            load=self.lifter.load_info(), valgus=Valgus(**valgus),
             severity=severity if judged else None, verdict=verdict if judged else "unjudged", depth=rep.depth,
             descent_s=rep.descent_s, ascent_s=rep.ascent_s, ascent_speed=rep.ascent_speed,
             stance_ratio=rep.calibration.stance_ratio, hip_shift=float(np.median(shifts)) if shifts else None,
@@ -180,30 +197,30 @@ class SetJudge:
         self.reps.append(event)
         return event
 
-    def summary(self) -> dict | None:
+    def summary(self) -> SetEvent | None:
         """The set event, or ``None`` for a set without reps."""
         if not self.reps:
             return None
         s = self.settings
         reps = self.reps
-        clean = [r for r in reps if r["verdict"] == "clean"]
-        cave_by_rep = [max((v["cave"] for v in r["valgus"].values() if v), default=None) for r in reps]
+        clean = [r for r in reps if r.verdict == "clean"]
+        cave_by_rep = [max((v.cave for v in r.valgus.judged()), default=None) for r in reps]
         worst = None
-        if any(r["verdict"] in ("cave", "note") for r in reps):
-            worst = reps[int(np.nanargmax([np.nan if c is None else c for c in cave_by_rep]))]["rep"]
-        caving = [r["rep"] for r in reps if r["verdict"] in ("cave", "note")]
+        if any(r.verdict in ("cave", "note") for r in reps):
+            worst = reps[int(np.nanargmax([np.nan if c is None else c for c in cave_by_rep]))].rep
+        caving = [r.rep for r in reps if r.verdict in ("cave", "note")]
         onset = caving[0] if caving else None
         weaker = _weaker_side(reps, s.weaker_side_margin)
-        speeds = [r["ascent_speed"] for r in reps]
+        speeds = [r.ascent_speed for r in reps]
         velocity_loss = None
         if len(speeds) >= 3 and max(speeds[:2]) > 0:
             velocity_loss = max(0.0, 100.0 * (1 - speeds[-1] / max(speeds[:2])))
         remarks, cues = [], []
-        stance = reps[0]["stance_ratio"]
+        stance = reps[0].stance_ratio
         if stance is not None and stance > s.wide_stance_ratio:
             remarks.append(f"Very wide stance (feet about {stance:.1f}x shoulder width): that asks a lot of the hips; "
                            "try bringing the feet in a little.")
-        shifts = [r["hip_shift"] for r in reps if r["hip_shift"] is not None]
+        shifts = [r.hip_shift for r in reps if r.hip_shift is not None]
         # On one leg the hips must move over the standing foot: a shift is only worth a word on two.
         if shifts and self.lifter.exercise == "squat" and abs(float(np.median(shifts))) > s.hip_shift_limit:
             toward = "left" if np.median(shifts) > 0 else "right"
@@ -219,44 +236,43 @@ class SetJudge:
         if weaker:
             cues.append(f"Your {weaker} knee caves more: add extra single-leg work on the {weaker} side.")
         advice = _advice(reps, self.lifter, s)
-        return events.set_event(self.rack, set_id=self.set_id, exercise=self.lifter.exercise,
-                                load=self.lifter.load_info(), reps=len(reps), clean_reps=len(clean),
-                                worst_rep=worst, cave_onset_rep=onset,
-                                weaker_side=weaker, velocity_loss_pct=velocity_loss, remarks=remarks, cues=cues,
-                                advice=advice)
+        return SetEvent(rack=self.rack, set_id=self.set_id, exercise=self.lifter.exercise,
+                        load=self.lifter.load_info(), reps=len(reps), clean_reps=len(clean), worst_rep=worst,
+                        cave_onset_rep=onset, weaker_side=weaker, velocity_loss_pct=velocity_loss, remarks=remarks,
+                        cues=cues, advice=advice)
 
 
-def _weaker_side(reps: list[dict], margin: float) -> str | None:
+def _weaker_side(reps: list[RepEvent], margin: float) -> str | None:
     """The leg that caves clearly more over the set, if any."""
     means = {}
     for side in LEGS:
-        caves = [r["valgus"][side]["cave"] for r in reps if r["valgus"][side]]
+        caves = [r.valgus.leg(side).cave for r in reps if r.valgus.leg(side)]
         if caves:
             means[side] = float(np.mean(caves))
     if len(means) < 2:
         return None
     side = max(means, key=means.get)
     other = "left" if side == "right" else "right"
-    caves_often = sum(1 for r in reps if r["valgus"][side] and r["valgus"][side]["measured"] != "none")
+    caves_often = sum(1 for r in reps if r.valgus.leg(side) and r.valgus.leg(side).measured != "none")
     return side if means[side] - means[other] > margin and caves_often >= 1 else None
 
 
-def _advice(reps: list[dict], lifter: LifterSettings, settings: JudgeSettings) -> dict:
-    verdicts = [r["verdict"] for r in reps]
-    severe = any(r["severity"] == "severe" for r in reps)
+def _advice(reps: list[RepEvent], lifter: LifterSettings, settings: JudgeSettings) -> Advice:
+    verdicts = [r.verdict for r in reps]
+    severe = any(r.severity == "severe" for r in reps)
     caves = verdicts.count("cave")
     value, step, units = lifter.load, lifter.plate_step, lifter.units
     if caves == 0 and verdicts.count("note") == 0 and "unjudged" not in verdicts:
         next_load = None if value is None else value + step
         text = f"Every rep clean. After three clean sets at this load, add {step:g}-{2 * step:g} {units} next time."
-        return {"action": "add", "next_load": next_load, "text": text}
+        return Advice(action="add", next_load=next_load, text=text)
     if severe or caves >= settings.deload_after_caves:
         keep = 1 - settings.deload_percent / 100
         next_load = None if value is None else max(0.0, round(value * keep / step) * step)
         often = "on more than one rep" if settings.deload_after_caves == 2 else \
             f"on {settings.deload_after_caves} reps or more"
-        return {"action": "reduce", "next_load": next_load,
-                "text": f"The knees caved badly or {often}: drop about {settings.deload_percent:g}% and rebuild "
-                        "clean reps before adding weight."}
-    return {"action": "hold", "next_load": value,
-            "text": "The knees wobbled: stay at this load until every rep of every set is clean."}
+        return Advice(action="reduce", next_load=next_load,
+                      text=f"The knees caved badly or {often}: drop about {settings.deload_percent:g}% and rebuild "
+                           "clean reps before adding weight.")
+    return Advice(action="hold", next_load=value,
+                  text="The knees wobbled: stay at this load until every rep of every set is clean.")

@@ -44,7 +44,6 @@ import re
 import ssl
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -56,6 +55,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import AfterValidator, Field, model_validator
 
 from . import commands as cmds
+from .events import Event, ReplyEvent
 from .outbox import DEFAULT_MAX_EVENTS, Outbox
 from .settings import Settings
 
@@ -213,7 +213,7 @@ class RackLink:
         self.last_error: str | None = None   # the latest connection problem, in words; None once connected
         self._connected = threading.Event()
         self._events: queue.Queue[tuple] = queue.Queue()   # what paho saw, for the pump, in order
-        self._recent_replies: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.commands = cmds.CommandLog()   # redeliveries answered again, reused ids and floods refused
         self._stopping = threading.Event()
         self._pump_thread: threading.Thread | None = None
         self._acked = threading.Condition()
@@ -261,20 +261,23 @@ class RackLink:
 
     # -- the public surface --------------------------------------------------------------------------------------
 
-    def publish(self, event: dict[str, Any]) -> int:
-        """Queue one event (from :mod:`rackwatch.events`) for delivery; returns once it is safely on disk.
+    def publish(self, event: Event) -> int:
+        """Queue one typed event (from :mod:`rackwatch.events`) for delivery; returns once it is safely on disk.
 
-        Returns the outbox sequence number. Raises ``ValueError`` for an event type with no topic, or an event
-        made for another rack.
+        The event is serialised here, at the edge: the outbox keeps its JSON. Returns the outbox sequence number.
+        Raises ``ValueError`` for something that is not an event, an event type with no topic, or an event made
+        for another rack.
         """
-        if event.get("rack") is None:
-            event = {**event, "rack": self.settings.rack}
-        elif event["rack"] != self.settings.rack:
-            raise ValueError(f"event for rack {event['rack']!r} given to the link of rack {self.settings.rack!r}")
-        topic, qos, retain = self.topics.for_event(str(event.get("type")))
+        if not isinstance(event, Event):
+            raise ValueError(f"RackLink.publish takes an event from rackwatch.events, not {type(event).__name__}")
+        if event.rack is None:
+            event = event.for_rack(self.settings.rack)
+        elif event.rack != self.settings.rack:
+            raise ValueError(f"event for rack {event.rack!r} given to the link of rack {self.settings.rack!r}")
+        topic, qos, retain = self.topics.for_event(event.type)
         if self._stopping.is_set():
             raise RuntimeError("this MQTT link is closed; events published now would not be sent until restart")
-        seq = self.outbox.add(event, topic, qos=qos, retain=retain)
+        seq = self.outbox.add(event.to_wire(), topic, qos=qos, retain=retain)
         self._events.put(("wake",))
         return seq
 
@@ -396,35 +399,35 @@ class RackLink:
                                            "reconnect); publish it without the retain flag and clear the "
                                            "retained one", name=cmds.command_name(message.topic))
             command = cmds.parse_command(message.topic, message.payload)
+            # QoS 1 may deliver a command twice: the same command again is answered again, but not acted on twice.
+            earlier = self.commands.check(command)
         except cmds.CommandRejected as err:
             log.warning("rejected a command on %s: %s", message.topic, err.reason)
             self._reply(err.command_id, err.name, ok=False, reason=err.reason)
             return
-
-        if command.id in self._recent_replies:
-            # QoS 1 may deliver a command twice: answer again, but do not act twice.
-            self.publish(self._recent_replies[command.id])
+        if earlier is not None:
+            self.publish(earlier)
             return
         if self.on_command is None:
-            self._reply(command.id, command.name, ok=False, reason="this rack does not take commands right now")
+            self._reply(command.id, command.name, ok=False, reason="this rack does not take commands right now",
+                        command=command)
             return
         try:
             self.on_command(command)
         except cmds.CommandRejected as err:
-            self._reply(command.id, command.name, ok=False, reason=err.reason)
+            self._reply(command.id, command.name, ok=False, reason=err.reason, command=command)
         except Exception as err:
             log.exception("the command handler failed on %r", command)
-            self._reply(command.id, command.name, ok=False,
+            self._reply(command.id, command.name, ok=False, command=command,
                         reason=f"the rack could not carry out the command ({type(err).__name__}); see its log")
         else:
-            self._reply(command.id, command.name, ok=True)
+            self._reply(command.id, command.name, ok=True, command=command)
 
-    def _reply(self, command_id: str | None, name: str | None, *, ok: bool, reason: str | None = None) -> None:
-        reply = cmds.reply_event(self.settings.rack, command_id=command_id, command=name, ok=ok, reason=reason)
-        if command_id is not None:
-            self._recent_replies[command_id] = reply
-            while len(self._recent_replies) > 256:
-                self._recent_replies.popitem(last=False)
+    def _reply(self, command_id: str | None, name: str | None, *, ok: bool, reason: str | None = None,
+               command: cmds.Command | None = None) -> None:
+        reply = ReplyEvent.answer(self.settings.rack, command_id=command_id, command=name, ok=ok, reason=reason)
+        if command is not None:
+            self.commands.answered(command, reply)
         self.publish(reply)
 
     # -- retained things republished on every connect -------------------------------------------------------------

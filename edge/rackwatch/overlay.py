@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .events import Event, RepEvent
 from .pose import KP, Pose
 
 _BONES = [("left_shoulder", "right_shoulder"), ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"),
@@ -31,7 +32,7 @@ class OverlayWriter:
         self._banner_colour = _COLOURS["clean"]
         self._banner_until = -1.0
 
-    def add(self, t: float, image: np.ndarray, pose: Pose, new_events: list[dict]) -> None:
+    def add(self, t: float, image: np.ndarray, pose: Pose, new_events: list[Event]) -> None:
         import cv2
 
         if self._writer is None:
@@ -40,7 +41,7 @@ class OverlayWriter:
             if not self._writer.isOpened():
                 raise OSError(f"Cannot write a video to {self.path}.")
         for event in new_events:
-            if event["type"] == "rep":
+            if isinstance(event, RepEvent):
                 self._banner, self._banner_colour = rep_banner(event)
                 self._banner_until = t + 2.0
         banner = self._banner if t <= self._banner_until else ""
@@ -77,13 +78,14 @@ def draw(image: np.ndarray, pose: Pose, min_score: float, banner: str = "",
     return canvas
 
 
-def rep_banner(event: dict) -> tuple[str, tuple[int, int, int]]:
+def rep_banner(event: RepEvent) -> tuple[str, tuple[int, int, int]]:
     """The line of text for a rep event, and its colour."""
-    legs = ", ".join(f"{leg} {v['severity']} ({v['cave']:+.2f})" for leg, v in event["valgus"].items() if v)
-    return f"rep {event['rep']}: {event['verdict']}  {legs}", _COLOURS.get(event["verdict"], _COLOURS["unjudged"])
+    legs = ", ".join(f"{side} {v.severity} ({v.cave:+.2f})" for side, v in
+                     (("left", event.valgus.left), ("right", event.valgus.right)) if v)
+    return f"rep {event.rep}: {event.verdict}  {legs}", _COLOURS.get(event.verdict, _COLOURS["unjudged"])
 
 
-def write_rep_frames(video: str | Path, folder: str | Path, reps: list[dict], poses: dict[int, Pose], fps: float,
+def write_rep_frames(video: str | Path, folder: str | Path, reps: list[RepEvent], poses: dict[int, Pose], fps: float,
                      min_score: float) -> list[Path]:
     """A PNG per rep of the frame where its knees were worst (the bottom for a rep not judged)."""
     import cv2
@@ -92,10 +94,10 @@ def write_rep_frames(video: str | Path, folder: str | Path, reps: list[dict], po
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    wanted: dict[int, dict] = {}
+    wanted: dict[int, RepEvent] = {}
     for rep in reps:
-        legs = [v for v in rep["valgus"].values() if v]
-        t = max(legs, key=lambda v: v["cave"])["t_peak"] if legs else rep["t_bottom"]
+        legs = rep.valgus.judged()
+        t = max(legs, key=lambda v: v.cave).t_peak if legs else rep.t_bottom
         wanted[round(t * fps)] = rep
     written = []
     source = open_source(video)
@@ -103,7 +105,7 @@ def write_rep_frames(video: str | Path, folder: str | Path, reps: list[dict], po
         for frame in source.frames():
             rep = wanted.get(frame.index)
             if rep is not None and frame.index in poses:
-                path = folder / f"rep-{rep['rep']:02d}.png"
+                path = folder / f"rep-{rep.rep:02d}.png"
                 cv2.imwrite(str(path), draw(frame.image, poses[frame.index], min_score, *rep_banner(rep)))
                 written.append(path)
     finally:

@@ -38,7 +38,7 @@ from gpiozero import (LED, Button, CompositeOutputDevice, LEDCharDisplay, LEDMul
 from gpiozero.tones import Tone
 from pydantic import Field, field_validator, model_validator
 
-from .events import EXERCISES, UNITS
+from .events import EXERCISES, UNITS, RepEvent
 from .load import LifterSettings, SettingsStore
 from .settings import Settings
 
@@ -494,9 +494,9 @@ class RackPanel:
 
     # -- what the service calls ----------------------------------------------------------------------------
 
-    def show_rep(self, rep_event: Mapping[str, Any]) -> Feedback:
+    def show_rep(self, rep_event: RepEvent) -> Feedback:
         """Light the verdict's light for a few seconds and play its tune; returns the feedback given."""
-        feedback = feedback_for(rep_event.get("verdict"))
+        feedback = feedback_for(rep_event.verdict)
         for name, light in self.lights.items():
             if name == feedback.light:
                 # One long blink: on for verdict_time, then off by itself, in gpiozero's background thread.

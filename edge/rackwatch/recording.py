@@ -12,6 +12,7 @@ from typing import Callable
 
 from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import Frame, FrameSource, Prefetched, Scaled, SourceError, open_source
+from .events import Event, RepEvent, SetEvent
 from .load import LifterSettings
 from .pose import Interpreter, Pose, PoseEstimator
 
@@ -22,24 +23,24 @@ class NobodyThere(SourceError):
 
 @dataclass
 class RecordingResult:
-    events: list[dict]
+    events: list[Event]
     frames: int
     fps: float
 
     @property
-    def reps(self) -> list[dict]:
-        return [e for e in self.events if e["type"] == "rep"]
+    def reps(self) -> list[RepEvent]:
+        return [e for e in self.events if isinstance(e, RepEvent)]
 
     @property
-    def sets(self) -> list[dict]:
-        return [e for e in self.events if e["type"] == "set"]
+    def sets(self) -> list[SetEvent]:
+        return [e for e in self.events if isinstance(e, SetEvent)]
 
 
 def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: LifterSettings = LifterSettings(),
                       settings: AnalysisSettings = AnalysisSettings(), rack: str | None = None,
                       camera_size: int | None = None,
                       on_start: Callable[[FrameSource], None] | None = None,
-                      on_frame: Callable[[Frame, Pose, list[dict]], None] | None = None) -> RecordingResult:
+                      on_frame: Callable[[Frame, Pose, list[Event]], None] | None = None) -> RecordingResult:
     """Run the whole pipeline over one recording.
 
     ``on_start`` (optional) sees the opened source before the first frame (its ``fps`` and ``frame_count``), and
@@ -52,7 +53,7 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: Lif
         on_start(source)
     estimator = PoseEstimator(interpreter, settings.min_score, bgr_frames=source.channels == "bgr")
     analyzer = LiftAnalyzer(rack=rack, lifter=lifter, settings=settings)
-    out: list[dict] = []
+    out: list[Event] = []
     seen = frames = 0
     try:
         for frame in source.frames():

@@ -323,21 +323,21 @@ class RackService:
 
     # -- publishing ------------------------------------------------------------------------------------------------
 
-    def _emit(self, event: dict) -> None:
+    def _emit(self, event: events.Event) -> None:
         self.link.publish(event)
-        kind = event["type"]
+        kind = event.type
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        if kind == "rep":
-            self.verdicts.append(event["verdict"])
+        if isinstance(event, events.RepEvent):
+            self.verdicts.append(event.verdict)
             if self.panel is not None:
                 try:
                     self.panel.show_rep(event)
                 except Exception:   # a broken light must not stop the judging
-                    log.exception("the panel could not show rep %s", event.get("rep"))
-            self._say(f"rep {event['rep']}: {event['verdict']} (knee cave {event['severity'] or 'not judged'}, "
-                      f"depth {event['depth']:.2f})")
-        elif kind == "set":
-            self._say(f"set: {event['reps']} reps, {event['clean_reps']} clean. {event['advice']['text']}")
+                    log.exception("the panel could not show rep %s", event.rep)
+            self._say(f"rep {event.rep}: {event.verdict} (knee cave {event.severity or 'not judged'}, "
+                      f"depth {event.depth:.2f})")
+        elif isinstance(event, events.SetEvent):
+            self._say(f"set: {event.reps} reps, {event.clean_reps} clean. {event.advice.text}")
         if self.on_event is not None:
             self.on_event(event)
 
@@ -345,8 +345,8 @@ class RackService:
         state = self.analyzer.state()
         self.link.publish(state)
         self.counts["state"] += 1
-        self._state_key = (state["phase"], state["set_id"], state["reps_in_set"])
-        self._seen_published = state["lifter_seen"]
+        self._state_key = (state.phase, state.set_id, state.reps_in_set)
+        self._seen_published = state.lifter_seen
         self._seen_since = None
         if self.on_event is not None:
             self.on_event(state)
@@ -364,12 +364,12 @@ class RackService:
         else:
             self._seen_since = None
 
-    def publish_health(self) -> dict:
+    def publish_health(self) -> events.HealthEvent:
         now = time.monotonic()
         elapsed = max(now - self._window_start, 1e-6)
         frames = self._window_frames
-        event = events.health_event(
-            self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / frames if frames else 0.0,
+        event = events.HealthEvent(
+            rack=self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / frames if frames else 0.0,
             dropped_frames=int(getattr(self.frames, "dropped", 0) or 0), cpu_temp_c=cpu_temperature(),
             throttled=throttled(), outbox_depth=self.link.outbox_depth)
         self._window_start, self._window_frames, self._window_infer_s = now, 0, 0.0

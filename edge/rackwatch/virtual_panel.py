@@ -31,9 +31,9 @@ import os
 import select
 import sys
 import threading
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, TextIO
 
-from .events import UNITS
+from .events import UNITS, RepEvent
 from .load import SettingsStore
 from .panel import (MODE_NAMES, STATUS_PATTERNS, Feedback, PanelControls, PanelTiming, Tune, feedback_for,
                     status_for)
@@ -90,11 +90,13 @@ class VirtualPanel:
 
     # -- the same API as RackPanel -------------------------------------------------------------------------
 
-    def show_rep(self, rep_event: Mapping[str, Any]) -> Feedback:
-        feedback = feedback_for(rep_event.get("verdict"))
+    def show_rep(self, rep_event: RepEvent) -> Feedback:
+        return self._show_verdict(rep_event.verdict, rep_event.rep)
+
+    def _show_verdict(self, verdict: str | None, rep: int | None = None) -> Feedback:
+        feedback = feedback_for(verdict)
         light = f"{feedback.light.upper()} light" if feedback.light else "no light"
         sound = f", buzzer: {describe_tune(feedback.tune)}" if self.buzzer_enabled and feedback.tune else ""
-        rep = rep_event.get("rep")
         self._print(f"{'rep ' + str(rep) if rep is not None else 'rep'}: {light}{sound} - {feedback.meaning}")
         return feedback
 
@@ -154,7 +156,7 @@ class VirtualPanel:
                 self.on_quit()
             return False
         elif self.demo and key.lower() in DEMO_KEYS:
-            self.show_rep({"verdict": DEMO_KEYS[key.lower()]})
+            self._show_verdict(DEMO_KEYS[key.lower()])
         return True
 
     def help(self) -> str:
