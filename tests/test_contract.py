@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from mqtt_broker import sample_health, sample_rep, sample_set, sample_state
 from rackwatch import contract, events
 from rackwatch.commands import reply_event
-from rackwatch.mqtt import ROUTES, LinkSettings, discovery_configs
+from rackwatch.discovery import discovery_configs
+from rackwatch.mqtt import ROUTES, LinkSettings
 
 
 def is_valid(payload, name=None) -> bool:
