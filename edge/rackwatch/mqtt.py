@@ -191,7 +191,8 @@ class RackLink:
         self.settings = settings
         self.topics = Topics(settings.topic_root, settings.rack)
         self._owns_outbox = outbox is None
-        self.outbox = outbox or Outbox(settings.state_dir, max_events=settings.outbox_max)
+        # "is None", not "or": an empty outbox has length 0, and is false
+        self.outbox = outbox if outbox is not None else Outbox(settings.state_dir, max_events=settings.outbox_max)
         self.on_command = on_command
         self.on_connected: Callable[[], None] | None = None
         self.on_acked: Callable[[int], None] | None = None
