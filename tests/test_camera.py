@@ -280,18 +280,16 @@ def test_camera_frames_give_the_same_keypoints_as_the_same_picture_from_a_record
     # The service reads the camera's RGB frames without a swap, and a recording's BGR frames with one: the
     # same picture must give the same keypoints either way.
     from rackwatch.load import SettingsStore
-    from rackwatch.mqtt import LinkSettings, RackLink
     from rackwatch.pose import PoseEstimator
     from rackwatch.service import RackService
+    from rackwatch.sinks import ListSink
 
     frames = open_frames("picamera", camera_size=(320, 240), camera_fps=10)
-    link = RackLink(LinkSettings(rack="rack01", state_dir=tmp_path))
-    service = RackService(link, SettingsStore(tmp_path), interpreter, frames)
+    service = RackService(ListSink(), SettingsStore(tmp_path), interpreter, frames, rack="rack01")
     try:
         from_camera = service.estimator.estimate(next(iter(frames.frames())).image)
     finally:
         frames.close()
-        link.outbox.close()
     from_recording = PoseEstimator(interpreter).estimate(pi_camera)
     np.testing.assert_array_equal(from_camera.score, from_recording.score)
     np.testing.assert_array_equal(from_camera.xy, from_recording.xy)

@@ -22,7 +22,8 @@ from mqtt_broker import sample_health, sample_rep, sample_set, sample_state
 from rackwatch import contract, events
 from rackwatch.events import (Advice, HealthEvent, LegValgus, ReplyEvent, RepEvent, SetEvent, StateEvent, Valgus,
                               load_info, parse_event)
-from rackwatch.mqtt import ROUTES, LinkSettings, discovery_configs
+from rackwatch.discovery import discovery_configs
+from rackwatch.mqtt import ROUTES, LinkSettings
 
 
 def is_valid(payload, name=None) -> bool:

@@ -19,7 +19,8 @@ import pytest
 
 from mqtt_broker import (REPO, TEST_USERS, MosquittoBroker, Subscriber, assert_contract, free_port,
                          sample_health, sample_rep, sample_set, sample_state, wait_until)
-from rackwatch.mqtt import LinkSettings, RackLink, discovery_configs
+from rackwatch.discovery import discovery_configs
+from rackwatch.mqtt import LinkSettings, RackLink
 from rackwatch.outbox import Outbox
 
 pytestmark = pytest.mark.broker
@@ -74,6 +75,64 @@ def test_events_arrive_on_their_topics_as_the_contract_says(broker, tmp_path):
         link.close()
         sub.close()
     assert sub.payloads("rackwatch/rack01/availability")[-1] == b"offline"   # close() says goodbye
+
+
+def test_a_command_sent_the_moment_the_rack_says_connected_is_never_lost(broker, tmp_path):
+    """Connected means subscribed: the broker has acknowledged (SUBACK) the subscription to the rack's commands.
+
+    Each round is a rack the broker has never seen (no session to fall back on), and the dashboard sends a
+    command the instant ``wait_connected`` returns. When connected was said before the SUBACK, one round in
+    twenty or thirty lost its command on this machine, so 30 rounds failed most runs."""
+    dashboard = Subscriber(broker, "rackwatch/+/reply", client_id="dashboard")
+    links = []
+    try:
+        for round_ in range(30):
+            rack = f"fresh{round_}"
+            taken = threading.Event()
+            link = RackLink(settings_for(broker, tmp_path, rack=rack), on_command=lambda command: taken.set())
+            links.append(link)
+            link.start()
+            assert link.wait_connected(10)
+            dashboard.client.publish(f"rackwatch/{rack}/cmd/identify", json.dumps({"id": f"c{round_}"}), qos=1)
+            assert taken.wait(5), f"round {round_}: the command sent right after connecting never reached the rack"
+        dashboard.wait_for(lambda s: len(s.events("rackwatch/+/reply")) >= 30, what="every reply")
+        assert {e["command_id"] for e in dashboard.events("rackwatch/+/reply")} == {f"c{i}" for i in range(30)}
+    finally:
+        for link in links:
+            link.close()
+        dashboard.close()
+
+
+def test_commands_are_carried_out_on_their_own_thread_one_at_a_time_in_order(broker, tmp_path):
+    """A slow command (the settings' fsync, the frame loop's lock) must not hold up paho's network thread: the
+    link keeps sending events while a command is being carried out."""
+    release = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def slow(command):
+        seen.append((command.id, threading.current_thread().name))
+        release.wait(10)
+
+    dashboard = Subscriber(broker, ["rackwatch/rack01/reply", "rackwatch/rack01/rep"], client_id="dashboard")
+    link = RackLink(settings_for(broker, tmp_path), on_command=slow).start()
+    try:
+        assert link.wait_connected(10)
+        for n in range(3):
+            dashboard.client.publish("rackwatch/rack01/cmd/identify", json.dumps({"id": f"c{n}"}), qos=1)
+        wait_until(lambda: seen, what="the first command")
+        rep = sample_rep("rack01")
+        link.publish(rep)   # goes out while the command handler is still busy
+        dashboard.wait_for(lambda s: s.events("rackwatch/rack01/rep"), what="the rep, during the slow command")
+        assert len(seen) == 1 and dashboard.events("rackwatch/rack01/reply") == []
+        release.set()
+        dashboard.wait_for(lambda s: len(s.events("rackwatch/rack01/reply")) == 3, what="three replies")
+        assert [command_id for command_id, _ in seen] == ["c0", "c1", "c2"]
+        assert {thread for _, thread in seen} == {"rackwatch-commands-rack01"}
+        assert [e["command_id"] for e in dashboard.events("rackwatch/rack01/reply")] == ["c0", "c1", "c2"]
+    finally:
+        release.set()
+        link.close()
+        dashboard.close()
 
 
 def test_a_broker_outage_mid_stream_loses_nothing(broker, tmp_path):

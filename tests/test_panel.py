@@ -399,6 +399,16 @@ def test_virtual_panel_shows_the_same_feedback_as_the_rack():
         assert "slow blink" in out.getvalue().splitlines()[-1]
 
 
+def test_both_panels_are_the_panel_the_service_drives(panel, store):
+    from rackwatch.panel import Panel
+
+    with VirtualPanel(store, out=io.StringIO()) as virtual:
+        for each in (panel, virtual):
+            assert isinstance(each, Panel)
+            assert each.set_status(lifter_seen=True, broker_ok=True, fault=False) == "ready" == each.status
+            assert each.show_rep(rep_showing("cave", 1)) == FEEDBACK["cave"]
+
+
 def test_virtual_panel_reads_piped_lines(store):
     quit_called = threading.Event()
     with VirtualPanel(store, out=io.StringIO(), on_quit=quit_called.set) as panel:

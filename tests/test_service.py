@@ -1,16 +1,20 @@
-"""`rackwatch run` and RackService: the real model on real footage, a real Mosquitto, the panel on mock pins.
+"""`rackwatch run` and RackService: the real model on real footage, the panel on mock pins.
 
-Every JSON message a test subscriber sees is checked against the published contract (contract/*.schema.json).
+What is about judging, the panel and the settings runs the service into a list (:class:`ListSink`); what is about
+delivery runs it through the MQTT link to a real Mosquitto. Every event is checked against the published contract
+(contract/*.schema.json).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import tomllib
 
 import numpy as np
@@ -19,15 +23,20 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import FOOTAGE, PROJECT
 from mqtt_broker import MosquittoBroker, Subscriber, assert_contract, free_port, wait_until
+from rackwatch import commands as cmds
+from rackwatch import contract
 from rackwatch.config import ConfigError, load_config
 from rackwatch.load import SettingsStore
 from rackwatch.mqtt import LinkSettings, RackLink
+from rackwatch.outbox import Outbox
 from rackwatch.panel import FEEDBACK, PanelPins, PanelSettings, PanelTiming, RackPanel
 from rackwatch.host import SystemdNotifier
 from rackwatch.camera import VideoFile, open_frames
-from rackwatch.service import RackService, camera_fps, link_settings, parse_broker_url
+from rackwatch.rack import camera_fps, link_settings, parse_broker_url, serve
+from rackwatch.service import RackService
+from rackwatch.sinks import ListSink, StdoutSink
 
-pytestmark = [pytest.mark.broker, pytest.mark.footage]
+pytestmark = pytest.mark.footage
 
 SQUAT = "calimiro_workouttracker/squat_19.mp4"     # 2 clean reps, 143 frames
 CAVE = "tuxotiikeri/hyva_ja_paha.mp4"              # 1 single-leg rep, the right knee clearly caves
@@ -49,13 +58,14 @@ def rackwatch_run(*args, env=None, timeout=120):
                           text=True, env={**os.environ, **(env or {})}, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def link_for(broker, state_dir) -> RackLink:
-    return RackLink(LinkSettings(rack="rack01", host=broker.host, port=broker.port, state_dir=state_dir,
-                                 reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False))
+def link_for(broker, state_dir, link_class=RackLink, **kwargs) -> RackLink:
+    return link_class(LinkSettings(rack="rack01", host=broker.host, port=broker.port, state_dir=state_dir,
+                                   reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False), **kwargs)
 
 
 # -- 1. the command, as systemd would run it --------------------------------------------------------------------------
 
+@pytest.mark.broker
 def test_run_on_a_recording_publishes_reps_set_state_health_and_availability(broker, tmp_path, labels):
     label = label_of(labels, SQUAT)
     sub = Subscriber(broker, "rackwatch/#")
@@ -112,6 +122,7 @@ def test_run_on_a_recording_publishes_reps_set_state_health_and_availability(bro
     assert "2 reps" in result.stderr and "rep 1:" in result.stdout
 
 
+@pytest.mark.broker
 def test_run_on_the_pi_camera_judges_what_it_films_and_closes_the_set_on_sigterm(broker, tmp_path, labels):
     """``rackwatch run --source picamera`` as on the rack, with the stand-in for Picamera2 (tests/fake_picamera)
     filming a real squat clip: frames as the ISP delivers them (320x180, RGB), at the clip's 25 fps."""
@@ -167,6 +178,7 @@ def test_the_camera_is_capped_at_what_the_model_keeps_up_with():
     assert camera_fps(30.0, invoke_ms=95.0) == pytest.approx(1000 / (95 * 1.15))   # a Pi 4: about 9 fps
 
 
+@pytest.mark.broker
 def test_an_unreachable_broker_is_not_fatal_and_the_events_go_out_at_the_next_start(tmp_path):
     # Three black frames: nobody there, but the run still publishes its state and health.
     frames = tmp_path / "frames"
@@ -230,23 +242,22 @@ def lit(factory: MockFactory, pin: int) -> bool:
 
 
 @pytest.mark.parametrize("clip, exercise, expected", [(CAVE, "single-leg", "cave"), (SQUAT, "squat", "clean")])
-def test_the_verdict_of_each_rep_lights_its_led_and_plays_its_tune(broker, tmp_path, interpreter, clip, exercise,
-                                                                   expected):
+def test_the_verdict_of_each_rep_lights_its_led_and_plays_its_tune(tmp_path, interpreter, clip, exercise, expected):
     store = SettingsStore(tmp_path / "state")
     store.set_load(100)
     store.set_one_rm(140)
     store.set_exercise(exercise)
     factory = MockFactory(pin_class=MockPWMPin)
-    reps: list = []
+    sink = ListSink()
     injected = clip == SQUAT   # one run with a panel the test owns, one with a panel the service builds
     timing = PanelTiming(verdict_time=60, bounce_time=None)
     panel = RackPanel(store, pin_factory=factory, timing=timing) if injected else None
-    service = RackService(link_for(broker, tmp_path / "state"), store, interpreter,
-                          open_frames(str(FOOTAGE / clip), "max"), panel=panel, pin_factory=factory,
-                          panel_settings=PanelSettings(timing=timing), notifier=SystemdNotifier({}),
-                          on_event=lambda e: reps.append(e) if e.type == "rep" else None)
+    service = RackService(sink, store, interpreter, open_frames(str(FOOTAGE / clip), "max"), rack="rack01",
+                          panel=panel, pin_factory=factory, panel_settings=PanelSettings(timing=timing),
+                          notifier=SystemdNotifier({}), out=io.StringIO())
     try:
         assert service.run() == 0
+        reps = sink.of_type("rep")
         verdicts = [rep.verdict for rep in reps]
         assert verdicts and set(verdicts) == {expected}
         assert all(rep.to_wire()["load"]["percent_1rm"] == 71.4 and rep.exercise == exercise for rep in reps)
@@ -256,7 +267,7 @@ def test_the_verdict_of_each_rep_lights_its_led_and_plays_its_tune(broker, tmp_p
         assert lit(factory, BUZZER_PIN)
         if injected:   # still showing the last verdict, and the status light says the lifter is there
             assert panel.lights[light].is_lit
-            assert panel.status == "ready" or panel.status == "no-broker"
+            assert panel.status == "ready"   # no broker to miss: the list takes every event
     finally:
         if panel is not None:
             panel.close()
@@ -271,6 +282,7 @@ class _WithBlackFrames:
     def __init__(self, clip: str, count: int, black: range, panel: RackPanel):
         self.video, self.count, self.black, self.panel = VideoFile(FOOTAGE / clip), count, black, panel
         self.fps = self.video.fps
+        self.frame_count, self.dropped = count, 0
         self.status: list[str] = []
 
     def frames(self):
@@ -286,35 +298,70 @@ class _WithBlackFrames:
         self.video.close()
 
 
-def test_a_frame_or_two_without_the_lifter_does_not_blink_the_status_light(broker, tmp_path, interpreter):
+def test_a_frame_or_two_without_the_lifter_does_not_blink_the_status_light(tmp_path, interpreter):
     # The status light and the dashboard's "lifter at the rack" say the same, and neither flickers: the lifter
     # squats once and stands, and two black frames while standing between reps change nothing.
     store = SettingsStore(tmp_path / "state")
     panel = RackPanel(store, pin_factory=MockFactory(pin_class=MockPWMPin),
                       timing=PanelTiming(verdict_time=60, bounce_time=None))
     frames = _WithBlackFrames(SQUAT, 85, range(70, 72), panel)
-    states: list = []
-    service = RackService(link_for(broker, tmp_path / "state"), store, interpreter, frames, panel=panel,
-                          notifier=SystemdNotifier({}), on_event=lambda e: states.append(e) if e.type == "state"
-                          else None)
+    sink = ListSink()
+    service = RackService(sink, store, interpreter, frames, rack="rack01", panel=panel,
+                          notifier=SystemdNotifier({}), out=io.StringIO())
     try:
         assert service.run() == 0
         assert frames.status[25:] == ["ready"] * (85 - 25)   # settled by frame 25 (1 s), steady through the gap
+        states = sink.of_type("state")
         assert not states[0].lifter_seen and all(s.lifter_seen for s in states[1:])
     finally:
         panel.close()
 
 
-# -- 3. remote commands ------------------------------------------------------------------------------------------------
+# -- 3. commands and settings -------------------------------------------------------------------------------------------
 
+def test_commands_change_the_store_the_analyzer_and_the_published_state(tmp_path, interpreter):
+    store = SettingsStore(tmp_path / "state")
+    sink = ListSink()
+    service = RackService(sink, store, interpreter, rack="rack01", notifier=SystemdNotifier({}))
+    service.start()
+
+    def command(name, **payload):   # as the link hands it over
+        return cmds.parse_command(f"rackwatch/rack01/cmd/{name}", json.dumps(payload).encode())
+
+    try:
+        service.handle_command(command("load", id="c1", value=120, units="kg"))
+        service.handle_command(command("one_rm", id="c2", value=330, units="lb"))   # in the rack's kg, to the plate
+        assert (store.settings.load, store.settings.one_rm, store.settings.units) == (120.0, 150.0, "kg")
+        assert service.analyzer.lifter.load == 120.0 and service.analyzer.lifter.one_rm == 150.0
+        assert json.loads((tmp_path / "state" / "settings.json").read_text())["load"] == 120.0
+        service.handle_command(command("exercise", id="c3", exercise="single-leg"))
+        assert service.analyzer.lifter.exercise == "single-leg"
+        with pytest.raises(cmds.CommandRejected, match="no panel to blink"):
+            service.handle_command(command("identify", id="c4"))
+        with pytest.raises(cmds.CommandRejected, match="kg"):
+            service.handle_command(command("load", id="c5", value=5000, units="kg"))
+        assert store.settings.load == 120.0
+
+        states = sink.of_type("state")
+        assert len(states) == 4   # at the start, then one per change that was accepted
+        assert states[-1].to_wire()["load"] == {"value": 120.0, "units": "kg", "one_rm": 150.0, "percent_1rm": 80.0}
+        assert states[-1].exercise == "single-leg"
+        for event in sink:
+            contract.validate(event)
+    finally:
+        service.close()
+
+
+@pytest.mark.broker
 def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(broker, tmp_path, interpreter):
     store = SettingsStore(tmp_path / "state")
     sub = Subscriber(broker, "rackwatch/#")
-    service = RackService(link_for(broker, tmp_path / "state"), store, interpreter, None,
-                          notifier=SystemdNotifier({}))
+    link = link_for(broker, tmp_path / "state")
+    service = RackService(link, store, interpreter, None, rack="rack01", notifier=SystemdNotifier({}))
     service.start()
+    link.start()
     try:
-        assert service.link.wait_connected(10)
+        assert link.wait_connected(10)
 
         def send(name, payload):
             sub.client.publish(f"rackwatch/rack01/cmd/{name}", json.dumps(payload), qos=1)
@@ -330,7 +377,6 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
         assert reply("c2")["status"] == "ok"
         assert (store.settings.load, store.settings.one_rm, store.settings.units) == (120.0, 150.0, "kg")
         assert service.analyzer.lifter.load == 120.0 and service.analyzer.lifter.one_rm == 150.0
-        assert json.loads((tmp_path / "state" / "settings.json").read_text())["load"] == 120.0
 
         send("exercise", {"id": "c3", "exercise": "single-leg"})
         assert reply("c3")["status"] == "ok" and service.analyzer.lifter.exercise == "single-leg"
@@ -342,7 +388,7 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
         assert reply("c5")["status"] == "rejected" and store.settings.load == 120.0
 
         expected = {"value": 120.0, "units": "kg", "one_rm": 150.0, "percent_1rm": 80.0}
-        wait_until(lambda: service.link.outbox_depth == 0, what="the outbox to drain")
+        wait_until(lambda: link.outbox_depth == 0, what="the outbox to drain")
         late = Subscriber(broker, "rackwatch/rack01/state", client_id="late")
         late.wait_for(lambda s: len(s.received()) >= 1, what="the retained state")
         state = late.events()[0]
@@ -351,5 +397,78 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
         late.close()
     finally:
         service.close()
+        link.close()
         sub.close()
     assert_contract(sub, rack="rack01")
+
+
+# -- 4. the sinks ---------------------------------------------------------------------------------------------------
+
+def test_stdout_gets_one_json_event_a_line_as_the_broker_would(tmp_path, interpreter, labels):
+    label = label_of(labels, SQUAT)
+    out = io.StringIO()
+    store = SettingsStore(tmp_path / "state")
+    store.set_load(100)
+    service = RackService(StdoutSink(out), store, interpreter, open_frames(str(FOOTAGE / SQUAT), "max"),
+                          rack="rack01", notifier=SystemdNotifier({}), out=io.StringIO())
+    assert service.run() == 0
+    lines = out.getvalue().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert all(line == json.dumps(e, separators=(",", ":"), ensure_ascii=False) for line, e in zip(lines, events))
+    for event in events:
+        contract.validate(event)
+    assert [e["rep"] for e in events if e["type"] == "rep"] == list(range(1, len(label["reps"]) + 1))
+    assert [e["reps"] for e in events if e["type"] == "set"] == [len(label["reps"])]
+    assert events[0]["type"] == "state" and events[-1]["type"] == "health"
+    assert events[-1]["outbox_depth"] == 0 and events[-1]["dropped_frames"] == 0
+
+
+# -- 5. a rack whose link dies stops, so that systemd starts it again ---------------------------------------------
+
+class _NetworkThreadBug(RackLink):
+    """A link whose paho network thread dies of a bug once connected (as it did with keepalive = 100000)."""
+
+    def _on_connect(self, *args) -> None:
+        super()._on_connect(*args)
+        raise RuntimeError("a bug in the network thread")
+
+
+class _PumpBug(Outbox):
+    """An outbox that fails the pump when the first acknowledged event is to be removed."""
+
+    def remove(self, *seqs: int) -> None:
+        if seqs:
+            raise RuntimeError("a bug in the outbox pump")
+        super().remove(*seqs)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("fault, thread", [("network", "paho-mqtt-client-rackwatch-rack01"),
+                                           ("pump", "rackwatch-outbox-rack01")])
+def test_a_rack_whose_link_thread_dies_stops_with_exit_status_1_and_says_why(broker, tmp_path, interpreter,
+                                                                           fault, thread):
+    state = tmp_path / "state"
+    if fault == "network":
+        link = link_for(broker, state, _NetworkThreadBug)
+    else:
+        state.mkdir()
+        link = link_for(broker, state, outbox=_PumpBug(state))
+    store = SettingsStore(state)
+    # Nothing but commands: without the watch this rack would wait for ever, as one with a camera would judge on.
+    service = RackService(link, store, interpreter, None, rack="rack01", notifier=SystemdNotifier({}))
+    err = io.StringIO()
+    outcome: list[int] = []
+    runner = threading.Thread(target=lambda: outcome.append(serve(service, link, drain_timeout=1, err=err)),
+                              daemon=True)
+    runner.start()
+    runner.join(30)
+    if runner.is_alive():
+        service.stop()   # let the runner end, then say what went wrong
+        runner.join(30)
+        pytest.fail("the rack went on running with a dead link thread")
+    assert outcome == [1]
+    message = err.getvalue()
+    assert f"the rack's thread {thread} stopped (RuntimeError: a bug in the" in message
+    assert "systemd starts it again" in message and str(state) in message
+    if fault == "pump":
+        link.outbox.close()

@@ -77,10 +77,12 @@ class CameraFeed:
     fresh copy, as Picamera2's ``capture_array`` copies every frame out of the camera's buffer."""
 
     channels = "rgb"
+    dropped = 0
 
     def __init__(self, images: list[np.ndarray], fps: float):
         self.images = images
         self.fps = fps
+        self.frame_count = len(images)
 
     def frames(self) -> Iterator[Frame]:
         for index, image in enumerate(self.images):
@@ -95,8 +97,12 @@ class _Arrivals:
 
     def __init__(self, source):
         self.source = source
-        self.fps, self.channels = source.fps, source.channels
+        self.fps, self.channels, self.frame_count = source.fps, source.channels, source.frame_count
         self.last_arrival = 0.0   # perf_counter
+
+    @property
+    def dropped(self) -> int:
+        return self.source.dropped
 
     def frames(self) -> Iterator[Frame]:
         for frame in self.source.frames():
@@ -114,28 +120,29 @@ def camera_frames(images: list[np.ndarray], fps: float, threaded: bool = True) -
     return _Arrivals(Prefetched(feed) if threaded else feed)
 
 
-class _TimedLink(RackLink):
-    """The rack's link, noting the time spent publishing and, per rep, when the broker's acknowledgement of it
-    reached the link (timed where the link handles it, so no extra thread's wake-up is counted)."""
+class RepLatencies:
+    """Per rep, how long from the frame's arrival and from the event's making until the broker acknowledged it.
 
-    def __init__(self, settings: LinkSettings, source: _Arrivals, latencies: list):
-        super().__init__(settings)
+    An event sink in front of the rack's link: it notes which outbox entries are reps as they are published, and
+    the link's ``on_acked`` hook, called where the link takes the broker's PUBACK (so no extra thread's wake-up
+    is counted), closes each one.
+    """
+
+    def __init__(self, link: RackLink, source: _Arrivals, latencies: list):
+        self.link = link
         self.source = source
         self.latencies = latencies
-        self.publish_s = 0.0
         self._reps: dict[int, tuple[float, float]] = {}   # outbox seq -> (frame arrived, event made)
+        link.on_acked = self._acked
 
-    def publish(self, event: events.Event) -> int:
+    def publish(self, event: events.Event) -> None:
         made = time.perf_counter()
-        seq = super().publish(event)
-        self.publish_s += time.perf_counter() - made
+        seq = self.link.publish(event)
         if event.type == "rep":
             self._reps[seq] = (self.source.last_arrival, made)
-        return seq
 
-    def _acknowledged(self, seq: int, reason_code) -> None:
+    def _acked(self, seq: int) -> None:
         acked = time.perf_counter()
-        super()._acknowledged(seq, reason_code)
         if seq in self._reps:   # (ms from the frame's arrival, ms from the event's making) to the PUBACK
             arrived, made = self._reps.pop(seq)
             self.latencies.append((1000 * (acked - arrived), 1000 * (acked - made)))
@@ -241,30 +248,24 @@ def pipeline_run(interpreter, images: list[np.ndarray], fps: float, host: str, p
 
     source = camera_frames(images, fps, threaded)
     with tempfile.TemporaryDirectory(prefix="rackwatch-bench-rack-") as state:
-        link = _TimedLink(LinkSettings(rack="bench-pipeline", host=host, port=port, topic_root="rackwatch-bench",
-                                       state_dir=state, ha_discovery=False), source, latencies)
-        service = RackService(link, SettingsStore(state), interpreter, source, out=io.StringIO())
-        analysis_s = 0.0
-        update = service.analyzer.update
-
-        def timed_update(*args):
-            nonlocal analysis_s
-            begun = time.perf_counter()
-            try:
-                return update(*args)
-            finally:
-                analysis_s += time.perf_counter() - begun
-        service.analyzer.update = timed_update
+        link = RackLink(LinkSettings(rack="bench-pipeline", host=host, port=port, topic_root="rackwatch-bench",
+                                     state_dir=state, ha_discovery=False))
+        service = RackService(RepLatencies(link, source, latencies), SettingsStore(state), interpreter, source,
+                              rack="bench-pipeline", out=io.StringIO())
         service.start()
-        if not link.wait_connected(10):
+        link.start()
+        try:
+            if not link.wait_connected(10):
+                raise RuntimeError(f"the benchmark cannot reach the broker at {host}:{port}")
+            analysis_before, publish_before = service.analysis_s, service.publish_s
+            started = time.perf_counter()
+            service.process()
+            elapsed = time.perf_counter() - started
+            analysis_s, publish_s = service.analysis_s - analysis_before, service.publish_s - publish_before
+        finally:
             service.close()
-            raise RuntimeError(f"the benchmark cannot reach the broker at {host}:{port}")
-        publish_before = link.publish_s
-        started = time.perf_counter()
-        service.process()
-        elapsed = time.perf_counter() - started
-        publish_s = link.publish_s - publish_before
-        service.close()
+            link.wait_drained(10)   # the last rep's acknowledgement counts too
+            link.close()
     frames = service.counts["frames"]
     return {"fps": frames / elapsed, "analysis_ms": 1000 * analysis_s / frames,
             "publish_ms": 1000 * publish_s / frames}

@@ -56,8 +56,26 @@ class Frame:
 
 
 class FrameSource(Protocol):
+    """What every frame source has: the service, ``analyze`` and the bench read any of them the same way.
+
+    ``fps``
+        frames per second the source delivers (a recording's own rate; the camera's configured rate).
+    ``channels``
+        ``"bgr"`` or ``"rgb"``: the order of the three channels of every image.
+    ``frame_count``
+        how many frames a recording holds, as its container claims (what decodes may be fewer); 0 for a live
+        camera, which has no end.
+    ``dropped``
+        frames the pipeline had no time for and that were skipped (only a :class:`LiveCamera` drops any); the
+        health events report it.
+    ``frames()``
+        the frames in order, once; ``close()`` releases the file or the camera (safe half-way, safe twice).
+    """
+
     fps: float
-    channels: str   # "bgr" or "rgb"
+    channels: str
+    frame_count: int
+    dropped: int
 
     def frames(self) -> Iterator[Frame]: ...
     def close(self) -> None: ...
@@ -71,6 +89,7 @@ class VideoFile:
     """
 
     channels = "bgr"
+    dropped = 0
 
     def __init__(self, path: str | Path):
         import cv2
@@ -106,6 +125,7 @@ class ImageFolder:
     """The images of a folder in name order, as if filmed at ``fps``."""
 
     channels = "bgr"
+    dropped = 0
 
     def __init__(self, path: str | Path, fps: float = 30.0):
         self.path = Path(path)
@@ -140,6 +160,8 @@ class PiCamera:
     """
 
     channels = "rgb"
+    frame_count = 0   # live: no end
+    dropped = 0       # every frame is handed on; LiveCamera, in front of it, drops the stale ones
 
     def __init__(self, size: tuple[int, int] = CAMERA_SIZE, fps: float = CAMERA_FPS):
         try:
@@ -193,7 +215,7 @@ class Scaled:
         self.source = source
         self.fps = source.fps
         self.channels = source.channels
-        self.frame_count = getattr(source, "frame_count", 0)
+        self.frame_count = source.frame_count
         self.long_side = long_side
 
     def frames(self) -> Iterator[Frame]:
@@ -207,6 +229,10 @@ class Scaled:
                 frame = Frame(frame.index, frame.t, cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA))
             yield frame
 
+    @property
+    def dropped(self) -> int:
+        return self.source.dropped
+
     def close(self) -> None:
         self.source.close()
 
@@ -218,6 +244,7 @@ class LiveCamera:
         self.source = source
         self.fps = source.fps
         self.channels = source.channels
+        self.frame_count = 0   # what it serves depends on the pace of its consumer
         self.dropped = 0
         self._newest: Frame | None = None
         self._ready = threading.Condition()
@@ -261,10 +288,13 @@ class LiveCamera:
 class PacedSource:
     """A recording delivered at its own frame rate, the way a camera delivers frames."""
 
+    dropped = 0   # a consumer too slow for the pace is LiveCamera's to handle: it is always put in front
+
     def __init__(self, source: FrameSource):
         self.source = source
         self.fps = source.fps
         self.channels = source.channels
+        self.frame_count = source.frame_count
         self._stop = threading.Event()
 
     def frames(self) -> Iterator[Frame]:
@@ -296,7 +326,7 @@ class Prefetched:
         self.source = source
         self.fps = source.fps
         self.channels = source.channels
-        self.frame_count = getattr(source, "frame_count", 0)
+        self.frame_count = source.frame_count
         self._slots: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -297,7 +297,7 @@ def cmd_bench(args, config) -> int:
     video = Path(_video(args))
     broker = None
     if args.broker:
-        from .service import parse_broker_url
+        from .rack import parse_broker_url
         host, port, _tls = parse_broker_url(args.broker)
         broker = (host, port)
     if args.frames < 10 or args.repeats < 1 or (args.camera_size is not None and args.camera_size < 64) \
@@ -331,7 +331,7 @@ def cmd_models(args, config) -> int:
 
 
 def cmd_run(args, config) -> int:
-    from .service import run_command
+    from .rack import run_command
 
     return run_command(args, config, lambda: _interpreter(args, config))
 

@@ -1,7 +1,9 @@
-"""The machine the rack runs on: telling systemd how the service is doing, and how the Pi itself is doing.
+"""The machine the rack runs on: telling systemd how the service is doing, how the Pi itself is doing, and
+whether it has GPIO pins for the panel.
 
-Both are optional on any other machine: without ``$NOTIFY_SOCKET`` the notifier does nothing, and where the
-kernel or ``vcgencmd`` does not report temperature or throttling the health event says ``null``.
+All are optional on any other machine: without ``$NOTIFY_SOCKET`` the notifier does nothing, where the kernel
+or ``vcgencmd`` does not report temperature or throttling the health event says ``null``, and without GPIO pins
+:func:`gpio_pin_factory` says ``None``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Mapping
+import warnings
+from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +83,23 @@ def throttled() -> bool | None:
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
     return bool(bits & 0xF)   # bits 0-3: happening now; 16-19 would be "has happened since boot"
+
+
+def gpio_pin_factory() -> Any:
+    """gpiozero's pin factory when this machine has GPIO pins (a Pi), else ``None``.
+
+    gpiozero picks the factory itself (lgpio first; ``$GPIOZERO_PIN_FACTORY`` overrides) when asked through
+    its public ``Device.ensure_pin_factory()``; on a laptop every one of them fails, which is the answer.
+    """
+    try:
+        from gpiozero import Device
+        from gpiozero.exc import BadPinFactory
+    except ImportError:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # gpiozero warns about every library it tries
+        try:
+            Device.ensure_pin_factory()
+        except (BadPinFactory, ImportError, OSError, RuntimeError):
+            return None
+    return Device.pin_factory

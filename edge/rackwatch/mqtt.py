@@ -16,9 +16,22 @@ Why the outbox, not paho, owns retries: paho keeps unacknowledged messages in me
 reconnect, but only in memory. We drop paho's copies on every (re)connect and let the pump resend from disk in
 ``seq`` order, so there is one source of truth and the order is the order of the outbox.
 
-All paho callbacks run on paho's network thread (``loop_start``). They only record what happened on a queue
-that the pump thread works through; the pump is the only thread that talks to the outbox for sending, so there
-are no races between "sent", "acknowledged" and "connection lost".
+Three threads, each with one job:
+
+* **paho's network thread** (``loop_start``) runs the paho callbacks. They only record what happened, on queues,
+  and never touch the disk or the caller's locks: a slow fsync must not hold up the keepalive pings.
+* **the pump** works through what paho saw (connected, acknowledged, lost) and is the only thread that talks to
+  the outbox for sending, so there are no races between "sent", "acknowledged" and "connection lost".
+* **the command worker** carries out the commands, one at a time in the order they came: parsing, the
+  ``on_command`` handler (which may fsync the lifter's settings and wait for the frame loop's lock) and the
+  reply written to the outbox.
+
+The link says it is :attr:`~RackLink.connected` once the broker has acknowledged (SUBACK) the subscription to
+the rack's commands, not when the connection is made: a command sent the moment :meth:`~RackLink.wait_connected`
+returns is then sure to reach the rack.
+
+If the network thread or the pump dies anyway (a bug), the link can no longer send anything: ``rackwatch run``
+then exits non-zero so that systemd restarts it (:mod:`rackwatch.rack`).
 
 Topics (``<root>`` defaults to ``rackwatch``; see docs/mqtt.md and contract/asyncapi.yaml):
 
@@ -37,7 +50,6 @@ topic                           retained QoS  payload
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import re
@@ -140,7 +152,7 @@ class MqttSettings(Settings):
 class LinkSettings(MqttSettings):
     """Everything the link needs to know: the ``[mqtt]`` table, the rack's id and its state folder.
 
-    :func:`rackwatch.service.link_settings` is the one place that builds it for a rack from the config file and
+    :func:`rackwatch.rack.link_settings` is the one place that builds it for a rack from the config file and
     the command line; tests and benches make their own.
     """
 
@@ -198,9 +210,19 @@ CommandHandler = Callable[[cmds.Command], None]
 class RackLink:
     """One rack's connection to the broker. Start it, ``publish`` events, ``close`` it.
 
-    ``on_command`` is called (on paho's thread, so keep it short) with each valid :class:`rackwatch.commands.Command`.
-    It returns nothing to accept the command, or raises :class:`rackwatch.commands.CommandRejected` with a reason
-    to refuse it (e.g. a load above the bar's capacity). Either way a reply goes out on ``<root>/<rack>/reply``.
+    It is an event sink (:class:`rackwatch.sinks.EventSink`) and the rack's command source. Three hooks, each
+    ``None`` or a callable set before :meth:`start`:
+
+    ``on_command(command)``
+        called on the command worker thread with each valid :class:`rackwatch.commands.Command`, one at a time.
+        It returns nothing to accept the command, or raises :class:`rackwatch.commands.CommandRejected` with a
+        reason to refuse it (e.g. a load above the bar's capacity). Either way a reply goes out on
+        ``<root>/<rack>/reply``.
+    ``on_connected()``
+        called on paho's thread each time the link is connected and subscribed (keep it short).
+    ``on_acked(seq)``
+        called on the pump thread when the broker has acknowledged the event :meth:`publish` numbered ``seq``
+        (``rackwatch bench`` times the way to the broker with it).
     """
 
     def __init__(self, settings: LinkSettings, on_command: CommandHandler | None = None, *,
@@ -208,16 +230,20 @@ class RackLink:
         self.settings = settings
         self.topics = Topics(settings.topic_root, settings.rack)
         self._owns_outbox = outbox is None
-        self.outbox = outbox or Outbox(settings.state_dir, max_events=settings.outbox_max)
+        # "is None", not "or": an empty outbox has length 0, and is false
+        self.outbox = outbox if outbox is not None else Outbox(settings.state_dir, max_events=settings.outbox_max)
         self.on_command = on_command
+        self.on_connected: Callable[[], None] | None = None
+        self.on_acked: Callable[[int], None] | None = None
         self.last_error: str | None = None   # the latest connection problem, in words; None once connected
         self._connected = threading.Event()
         self._events: queue.Queue[tuple] = queue.Queue()   # what paho saw, for the pump, in order
-        self.commands = cmds.CommandLog()   # redeliveries answered again, reused ids and floods refused
+        self.commands = cmds.CommandLog()   # the command worker's alone: redeliveries answered again, reused ids
+        self._commands: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()   # for the command worker
+        self._subscribing: dict[int, str] = {}   # SUBSCRIBE message id -> topic filter, until its SUBACK
         self._stopping = threading.Event()
         self._pump_thread: threading.Thread | None = None
-        self._acked = threading.Condition()
-        self._acked_upto = 0   # the highest outbox seq the broker has acknowledged
+        self._command_thread: threading.Thread | None = None
         self._client = self._make_client()
 
     # -- set-up --------------------------------------------------------------------------------------------------
@@ -238,6 +264,7 @@ class RackLink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
 
@@ -251,6 +278,9 @@ class RackLink:
         self._client.loop_start()
         self._pump_thread = threading.Thread(target=self._pump, name=f"rackwatch-outbox-{s.rack}", daemon=True)
         self._pump_thread.start()
+        self._command_thread = threading.Thread(target=self._work_commands, name=f"rackwatch-commands-{s.rack}",
+                                                daemon=True)
+        self._command_thread.start()
         return self
 
     def __enter__(self) -> "RackLink":
@@ -301,15 +331,8 @@ class RackLink:
         return self.outbox.dropped
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
+        """Block until the link is connected and subscribed to its commands (``True``) or ``timeout`` passes."""
         return self._connected.wait(timeout)
-
-    def wait_acked(self, seq: int, timeout: float = 10.0) -> bool:
-        """Block until the broker has acknowledged event ``seq`` (as returned by :meth:`publish`).
-
-        Events go out and are acknowledged in order, so this also means every earlier event is through.
-        """
-        with self._acked:
-            return self._acked.wait_for(lambda: self._acked_upto >= seq, timeout)
 
     def wait_drained(self, timeout: float = 30.0) -> bool:
         """Block until every queued event is acknowledged (``True``) or ``timeout`` seconds pass (``False``)."""
@@ -322,6 +345,9 @@ class RackLink:
 
     def close(self, timeout: float = 5.0) -> None:
         """Say ``offline`` (retained) and disconnect cleanly. Unsent events stay on disk for the next start."""
+        if self._command_thread:   # first, so that the replies to the commands already taken still go out
+            self._commands.put(None)
+            self._command_thread.join(timeout)
         self._stopping.set()
         self._events.put(("wake",))
         if self._pump_thread:
@@ -348,23 +374,39 @@ class RackLink:
             return
         self.last_error = None
         # Forget paho's in-memory copies of unacknowledged messages: the pump resends them from disk, in order.
-        drop = getattr(client, "drop_out_messages", None)   # paho-mqtt >= 2.1
-        if drop is not None:
-            drop()
+        client.drop_out_messages()
         # Never take retained commands: they would run again at every reconnect. (A command published with the
-        # retain flag still reaches us once, live, like any other.)
-        client.subscribe(self.topics.commands,
-                         options=SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+        # retain flag still reaches us once, live, like any other.) Connected is said once the broker has
+        # acknowledged this subscription (_on_subscribe), so no command sent after that can miss us.
+        self._subscribing.clear()
+        _rc, mid = client.subscribe(self.topics.commands, options=SubscribeOptions(
+            qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+        self._subscribing[mid] = self.topics.commands
         if self.settings.ha_discovery:
-            client.subscribe(f"{self.settings.ha_prefix}/status", qos=1)
+            _rc, mid = client.subscribe(f"{self.settings.ha_prefix}/status", qos=1)
+            self._subscribing[mid] = f"{self.settings.ha_prefix}/status"
         client.publish(self.topics.availability, "online", qos=1, retain=True)
         self._republish_state(client)
         if self.settings.ha_discovery:
             self._publish_discovery(client)
         log.info("connected to %s:%s as %s (session present: %s)", self.settings.host, self.settings.port,
                  self.settings.client_id, flags.session_present)
-        self._connected.set()
         self._events.put(("up",))
+
+    def _on_subscribe(self, client, userdata, mid, reason_code_list, properties) -> None:
+        topic = self._subscribing.pop(mid, None)
+        if topic is None:   # from a connection that is gone
+            return
+        refused = [code for code in reason_code_list if code.is_failure]
+        if refused:
+            self.last_error = (f"the broker at {self.settings.host}:{self.settings.port} refused the subscription to "
+                               f"{topic} ({refused[0]}); nothing sent there reaches this rack. Check that the "
+                               f"broker's ACL lets {self.settings.username or 'this rack'} read {topic}")
+            log.error(self.last_error)
+        if topic == self.topics.commands:   # refused or not, the events go out: the link is as up as it gets
+            self._connected.set()
+            if self.on_connected is not None:
+                self.on_connected()
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.last_error = (f"cannot reach the broker at {self.settings.host}:{self.settings.port}; "
@@ -386,11 +428,18 @@ class RackLink:
                 if message.payload == b"online":   # Home Assistant restarted: it wants the configs again
                     self._publish_discovery(client)
             elif mqtt.topic_matches_sub(self.topics.commands, message.topic):
-                self._handle_command(message)
+                self._commands.put(message)   # carried out on the command worker thread, in order
         except Exception:  # never let one message take the link down
             log.exception("could not handle a message on %s", message.topic)
 
-    # -- commands ------------------------------------------------------------------------------------------------
+    # -- commands (the command worker thread) ---------------------------------------------------------------------
+
+    def _work_commands(self) -> None:
+        while (message := self._commands.get()) is not None:
+            try:
+                self._handle_command(message)
+            except Exception:   # never let one command take the worker down
+                log.exception("could not handle the command on %s", message.topic)
 
     def _handle_command(self, message: mqtt.MQTTMessage) -> None:
         try:
@@ -440,8 +489,9 @@ class RackLink:
             client.publish(self.topics.state, last[1], qos=1, retain=True)
 
     def _publish_discovery(self, client: mqtt.Client) -> None:
-        for topic, config in discovery_configs(self.settings):
-            client.publish(topic, json.dumps(config, separators=(",", ":")), qos=1, retain=True)
+        from .discovery import publish_discovery   # here, not at the top: discovery builds on this module's Topics
+
+        publish_discovery(client, self.settings)
 
     # -- the pump (its own thread) ---------------------------------------------------------------------------------
 
@@ -473,10 +523,6 @@ class RackLink:
                     break
             # One commit (one fsync) for every PUBACK that came in meanwhile: replays after an outage go much
             # faster than deleting row by row. A crash before this commit only means those events go out again.
-            if acked:
-                with self._acked:
-                    self._acked_upto = max(self._acked_upto, *acked)
-                    self._acked.notify_all()
             self.outbox.remove(*acked)
             if connected:
                 try:
@@ -490,6 +536,8 @@ class RackLink:
             # The broker will never take this one (typically its ACL says no): retrying would block the queue.
             log.error("the broker refused outbox message %d (%s); dropping it", seq, reason_code)
             self.outbox.count("refused")
+        if self.on_acked is not None:
+            self.on_acked(seq)
 
     def _send_more(self, in_flight: dict[int, int], sent_up_to: int) -> int:
         room = self.settings.window - len(in_flight)
@@ -505,57 +553,3 @@ class RackLink:
             else:
                 in_flight[info.mid] = entry.seq
         return sent_up_to
-
-
-# -- Home Assistant discovery ---------------------------------------------------------------------------------------
-
-def discovery_configs(settings: LinkSettings) -> list[tuple[str, dict[str, Any]]]:
-    """The retained Home Assistant MQTT discovery configs that make one rack a device with sensors.
-
-    Topics are ``<prefix>/<component>/<rack>/<key>/config`` (node id = rack id, so the broker ACL can confine a
-    rack to its own configs). Each sensor reads the rack's own state/rep/health topic through a value template.
-    """
-    t = Topics(settings.topic_root, settings.rack)
-    rack = settings.rack
-    device = {"identifiers": [f"rackwatch_{rack}"], "name": f"Squat rack {rack}", "manufacturer": "rackwatch",
-              "model": "rackwatch edge unit"}
-    common = {"availability_topic": t.availability, "payload_available": "online",
-              "payload_not_available": "offline", "device": device}
-    state, rep, health = t.for_event("state")[0], t.for_event("rep")[0], t.for_event("health")[0]
-    load_text = ("{% if value_json.load %}{{ value_json.load.value }} {{ value_json.load.units }}"
-                 "{% else %}none{% endif %}")
-    sensors: list[tuple[str, str, dict[str, Any]]] = [
-        ("sensor", "reps_in_set", {"name": "Reps in set", "state_topic": state,
-                                   "value_template": "{{ value_json.reps_in_set }}", "state_class": "measurement",
-                                   "icon": "mdi:weight-lifter"}),
-        ("sensor", "phase", {"name": "Phase", "state_topic": state, "value_template": "{{ value_json.phase }}"}),
-        ("sensor", "exercise", {"name": "Exercise", "state_topic": state,
-                                "value_template": "{{ value_json.exercise }}"}),
-        ("sensor", "load", {"name": "Load", "state_topic": state, "value_template": load_text,
-                            "icon": "mdi:weight-kilogram"}),
-        ("binary_sensor", "lifter_seen", {"name": "Lifter at the rack", "state_topic": state,
-                                          "value_template": "{{ 'ON' if value_json.lifter_seen else 'OFF' }}",
-                                          "device_class": "occupancy"}),
-        ("sensor", "last_rep_verdict", {"name": "Last rep verdict", "state_topic": rep,
-                                        "value_template": "{{ value_json.verdict }}"}),
-        ("sensor", "last_rep_severity", {"name": "Last rep knee cave", "state_topic": rep,
-                                         "value_template": "{{ value_json.severity }}"}),
-        ("sensor", "fps", {"name": "Frame rate", "state_topic": health, "value_template": "{{ value_json.fps }}",
-                           "unit_of_measurement": "fps", "state_class": "measurement",
-                           "entity_category": "diagnostic"}),
-        ("sensor", "inference_ms", {"name": "Pose inference time", "state_topic": health,
-                                    "value_template": "{{ value_json.inference_ms }}", "unit_of_measurement": "ms",
-                                    "state_class": "measurement", "entity_category": "diagnostic"}),
-        ("sensor", "cpu_temp", {"name": "CPU temperature", "state_topic": health,
-                                "value_template": "{{ value_json.cpu_temp_c }}", "unit_of_measurement": "°C",
-                                "device_class": "temperature", "state_class": "measurement",
-                                "entity_category": "diagnostic"}),
-        ("sensor", "outbox_depth", {"name": "Events waiting to send", "state_topic": health,
-                                    "value_template": "{{ value_json.outbox_depth }}", "state_class": "measurement",
-                                    "entity_category": "diagnostic"}),
-    ]
-    configs = []
-    for component, key, config in sensors:
-        config = {**config, **common, "unique_id": f"rackwatch_{rack}_{key}", "object_id": f"{rack}_{key}"}
-        configs.append((f"{settings.ha_prefix}/{component}/{rack}/{key}/config", config))
-    return configs

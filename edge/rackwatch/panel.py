@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 from gpiozero import (LED, Button, CompositeOutputDevice, LEDCharDisplay, LEDMultiCharDisplay, OutputDevice,
                       TonalBuzzer)
@@ -418,6 +418,32 @@ def display_chars(text: str) -> tuple[str, ...]:
         else:
             chars.append(ch)
     return tuple(chars)
+
+
+@runtime_checkable
+class Panel(Protocol):
+    """What the service drives at the rack, whatever the panel is made of: :class:`RackPanel` (gpiozero pins)
+    and :class:`~rackwatch.virtual_panel.VirtualPanel` (a terminal) both are one.
+
+    The buttons are not part of it: a panel changes the :class:`~rackwatch.load.SettingsStore` it was given,
+    and the service hears of it from the store, as it does of remote commands.
+    """
+
+    def show_rep(self, rep_event: Mapping[str, Any]) -> Feedback:
+        """Show a rep's verdict (light, tune); returns the feedback given."""
+
+    def set_status(self, lifter_seen: bool, broker_ok: bool, fault: bool) -> str:
+        """Show the rack's condition on the status light; cheap to call every frame. Returns the pattern."""
+
+    @property
+    def status(self) -> str:
+        """The status light's current pattern (a key of :data:`STATUS_PATTERNS`, or ``""`` before the first)."""
+
+    def identify(self, seconds: float | None = None) -> None:
+        """Blink and beep for a few seconds, so an installer can find this rack."""
+
+    def close(self) -> None:
+        """Let go of the pins or the terminal. Safe twice."""
 
 
 class RackPanel:

@@ -62,7 +62,8 @@ def describe_tune(tune: Tune) -> str:
 
 
 class VirtualPanel:
-    """Keys in, text out; the same methods as :class:`~rackwatch.panel.RackPanel`, so the service can use either.
+    """Keys in, text out; a :class:`~rackwatch.panel.Panel` like :class:`~rackwatch.panel.RackPanel`, so the
+    service can use either.
 
     :param store: the settings the keys change.
     :param out: where to print (standard output by default).
