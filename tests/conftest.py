@@ -8,20 +8,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import real_parts
 from rackwatch.pose import KP, Pose
 
 # The broker fixtures start a real Mosquitto on a free port for the tests that ask for them.
 from mqtt_broker import broker, secure_broker  # noqa: F401
 
-PROJECT = Path(__file__).resolve().parents[1]
-FOOTAGE = PROJECT.parent / "shared" / "footage"
+PROJECT = real_parts.PROJECT
+FOOTAGE = real_parts.FOOTAGE
+
+
+def pytest_runtest_setup(item):
+    """A test marked ``footage`` needs the labelled footage: a failure under CI=true, a skip elsewhere."""
+    if item.get_closest_marker("footage"):
+        real_parts.footage()
+
+
+def pytest_report_header(config):
+    return (f"real parts: {'CI=true: a missing one FAILS' if real_parts.in_ci() else 'a missing one skips'}; "
+            f"mosquitto {real_parts.find_program('mosquitto', 'RACKWATCH_MOSQUITTO')[0]}, footage {FOOTAGE}")
 
 
 @pytest.fixture(scope="session")
 def footage_dir() -> Path:
-    if not (FOOTAGE / "labels.json").is_file():
-        pytest.fail(f"The labelled footage is missing: expected {FOOTAGE}/labels.json (../shared beside the project).")
-    return FOOTAGE
+    return real_parts.footage()
 
 
 @pytest.fixture(scope="session")

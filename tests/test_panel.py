@@ -16,6 +16,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gpiozero.tones import Tone
 
+import real_parts
+
 from rackwatch.load import SettingsStore
 from rackwatch.panel import (FEEDBACK, MODES, PanelPins, PanelSettings, PanelTiming, RackPanel, display_chars,
                              feedback_for)
@@ -401,7 +403,7 @@ def test_virtual_panel_reads_piped_lines(store):
 
 
 def test_virtual_panel_reads_single_keys_from_a_terminal(store):
-    termios = pytest.importorskip("termios")
+    termios = real_parts.module("termios", "a POSIX system (Linux, as on the rack)")
     master, slave = os.openpty()
     terminal = os.fdopen(slave, "r")
     before = termios.tcgetattr(slave)
