@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import real_parts
 from rackwatch.pose import KP, Pose
@@ -16,6 +17,11 @@ from mqtt_broker import broker, secure_broker  # noqa: F401
 
 PROJECT = real_parts.PROJECT
 FOOTAGE = real_parts.FOOTAGE
+
+# Property tests judge values, never speed: a busy machine (CI, a neighbour's job) must not fail one on the time
+# an example took (Hypothesis's default 200 ms deadline).
+settings.register_profile("rackwatch", deadline=None)
+settings.load_profile("rackwatch")
 
 
 def pytest_runtest_setup(item):
