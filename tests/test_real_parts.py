@@ -80,3 +80,12 @@ def test_a_missing_part_fails_under_ci_and_skips_elsewhere(monkeypatch):
     with pytest.raises(pytest.skip.Exception, match="no widget here. Install it: apt install widget"):
         real_parts.require(None, "no widget here", "apt install widget")
     assert real_parts.require("/usr/bin/widget", "no widget here", "apt install widget") == "/usr/bin/widget"
+
+
+def test_ci_without_the_footage_fails_even_the_tests_parametrized_over_its_clips(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if k != "CI"} | {"CI": "true", "RACKWATCH_FOOTAGE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_footage.py"],
+                            cwd=real_parts.PROJECT, env=environ, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout
+    assert "skipped" not in result.stdout and "passed" not in result.stdout
+    assert f"no {tmp_path / 'labels.json'}" in result.stdout
