@@ -59,7 +59,8 @@ def test_broker_stopped_mid_set_then_restarted_loses_no_rep(broker, tmp_path):
     received = sub.events("rackwatch/rack01/rep")
     reps = reps_by_id(sub)
     judged = [int(n) for n in re.findall(r"^rep (\d+):", out, re.MULTILINE)]   # as the rack printed them
-    assert sorted(r["rep"] for r in reps.values()) == judged == list(range(1, 10)), err   # all nine, none twice
+    assert sorted(r["rep"] for r in reps.values()) == judged, f"delivered is not judged\n{err}"   # none lost or twice
+    assert judged == list(range(1, 10)), f"the rack did not find all nine reps\n{out}\n{err}"
     for event in received:                                             # a repeat is the very same event
         assert reps[event["id"]] == event
     (summary,) = {e["id"]: e for e in sub.events("rackwatch/rack01/set")}.values()
