@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a development or CI machine from nothing; safe to run again (it skips what is already there).
-#   - Debian packages the tests need (a Mosquitto broker binary for the MQTT tests);
+#   - Debian packages the tests need: Mosquitto (the broker and mosquitto_passwd, for the MQTT tests) and openssl
+#     (throwaway TLS certificates); under CI=true the tests FAIL without them, they do not skip;
 #   - a virtual environment in .venv with rackwatch installed in editable mode, with its test extras;
 #   - the pose model, verified against models/manifest.json: copied from ../shared/models when that folder
 #     exists (build and CI machines have no internet access), downloaded otherwise.
@@ -8,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# Found as the tests find them (tests/real_parts.py): PATH, then /usr/sbin.
+{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } && command -v mosquitto_passwd >/dev/null 2>&1 \
+    || need_apt+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -7,21 +7,42 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
+import real_parts
 from rackwatch.pose import KP, Pose
 
 # The broker fixtures start a real Mosquitto on a free port for the tests that ask for them.
 from mqtt_broker import broker, secure_broker  # noqa: F401
 
-PROJECT = Path(__file__).resolve().parents[1]
-FOOTAGE = PROJECT.parent / "shared" / "footage"
+PROJECT = real_parts.PROJECT
+FOOTAGE = real_parts.FOOTAGE
+
+# Property tests judge values, never speed: a busy machine (CI, a neighbour's job) must not fail one on the time
+# an example took (Hypothesis's default 200 ms deadline).
+settings.register_profile("rackwatch", deadline=None)
+settings.load_profile("rackwatch")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A test marked ``footage`` needs the labelled footage: a failure under CI=true, a skip elsewhere.
+
+    First, before pytest's own skips: a test parametrized over the clips of a missing labels.json has an empty
+    parameter set, which pytest would otherwise skip quietly.
+    """
+    if item.get_closest_marker("footage"):
+        real_parts.footage()
+
+
+def pytest_report_header(config):
+    return (f"real parts: {'CI=true: a missing one FAILS' if real_parts.in_ci() else 'a missing one skips'}; "
+            f"mosquitto {real_parts.find_program('mosquitto', 'RACKWATCH_MOSQUITTO')[0]}, footage {FOOTAGE}")
 
 
 @pytest.fixture(scope="session")
 def footage_dir() -> Path:
-    if not (FOOTAGE / "labels.json").is_file():
-        pytest.fail(f"The labelled footage is missing: expected {FOOTAGE}/labels.json (../shared beside the project).")
-    return FOOTAGE
+    return real_parts.footage()
 
 
 @pytest.fixture(scope="session")

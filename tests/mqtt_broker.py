@@ -1,6 +1,7 @@
 """A real Mosquitto broker for tests, on a free port, with a generated config.
 
-The MQTT tests never mock the broker: they start ``/usr/sbin/mosquitto`` as a child process, point the code at
+The MQTT tests never mock the broker: they start ``mosquitto`` (found as ``deploy/dev-setup.sh`` finds it: PATH,
+then ``/usr/sbin``; ``$RACKWATCH_MOSQUITTO`` overrides) as a child process, point the code at
 it, and stop it again (also mid-test, to simulate an outage). Use it directly::
 
     with MosquittoBroker(tmp_path) as broker:
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,9 +28,8 @@ from pathlib import Path
 
 import pytest
 
-MOSQUITTO = os.environ.get("RACKWATCH_MOSQUITTO", "/usr/sbin/mosquitto")
-MOSQUITTO_PASSWD = os.environ.get("RACKWATCH_MOSQUITTO_PASSWD", shutil.which("mosquitto_passwd") or
-                                  "/usr/bin/mosquitto_passwd")
+import real_parts
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The tests import the package from the source tree when it is not installed in the venv.
@@ -66,8 +65,7 @@ class MosquittoBroker:
     def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, acl: str | Path | None = None,
                  persistence: bool = True, tls: dict[str, Path] | None = None, port: int | None = None,
                  config_text: str | None = None):
-        if not Path(MOSQUITTO).exists():
-            pytest.skip(f"Mosquitto is not installed at {MOSQUITTO}")
+        self.mosquitto = real_parts.mosquitto()   # missing: a failure under CI=true, a skip elsewhere
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
@@ -102,8 +100,9 @@ class MosquittoBroker:
         if self.users:
             passwd = self.workdir / "passwd"
             passwd.write_text("")
+            mosquitto_passwd = real_parts.mosquitto_passwd()
             for name, password in self.users.items():
-                subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwd), name, password], check=True,
+                subprocess.run([mosquitto_passwd, "-b", str(passwd), name, password], check=True,
                                capture_output=True)
             passwd.chmod(0o600)
             lines += ["allow_anonymous false", f"password_file {passwd}"]
@@ -124,7 +123,7 @@ class MosquittoBroker:
     def start(self, timeout: float = 10.0) -> "MosquittoBroker":
         """Start the broker and wait until it accepts TCP connections."""
         assert self.process is None, "broker already running"
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)],
+        self.process = subprocess.Popen([self.mosquitto, "-c", str(self.config_path)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -20,10 +20,10 @@ def test_straight_leg_has_no_valgus():
 
 def test_knee_inside_is_positive_on_both_legs():
     frame = geometry.measure(standing_pose(stance=60, knee_in=20))
-    for leg in (frame.left, frame.right):
-        assert leg.fppa_deg > 0
+    for leg in (frame.left, frame.right):   # hip and ankle 200 px above and below a knee 20 px inside them
+        assert leg.fppa_deg == pytest.approx(2 * math.degrees(math.atan(20 / 200)))
         assert leg.knee_over_ankle_px == pytest.approx(20)
-        assert leg.knee_medial_px > 0
+        assert leg.knee_medial_px == pytest.approx(20)
 
 
 def test_knee_outside_is_negative():

@@ -49,7 +49,19 @@ def test_cave_without_a_load_is_judged_as_measured(moderate_rep):
     event = SetJudge(rack=None).judge(moderate_rep)
     assert event.valgus.left.severity == "moderate"
     assert event.verdict == "cave"
-    assert event.valgus.left.peak_phase in ("descent", "bottom", "ascent")
+    # The cave is the same from frame 40 to 80: the knee is furthest in first on the way down.
+    assert event.valgus.left.peak_phase == "descent"
+
+
+@pytest.mark.parametrize("peak_frame, phase", [(46, "descent"), (65, "bottom"), (78, "ascent")])
+def test_the_peak_phase_is_where_the_knee_was_furthest_in(peak_frame, phase):
+    poses = stand(1) + squat() + stand(1)   # down from frame 30, deepest at 60, up again by 90
+    for i in range(30, 91):   # the knees move in most at peak_frame, less and less 10 frames either side
+        poses[i] = standing_pose(depth=0.5 * (1 - abs(i - 60) / 30),
+                                 knee_in=CAVE_PX * max(0.0, 1 - abs(i - peak_frame) / 10))
+    (rep,) = run(poses)
+    event = SetJudge(rack=None).judge(rep)
+    assert event.valgus.left.peak_phase == event.valgus.right.peak_phase == phase
 
 
 def test_same_cave_near_max_is_a_note_not_a_fault(moderate_rep):

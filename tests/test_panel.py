@@ -16,6 +16,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gpiozero.tones import Tone
 
+import real_parts
 from mqtt_broker import sample_rep
 from rackwatch.load import SettingsStore
 from rackwatch.panel import (FEEDBACK, MODES, PanelPins, PanelSettings, PanelTiming, RackPanel, display_chars,
@@ -100,6 +101,11 @@ def notes(factory):
     return tidy[1:] if tidy and tidy[0] is None else tidy
 
 
+def played(factory, note):
+    """How many times the buzzer started ``note`` since the last :func:`silence`."""
+    return sum(1 for f in factory.pin(PINS.buzzer).frequencies if f is not None and Tone.from_frequency(f).note == note)
+
+
 def tune_finished(panel):
     return not panel.tune_player.is_playing
 
@@ -133,7 +139,8 @@ def test_up_stops_at_the_heaviest_load(store, factory):
         store.set_load(995)
         factory.pin(PINS.up).drive_low()
         eventually(lambda: store.settings.load == 1000)
-        time.sleep(0.2)  # still held, still repeating
+        silence(factory)
+        eventually(lambda: played(factory, "A4") >= 2)   # still held, still repeating: refused twice, low buzz
         factory.pin(PINS.up).drive_high()
         assert store.settings.load == 1000 and shown(panel) == "1000"
 
@@ -144,26 +151,37 @@ def test_holding_repeats_then_speeds_up(store, factory):
 
 
 def check_holding(store, factory):
-    loads = []
-    store.add_listener(lambda s: loads.append(s.load))
-    factory.pin(PINS.up).drive_low()
-    time.sleep(0.03)
-    assert loads == [2.5]  # held for less than hold_delay: just the press
+    loads, times = [], []
+    store.add_listener(lambda s: (loads.append(s.load), times.append(time.monotonic())))
+    pressed = time.monotonic()
+    factory.pin(PINS.up).drive_low()   # the mock pin calls the panel at once: the press steps before this returns
+    assert loads == [2.5]
     eventually(lambda: len(loads) >= 3)  # repeating
+    assert times[1] - pressed >= QUICK_HOLD.hold_delay - 0.005   # held for less than hold_delay: just the press
     eventually(lambda: len(loads) >= 2 and loads[-1] - loads[-2] == 10)  # four steps at a time
     factory.pin(PINS.up).drive_high()
     steps = [b - a for a, b in zip([0.0] + loads, loads)]
     assert steps[:3] == [2.5, 2.5, 2.5]
     assert set(steps) == {2.5, 10} and steps == sorted(steps)  # never slows down again while held
 
-    # Letting go stops the repeat, and the next press starts slowly again.
-    settled = store.settings.load
-    time.sleep(0.2)
-    assert store.settings.load == settled
+    # Letting go stops the repeat (a repeat already under way may still land), and the next press starts slowly.
+    settled = settles(store, quiet=4 * QUICK_HOLD.repeat_every)
     factory.pin(PINS.down).drive_low()
-    time.sleep(0.03)
     assert store.settings.load == settled - 2.5
     factory.pin(PINS.down).drive_high()
+
+
+def settles(store, quiet, timeout=5.0):
+    """The load once it has stayed the same for ``quiet`` seconds; fails if it keeps changing for ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, since = store.settings.load, time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the load kept changing after the button was let go (now {last})")
+        time.sleep(0.01)
+        if store.settings.load != last:
+            last, since = store.settings.load, time.monotonic()
+    return last
 
 
 # -- modes ---------------------------------------------------------------------------------------------------
@@ -246,14 +264,19 @@ def test_each_verdict_has_its_light_and_tune(panel, factory, verdict, light, tun
 
 
 def test_the_cave_tone_is_the_longest(panel, factory):
+    length = {verdict: sum(seconds for _, seconds in FEEDBACK[verdict].tune) for verdict in FEEDBACK}
+    assert length["cave"] > 2 * max(length["clean"], length["note"])
+    # Each tune is played in full, note by note. (Only a lower bound on the time: a busy machine may stretch a
+    # tune, never shorten it, so comparing the measured lengths with each other would race.)
     pin = factory.pin(PINS.buzzer)
-    durations = {}
+    expected = {"clean": ["A6", None], "note": ["A5", None, "A5", None], "cave": ["A4", None]}
     for verdict in ("clean", "note", "cave"):
+        silence(factory)
         pin.clear_states()
         panel.show_rep(rep_showing(verdict))
         eventually(lambda: tune_finished(panel))
-        durations[verdict] = sum(state.timestamp for state in pin.states[1:])
-    assert durations["cave"] > 2 * max(durations["clean"], durations["note"])
+        assert notes(factory) == expected[verdict]
+        assert sum(state.timestamp for state in pin.states[1:]) >= length[verdict] - 0.01, verdict
 
 
 def test_a_new_rep_replaces_the_last_light(panel):
@@ -264,7 +287,7 @@ def test_a_new_rep_replaces_the_last_light(panel):
 
 def test_a_rep_without_a_known_verdict_shows_nothing(panel, factory):
     assert panel.show_rep(rep_showing("unjudged")).light is None
-    time.sleep(0.05)
+    assert not panel.tune_player.is_playing   # no tune was started (a started one would be playing now)
     assert lit(panel) == set() and notes(factory) == []
 
 
@@ -273,7 +296,7 @@ def test_the_buzzer_can_be_switched_off(store, factory):
         silence(factory)
         panel.show_rep(rep_showing("cave"))
         press(factory, PINS.up)
-        time.sleep(0.05)
+        assert not panel.tune_player.is_playing   # neither the verdict nor the press started a tune
         assert lit(panel) == {"red"} and notes(factory) == []
         panel.buzzer_enabled = True
         panel.show_rep(rep_showing("clean"))
@@ -297,18 +320,24 @@ def test_status_light_steady_when_the_camera_sees_the_lifter(panel):
 
 def test_status_light_blips_while_nobody_is_in_view(panel):
     # The panel starts like this; calling it every frame must not restart the blink.
-    deadline = time.monotonic() + 0.3
-    while time.monotonic() < deadline:
+    pin = panel.status_light.pin
+    eventually(lambda: any(s.state for s in pin.states) and not panel.status_light.is_lit)   # the first blip is over
+    pin.clear_states()
+    for _ in range(30):   # 30 frames, well inside the 2.95 s dark part of the blink
         assert panel.set_status(lifter_seen=False, broker_ok=True, fault=False) == "waiting"
         time.sleep(0.01)
-    assert not panel.status_light.is_lit  # lit only 0.05 s in every 3 s
+    assert len(pin.states) == 1 and not panel.status_light.is_lit  # not lit again: lit only 0.05 s in every 3 s
 
 
 def test_status_light_blinks_slowly_without_a_broker_and_fast_on_a_fault(panel):
     assert panel.set_status(lifter_seen=True, broker_ok=False, fault=False) == "no-broker"
     assert changes_during(panel, 0.4) <= 1
     assert panel.set_status(lifter_seen=True, broker_ok=False, fault=True) == "fault"  # the worst wins
-    assert changes_during(panel, 0.4) >= 3
+    pin = panel.status_light.pin
+    pin.clear_states()
+    eventually(lambda: len(pin.states) >= 5)   # four changes: two blinks
+    gaps = sorted(state.timestamp for state in pin.states[1:])   # seconds since the change before
+    assert gaps[len(gaps) // 2] < 0.3   # 0.1 s on, 0.1 s off: far quicker than the 1 s of the slow blink
 
 
 def test_identify_blinks_everything_then_goes_back(panel, factory):
@@ -419,7 +448,7 @@ def test_virtual_panel_reads_piped_lines(store):
 
 
 def test_virtual_panel_reads_single_keys_from_a_terminal(store):
-    termios = pytest.importorskip("termios")
+    termios = real_parts.module("termios", "a POSIX system (Linux, as on the rack)")
     master, slave = os.openpty()
     terminal = os.fdopen(slave, "r")
     before = termios.tcgetattr(slave)

@@ -7,10 +7,11 @@ rack is started again, and a repeated delivery is the very same event (same id).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -37,11 +38,16 @@ def reps_by_id(sub) -> dict[str, dict]:
 
 def test_broker_stopped_mid_set_then_restarted_loses_no_rep(broker, tmp_path):
     sub = Subscriber(broker, "rackwatch/rack01/#", client_id="dashboard", persistent=True)
-    rack = start_rack(broker, tmp_path / "state", NINE_REPS, "realtime")
+    state = tmp_path / "state"
+    rack = start_rack(broker, state, NINE_REPS, "realtime")
     try:
         sub.wait_for(lambda s: len(reps_by_id(s)) >= 2, timeout=60, what="the first two reps")
         broker.stop()
-        time.sleep(5)   # two or three reps are judged while the broker is away; they wait on the rack's disk
+        down = datetime.now(timezone.utc)
+        waiting = _outbox_reps(state)   # any rep still unacknowledged when the broker went
+        # The lifter goes on: wait until two more reps are judged while the broker is away, waiting on disk.
+        wait_until(lambda: _outbox_reps(state) >= waiting + 2, timeout=60, what="two reps judged during the outage")
+        up = datetime.now(timezone.utc)
         broker.start()
         out, err = rack.communicate(timeout=120)
         assert rack.returncode == 0, err
@@ -52,11 +58,15 @@ def test_broker_stopped_mid_set_then_restarted_loses_no_rep(broker, tmp_path):
         sub.close()
     received = sub.events("rackwatch/rack01/rep")
     reps = reps_by_id(sub)
-    assert sorted(r["rep"] for r in reps.values()) == list(range(1, 10))   # all nine, none twice
+    judged = [int(n) for n in re.findall(r"^rep (\d+):", out, re.MULTILINE)]   # as the rack printed them
+    assert sorted(r["rep"] for r in reps.values()) == judged, f"delivered is not judged\n{err}"   # none lost or twice
+    assert judged == list(range(1, 10)), f"the rack did not find all nine reps\n{out}\n{err}"
     for event in received:                                             # a repeat is the very same event
         assert reps[event["id"]] == event
     (summary,) = {e["id"]: e for e in sub.events("rackwatch/rack01/set")}.values()
     assert summary["reps"] == 9
+    judged_while_down = [r["rep"] for r in reps.values() if down <= datetime.fromisoformat(r["time"]) <= up]
+    assert len(judged_while_down) >= 2, (down, up, sorted((r["rep"], r["time"]) for r in reps.values()))
     assert_contract(sub, rack="rack01")
 
 

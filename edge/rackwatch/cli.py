@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, paths
 from .camera import SPEEDS, SourceError
 from .config import ConfigError, load_config
 from .events import EXERCISES, UNITS
@@ -25,7 +25,6 @@ from .load import LifterSettings
 from .models import ModelError
 from .pose import PoseError
 
-DEFAULT_CLIP = Path(__file__).resolve().parents[3] / "shared" / "footage" / "kratika" / "squat_front_bodyweight.mp4"
 # OSError: files that cannot be written (--overlay, --rep-frames to a full disk or a folder not ours).
 EXPECTED_ERRORS = (ConfigError, ModelError, PoseError, SourceError, OSError)
 
@@ -45,12 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rackwatch", description="Squat-rack form monitor.")
     parser.add_argument("--version", action="version", version=f"rackwatch {__version__}")
     parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
-    parser.add_argument("--model", help="pose model file (default: $RACKWATCH_MODEL, then models/)")
+    parser.add_argument("--model", help="pose model file (default: $RACKWATCH_MODEL, then models/ "
+                        "or the installed model folder: see models/README.md)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     analyze = sub.add_parser("analyze", help="count and judge the reps of a recording")
     analyze.add_argument("video", nargs="?",
-                         help="video file or folder of images (default: a sample clip from ../shared/footage)")
+                         help="video file or folder of images (default: a sample clip from $RACKWATCH_FOOTAGE or "
+                              "../shared/footage)")
     analyze.add_argument("--load", type=_weight, help="bar load")
     analyze.add_argument("--one-rm", type=_weight, help="the lifter's one-rep max")
     analyze.add_argument("--units", choices=UNITS, default="kg")
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure the model, the pipeline, publishing and memory on real footage")
     bench.add_argument("video", nargs="?",
-                       help="recording to measure on (default: a sample clip from ../shared/footage)")
+                       help="recording to measure on (default: a sample clip from $RACKWATCH_FOOTAGE or "
+                            "../shared/footage)")
     bench.add_argument("--frames", type=int, default=150, help="frames to use (default 150)")
     bench.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
     bench.add_argument("--camera-size", type=int, metavar="PIXELS",
@@ -122,13 +124,18 @@ def _interpreter(args, config):
 
 
 def _video(args) -> str:
-    """The VIDEO given, or the sample clip of a development checkout; a clear error on a rack without it."""
+    """The VIDEO given, or the sample clip of the shared footage; a clear error where there is none (a rack)."""
     if args.video:
         return args.video
-    if not DEFAULT_CLIP.is_file():
+    clip = paths.sample_clip()
+    if clip is None:
         raise SourceError(f"Give a recording: rackwatch {args.command} VIDEO. (Without one, the sample clip "
-                          f"{DEFAULT_CLIP} is used, which is only there beside a development checkout.)")
-    return str(DEFAULT_CLIP)
+                          f"{paths.SAMPLE_CLIP} of the shared footage is used: set ${paths.FOOTAGE_ENV} to the "
+                          "footage folder, or run from a development checkout with ../shared/footage beside it.)")
+    if not clip.is_file():
+        raise SourceError(f"Give a recording: rackwatch {args.command} VIDEO. (Without one, the sample clip "
+                          f"{clip} is used, and it is not there: check ${paths.FOOTAGE_ENV} or ../shared/footage.)")
+    return str(clip)
 
 
 def cmd_analyze(args, config) -> int:

@@ -1,4 +1,10 @@
-"""Finding, fetching and verifying the pose model described in ``models/manifest.json``."""
+"""Finding, fetching and verifying the pose model described in the manifest.
+
+The manifest (name, download URL, sha256, size) ships inside the package as ``rackwatch/model_manifest.json``,
+so an installed rackwatch can verify its model without the project folder; the project's ``models/manifest.json``
+is a link to that same file. The model file itself is not in the package (it is Google's, and 3 MB): it is
+fetched into the first folder of :func:`rackwatch.paths.model_dirs` that applies (see ``models/README.md``).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,11 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from importlib import resources
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MODELS_DIR = PROJECT_ROOT / "models"
+from . import paths
+
 DEFAULT_MODEL = "movenet_singlepose_lightning_int8"
 ENV_VAR = "RACKWATCH_MODEL"
 
@@ -21,7 +28,7 @@ class ModelError(RuntimeError):
 
 
 def manifest(name: str = DEFAULT_MODEL) -> dict:
-    path = MODELS_DIR / "manifest.json"
+    path = resources.files("rackwatch") / "model_manifest.json"
     try:
         return json.loads(path.read_text())[name]
     except (OSError, KeyError, ValueError) as exc:
@@ -37,19 +44,24 @@ def sha256_of(path: Path) -> str:
 
 
 def _how_to_get(entry: dict) -> str:
-    return (f"Get it with `rackwatch models fetch` (downloads {entry['url']}), or copy "
-            f"{entry['file']} into {MODELS_DIR}/ or point {ENV_VAR} at it.")
+    return (f"Get it with `rackwatch models fetch` (downloads {entry['url']} into {paths.fetch_dir()}/), or "
+            f"copy {entry['file']} there, or point {ENV_VAR} at it.")
 
 
 def find_model(configured: str | Path | None = None, name: str = DEFAULT_MODEL) -> Path:
-    """The model file to use: ``configured``, else $RACKWATCH_MODEL, else ``models/``; checked against the manifest."""
+    """The model file to use, checked against the manifest: ``configured``, else $RACKWATCH_MODEL, else the first
+    of :func:`rackwatch.paths.model_dirs` that holds it (the checkout's ``models/``, the user's data folder,
+    ``/var/lib/rackwatch/models``)."""
     entry = manifest(name)
     if configured:
         path, origin = Path(configured), "the configured model path"
     elif os.environ.get(ENV_VAR):
         path, origin = Path(os.environ[ENV_VAR]), f"${ENV_VAR}"
     else:
-        path, origin = MODELS_DIR / entry["file"], "the project's models folder"
+        folders = paths.model_dirs()
+        path = next((folder / entry["file"] for folder in folders if (folder / entry["file"]).is_file()),
+                    folders[0] / entry["file"])
+        origin = "looked for in " + ", ".join(str(folder) for folder in folders)
     if not path.is_file():
         raise ModelError(f"No pose model at {path} ({origin}). {_how_to_get(entry)}")
     if path.stat().st_size != entry["size"] or sha256_of(path) != entry["sha256"]:
@@ -59,17 +71,24 @@ def find_model(configured: str | Path | None = None, name: str = DEFAULT_MODEL) 
 
 
 def fetch(source_dir: Path | None = None, name: str = DEFAULT_MODEL, timeout: float = 60.0) -> Path:
-    """Put a verified copy of the model into ``models/``, from ``source_dir`` or else from the manifest's URL.
+    """Put a verified copy of the model into :func:`rackwatch.paths.fetch_dir` (``models/`` in a checkout), from
+    ``source_dir`` or else from the manifest's URL.
 
     The file is written next to its destination under a temporary name and renamed only once its checksum is
     right, so an interrupted download never leaves a half file where the model should be.
     """
     entry = manifest(name)
-    target = MODELS_DIR / entry["file"]
+    folder = paths.fetch_dir()
+    target = folder / entry["file"]
     if target.is_file() and sha256_of(target) == entry["sha256"]:
         return target
-    MODELS_DIR.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=MODELS_DIR, suffix=".part")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, suffix=".part")
+    except OSError as exc:
+        raise ModelError(f"Cannot write the model into {folder} ({exc.strerror}). Run the fetch as a user who "
+                         "may write there (root, for /var/lib/rackwatch), or set XDG_DATA_HOME to a folder "
+                         "of your own.") from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
