@@ -105,11 +105,24 @@ def state_event(rack: str | None, *, phase: str, lifter_seen: bool, load: dict[s
 
 
 def health_event(rack: str | None, *, fps: float, inference_ms: float, dropped_frames: int,
-                 cpu_temp_c: float | None, throttled: bool | None, outbox_depth: int) -> dict[str, Any]:
-    """How the rack itself is doing."""
+                 cpu_temp_c: float | None, throttled: bool | None, outbox_depth: int,
+                 events_dropped: int = 0, events_unreadable: int = 0, events_refused: int = 0,
+                 outbox_damaged: int = 0, snapshots_skipped: int = 0, pump_failures: int = 0,
+                 disk_full: bool = False, events_in_memory: int = 0) -> dict[str, Any]:
+    """How the rack itself is doing.
+
+    The loss fields let a dashboard alert on every event the rack could not deliver (see docs/mqtt.md); the
+    counts are cumulative since the outbox file was made (``pump_failures``: since the process started), so an
+    alert fires when one grows: ``events_dropped`` (outbox full), ``events_unreadable`` (damaged outbox),
+    ``events_refused`` (broker ACL), ``outbox_damaged``, ``snapshots_skipped`` (full disk), ``pump_failures``;
+    ``disk_full`` and ``events_in_memory`` say how things stand now.
+    """
     return envelope("health", rack, fps=round(fps, 2), inference_ms=round(inference_ms, 2),
                     dropped_frames=dropped_frames, cpu_temp_c=cpu_temp_c, throttled=throttled,
-                    outbox_depth=outbox_depth)
+                    outbox_depth=outbox_depth, events_dropped=events_dropped, events_unreadable=events_unreadable,
+                    events_refused=events_refused, outbox_damaged=outbox_damaged,
+                    snapshots_skipped=snapshots_skipped, pump_failures=pump_failures, disk_full=disk_full,
+                    events_in_memory=events_in_memory)
 
 
 def load_info(value: float | None, units: str, one_rm: float | None) -> dict[str, Any] | None:

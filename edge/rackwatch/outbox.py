@@ -64,8 +64,10 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import struct
+import tempfile
 import threading
 import time
 from collections import deque
@@ -270,10 +272,25 @@ def _salvage(path: Path) -> _Salvage:
     found = _Salvage([], {}, None, 0)
     if not path.is_file():
         return found
+    # SQLite may tidy up (even delete) a journal it finds odd when it opens a file: read a copy, so that the file
+    # kept for inspection stays exactly as it was found.
+    with tempfile.TemporaryDirectory(prefix="rackwatch-salvage-") as scratch:
+        copy = Path(scratch) / path.name
+        try:
+            for suffix in ("", "-wal"):
+                if Path(f"{path}{suffix}").is_file():
+                    shutil.copyfile(f"{path}{suffix}", f"{copy}{suffix}")
+        except OSError:
+            return found   # nowhere to copy it to (a full disk): the kept file is all there is
+        _read_what_can_be_read(copy, found)
+    return found
+
+
+def _read_what_can_be_read(path: Path, found: _Salvage) -> None:
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(path)
     except sqlite3.Error:
-        return found
+        return
     try:
         seqs: set[int] = set()
         for sql in ("SELECT seq FROM outbox NOT INDEXED ORDER BY seq",
@@ -304,7 +321,6 @@ def _salvage(path: Path) -> _Salvage:
             pass
     finally:
         db.close()
-    return found
 
 
 def _entry(row: tuple) -> OutboxEntry:
@@ -452,8 +468,8 @@ class Outbox:
         self._next_seq = max([self._next_seq, *(e.seq + 1 for e in saved.entries)])
         self._bump("outbox_damaged")
         self._bump("events_unreadable", saved.unreadable)
-        lost = (f"{saved.unreadable} could not be read and are lost" if saved.unreadable
-                else "none that could be found was lost")
+        lost = (f"{saved.unreadable} more could not be read and are lost" if saved.unreadable
+                else "any other event it may hold could not be read")
         log.error("the outbox %s was damaged (%s): moved it aside to %s (kept for inspection) and started a fresh "
                   "one; %d waiting event(s) were saved into it, %s.", self.path, reason, kept.name,
                   len(saved.entries), lost)
@@ -532,10 +548,11 @@ class Outbox:
             if self._db is not None and not self._waiting:
                 self._write([])
 
-    def retry(self) -> bool:
-        """Write what waits in memory if the disk takes it now; ``True`` once nothing waits. Cheap to call often."""
+    def retry(self, force: bool = False) -> bool:
+        """Write what waits in memory if the disk takes it now; ``True`` once nothing waits. Cheap to call often
+        (the disk is tried about once a second, or now if ``force``)."""
         with self._lock:
-            return self._retry()
+            return self._retry(force)
 
     def _retry(self, force: bool = False) -> bool:
         if not self._waiting and not self._acked and self._db is not None:

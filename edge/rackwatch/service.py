@@ -57,6 +57,7 @@ from .config import ConfigError, settings_from_table
 from .host import SystemdNotifier, cpu_temperature, throttled
 from .load import LifterSettings, SettingsStore
 from .mqtt import LinkSettings, RackLink
+from .outbox import Outbox, OutboxError
 from .pose import Interpreter, PoseEstimator, measure_invoke_ms
 
 log = logging.getLogger(__name__)
@@ -266,14 +267,12 @@ class RackService:
                 self._publish_state()
             if self._window_frames:
                 self.publish_health()
-            if not self.link.wait_drained(self.drain_timeout):
-                print(f"rackwatch: warning: {self.link.outbox_depth} event(s) not yet acknowledged by the broker "
-                      f"at {self.link.settings.host}:{self.link.settings.port} after {self.drain_timeout:g} s; they "
-                      f"stay in the outbox in {self.link.settings.state_dir} and go out at the next start.",
-                      file=self.err, flush=True)
+            self.link.wait_drained(self.drain_timeout)
             self.store.remove_listener(self._settings_changed)
             self.link.on_command = None
             self.link.close()
+            for line in self.link.shutdown_report():   # what did not get through, and why; losses of this run
+                print(f"rackwatch: warning: {line}", file=self.err, flush=True)
         if self._owns_panel and self.panel is not None:
             self.panel.close()
         self.notifier.close()
@@ -364,7 +363,7 @@ class RackService:
         event = events.health_event(
             self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / frames if frames else 0.0,
             dropped_frames=int(getattr(self.frames, "dropped", 0) or 0), cpu_temp_c=cpu_temperature(),
-            throttled=throttled(), outbox_depth=self.link.outbox_depth)
+            throttled=throttled(), outbox_depth=self.link.outbox_depth, **self.link.losses())
         self._window_start, self._window_frames, self._window_infer_s = now, 0, 0.0
         self.link.publish(event)
         self.counts["health"] += 1
@@ -473,6 +472,10 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
         raise ConfigError(f"The state folder {state_dir} cannot be written ({exc.strerror or exc}). It keeps the "
                           "outbox and the lifter's settings; give a writable one with --state-dir.") from None
     _setup_logging()
+    try:   # first: it holds the state folder's lock, so a second rackwatch on this folder stops here
+        outbox = Outbox(state_dir, max_events=settings.outbox_max)
+    except OutboxError as exc:
+        raise ConfigError(str(exc)) from None
 
     store = SettingsStore(state_dir)
     try:
@@ -497,7 +500,7 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
             print(f"rackwatch: the model takes {invoke_ms:.0f} ms a frame on this machine; the camera is capped at "
                   f"{fps:.1f} fps ([camera] fps asks for {camera.fps:g})", file=sys.stderr, flush=True)
     frames = open_frames(args.source, args.speed, (camera.width, camera.height), fps)
-    link = RackLink(settings)
+    link = RackLink(settings, outbox=outbox)
     panel = None
     service: RackService | None = None
     if args.virtual_panel:
@@ -541,6 +544,7 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
             signal.signal(sig, handler)
         if panel is not None:
             panel.close()
+        outbox.close()
     c = service.counts
     print(f"rackwatch: {c['frames']} frames, {c['rep']} reps, {c['set']} sets published", file=sys.stderr)
     return 0
