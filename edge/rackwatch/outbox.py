@@ -567,6 +567,7 @@ class Outbox:
                 if _is_damage(exc):
                     self._heal(str(exc))
                 return self._db is not None and not self._waiting
+            self._mark_open()
         waiting, acked = list(self._waiting), sorted(self._acked)
         if not self._write(waiting, acked, healing=False):
             return False
@@ -649,8 +650,8 @@ class Outbox:
         reason = str(exc) or type(exc).__name__
         if self.disk_error is None:
             log.error("the outbox %s cannot be written (%s): reps, sets and replies wait in memory (up to %d), "
-                      "state and health snapshots are skipped but the newest; trying again every %g s. Free some "
-                      "space on that disk.", self.path, reason, self.memory_max, RETRY_EVERY_S)
+                      "of the state and health snapshots only the newest is kept; trying again every %g s. Free "
+                      "some space on that disk.", self.path, reason, self.memory_max, RETRY_EVERY_S)
         self.disk_error = reason
         self._retry_at = time.monotonic() + RETRY_EVERY_S
 
