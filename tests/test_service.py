@@ -355,4 +355,3 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
         service.close()
         sub.close()
     assert_contract(sub, rack="rack01")
-
