@@ -638,8 +638,9 @@ def describe_connect_error(exc: BaseException | None, settings: LinkSettings) ->
                     f"it should be valid, check this device's clock (it says {time.strftime('%Y-%m-%d %H:%M')} "
                     f"UTC).{retry}")
         return f"TLS: the certificate of {where} was refused ({detail}).{retry}"
-    if isinstance(exc, ssl.SSLError):
-        return (f"TLS: the handshake with {where} failed ({exc.reason or exc}). Is {settings.port} the broker's TLS "
+    if isinstance(exc, ssl.SSLError) or (settings.tls_ca and isinstance(exc, ConnectionResetError)):
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        return (f"TLS: the handshake with {where} failed ({reason}). Is {settings.port} the broker's TLS "
                 f"port (usually 8883), and does the broker take TLS 1.2 or newer?{retry}")
     if isinstance(exc, ConnectionRefusedError):
         return (f"cannot reach {where}: nothing listens there (connection refused). Is the broker running, and is "

@@ -56,7 +56,7 @@ from .camera import Frame, FrameSource, open_frames
 from .config import ConfigError, settings_from_table
 from .host import SystemdNotifier, cpu_temperature, throttled
 from .load import LifterSettings, SettingsStore
-from .mqtt import LinkSettings, RackLink
+from .mqtt import LinkSettings, RackLink, check_tls_files
 from .outbox import Outbox, OutboxError
 from .pose import Interpreter, PoseEstimator, measure_invoke_ms
 
@@ -455,6 +455,7 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
     password = args.password if args.password is not None else os.environ.get("RACKWATCH_MQTT_PASSWORD")
     settings = link_settings(rack, state_dir, config.extra.get("mqtt"), broker=args.broker,
                              username=args.username, password=password)
+    check_tls_files(settings)   # a missing CA file named before the camera and the model are opened
     panel_table = config.extra.get("panel")
     panel_settings = None
     if panel_table is not None or args.virtual_panel:
