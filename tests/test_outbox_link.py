@@ -1,0 +1,89 @@
+"""A damaged outbox under a running link, with a real broker: the rack keeps publishing, and says what it lost."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sqlite3
+
+import pytest
+
+from mqtt_broker import (MosquittoBroker, Subscriber, assert_contract, free_port, sample_health, sample_rep,
+                         wait_until)
+from rackwatch.mqtt import LinkSettings, RackLink
+from rackwatch.outbox import Outbox
+
+pytestmark = pytest.mark.broker
+
+
+def corrupt_the_page_holding(path, text: str) -> None:
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    page = data.index(text.encode()) // page_size
+    data[page * page_size:(page + 1) * page_size] = random.Random(3).randbytes(page_size)
+    path.write_bytes(bytes(data))
+
+
+def test_a_page_corrupted_while_the_rack_runs_is_healed_and_every_other_event_goes_out(tmp_path, caplog):
+    """The case of the issue: one corrupted page, found by the pump while the rack runs; before, the pump logged
+    "failed; retrying" once and never sent anything again."""
+    broker = MosquittoBroker(tmp_path / "broker", port=free_port())    # configured, started later
+    settings = LinkSettings(rack="rack01", host=broker.host, port=broker.port, state_dir=tmp_path / "state",
+                            reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False)
+    link = RackLink(settings).start()
+    box = link.outbox
+    try:
+        waiting = [sample_rep("rack01", n) for n in range(1, 301)]
+        for event in waiting:
+            link.publish(event)
+        box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")           # the rows are in the main file now
+        corrupt_the_page_holding(box.path, waiting[150]["id"])
+        with sqlite3.connect(box.path) as other:                     # another writer: the link's page cache is
+            other.execute("INSERT OR REPLACE INTO memory VALUES ('x', 'y')")   # no longer trusted, it reads the disk
+
+        broker.start()
+        sub = Subscriber(broker, "rackwatch/#")
+        with caplog.at_level(logging.ERROR, logger="rackwatch.outbox"):
+            assert link.wait_connected(10), link.last_error
+            later = sample_rep("rack01", 999)
+            link.publish(later)
+            assert link.wait_drained(20), "the pump stalled"
+        lost = link.losses()["events_unreadable"]
+        assert 0 < lost < 20
+        sub.wait_for(lambda s: later["id"] in {e["id"] for e in s.events("rackwatch/rack01/rep")}, what="the new rep")
+        got = {e["id"] for e in sub.events("rackwatch/rack01/rep")}
+        assert waiting[150]["id"] not in got
+        assert len([e for e in waiting if e["id"] in got]) == len(waiting) - lost   # all but the counted ones
+        assert link.pump_failures == 0
+        assert any("damaged" in r.getMessage() and f"{lost} more could not be read" in r.getMessage()
+                   for r in caplog.records)
+        assert [p.name for p in box.set_aside] and box.set_aside[0].exists()
+
+        link.publish(sample_health("rack01") | link.losses())           # and the dashboard hears of it
+        sub.wait_for(lambda s: s.events("rackwatch/rack01/health"), what="health")
+        health = sub.events("rackwatch/rack01/health")[-1]
+        assert health["events_unreadable"] == lost and health["outbox_damaged"] == 1
+        assert_contract(sub, rack="rack01")
+        sub.close()
+    finally:
+        link.close()
+        broker.stop()
+    report = link.shutdown_report()
+    assert any(f"{lost} event(s) lost in a damaged outbox" in line and box.set_aside[0].name in line
+               for line in report), report
+
+
+def test_the_exit_message_says_why_events_were_not_delivered_and_where_they_are(tmp_path):
+    settings = LinkSettings(rack="rack01", host="127.0.0.1", port=free_port(), state_dir=tmp_path / "state",
+                            reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False)   # nothing listens there
+    link = RackLink(settings).start()
+    try:
+        for n in range(1, 4):
+            link.publish(sample_rep("rack01", n))
+        wait_until(lambda: link.last_error, what="the connection to fail")
+    finally:
+        link.close()
+    [line] = link.shutdown_report()
+    assert line.startswith("3 event(s) not delivered: cannot reach the broker at 127.0.0.1:")
+    assert "connection refused" in line and f"3 stay in the outbox in {tmp_path / 'state'}" in line
