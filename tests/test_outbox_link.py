@@ -87,3 +87,23 @@ def test_the_exit_message_says_why_events_were_not_delivered_and_where_they_are(
     [line] = link.shutdown_report()
     assert line.startswith("3 event(s) not delivered: cannot reach the broker at 127.0.0.1:")
     assert "connection refused" in line and f"3 stay in the outbox in {tmp_path / 'state'}" in line
+
+
+def test_a_row_no_broker_could_take_is_set_aside_counted_and_the_queue_goes_on(broker, tmp_path, caplog):
+    state = tmp_path / "state"
+    with Outbox(state) as box:                                        # e.g. written by an older version, or by hand
+        box.add(sample_rep("rack01", 1), "rackwatch/rack01/#")
+    sub = Subscriber(broker, "rackwatch/#")
+    link = RackLink(LinkSettings(rack="rack01", host=broker.host, port=broker.port, state_dir=state,
+                                 reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False)).start()
+    try:
+        good = sample_rep("rack01", 2)
+        with caplog.at_level(logging.ERROR, logger="rackwatch.mqtt"):
+            link.publish(good)
+            assert link.wait_drained(10), "the queue stalled on the bad row"
+        sub.wait_for(lambda s: good["id"] in {e["id"] for e in s.events("rackwatch/rack01/rep")}, what="the rep")
+        assert link.losses()["events_unreadable"] == 1 and link.pump_failures == 0
+        assert any("cannot be sent" in r.getMessage() for r in caplog.records)
+    finally:
+        link.close()
+        sub.close()

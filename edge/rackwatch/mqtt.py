@@ -496,9 +496,11 @@ class RackLink:
                     self.pump_error = None
             except Exception as exc:   # never let the pump thread die: count, say it, try again
                 self.pump_failures += 1
-                self.pump_error = f"{type(exc).__name__}: {exc}"
-                log.exception("sending from the outbox failed (%s, %d time(s) so far); trying again in 1 s",
-                              self.pump_error, self.pump_failures)
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.pump_error:   # once per kind of failure, not every second
+                    log.exception("sending from the outbox failed (%s); trying again every second, counted in "
+                                  "the health event's pump_failures", error)
+                self.pump_error = error
                 self._stopping.wait(1.0)
 
     def _acknowledged(self, seq: int, reason_code) -> None:
@@ -512,7 +514,17 @@ class RackLink:
         if room <= 0:
             return sent_up_to
         for entry in self.outbox.peek(after=sent_up_to, limit=room):
-            info = self._client.publish(entry.topic, entry.payload, qos=entry.qos, retain=entry.retain)
+            try:
+                info = self._client.publish(entry.topic, entry.payload, qos=entry.qos, retain=entry.retain)
+            except (ValueError, TypeError) as exc:
+                # A row no broker could take (a wildcard in its topic, a payload beyond MQTT's limit): retrying
+                # would block the queue for good. Set it aside, counted, and go on with the next.
+                log.error("outbox message %d (a %s event on %r) cannot be sent (%s); dropping it, counted in "
+                          "events_unreadable", entry.seq, entry.kind, entry.topic, exc)
+                self.outbox.count("events_unreadable")
+                self.outbox.remove(entry.seq)
+                sent_up_to = entry.seq
+                continue
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break   # connection lost just now; the "down" notice is on its way
             sent_up_to = entry.seq

@@ -209,18 +209,15 @@ def _is_damage(exc: BaseException) -> bool:
 
 def _what_is_wrong_before_opening(path: Path) -> str | None:
     """Damage SQLite would not notice, or would "fix" by starting an empty database over the old one."""
+    wal = Path(f"{path}-wal")
     if not path.exists() and not path.is_symlink():
-        wal = Path(f"{path}-wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            return "the main file is missing while its journal (-wal) holds data"
-        return None
+        return "the main file is missing while its journal (-wal) holds data" if _wal_has_commits(wal) else None
     if not path.is_file():
         return "it is not a file (a directory or something else is in its place)"
     size = path.stat().st_size
-    wal = Path(f"{path}-wal")
-    wal_size = wal.stat().st_size if wal.is_file() else 0
     if size == 0:
-        return "the main file is empty while its journal (-wal) holds data" if wal_size else None
+        # (A WAL without a whole commit is what a first start on a full disk leaves: nothing was lost there.)
+        return "the main file is empty while its journal (-wal) holds data" if _wal_has_commits(wal) else None
     with open(path, "rb") as f:
         header = f.read(100)
     if header[:16] != _SQLITE_HEADER:
@@ -234,6 +231,27 @@ def _what_is_wrong_before_opening(path: Path) -> str | None:
     if page_size < 512 or size % page_size:
         return f"it is cut short ({size} bytes is not a whole number of {page_size}-byte pages)"
     return None
+
+
+def _wal_has_commits(wal: Path) -> bool:
+    """Does the WAL hold at least one whole committed transaction (a frame of the current salt marked commit)?"""
+    try:
+        with open(wal, "rb") as f:
+            header = f.read(32)
+            if len(header) < 32 or struct.unpack(">I", header[:4])[0] not in _WAL_MAGIC:
+                return False
+            page_size = struct.unpack(">I", header[8:12])[0]
+            if page_size < 512:
+                return False
+            while frame := f.read(24):
+                if len(frame) < 24 or frame[8:16] != header[16:24]:
+                    return False
+                if struct.unpack(">I", frame[4:8])[0]:   # "database size after commit": a commit frame
+                    return True
+                f.seek(page_size, os.SEEK_CUR)
+    except OSError:
+        return False
+    return False
 
 
 def _journal_cut_short(path: Path) -> str | None:
@@ -713,7 +731,7 @@ class Outbox:
         """What went wrong, as counted since the outbox file was made; the health event carries these fields.
 
         ``events_dropped``: reps, sets, replies dropped because the outbox was full (or the memory beside it, on a
-        full disk); ``events_unreadable``: events lost to a damaged file; ``events_refused``: messages the broker
+        full disk); ``events_unreadable``: events lost to a damaged file (or rows no broker could take); ``events_refused``: messages the broker
         refused for good; ``outbox_damaged``: times the file was found damaged (set aside) or its journal cut
         short; ``snapshots_skipped``: state/health snapshots not kept because the disk was full;
         ``disk_full``: the disk refuses writes right now; ``events_in_memory``: events waiting in memory for it.
