@@ -452,8 +452,11 @@ class Outbox:
         self._next_seq = max(self._next_seq, (rows[1] or 0) + 1, (sequence[0] if sequence else 0) + 1)
         self._counters = {**counters, **self._counters}
         if state and self._last_state is None:
-            saved = json.loads(state[0])
-            self._last_state = (saved["topic"], saved["payload"].encode("utf-8"))
+            try:
+                saved = json.loads(state[0])
+                self._last_state = (saved["topic"], saved["payload"].encode("utf-8"))
+            except (TypeError, ValueError, KeyError, AttributeError):
+                pass   # only a republish is lost; the next state event replaces it
 
     def _heal(self, reason: str) -> None:
         """Move the damaged file aside (never delete it), copy what can be read into a fresh outbox."""
