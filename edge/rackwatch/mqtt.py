@@ -282,7 +282,8 @@ class RackLink:
             if self.pump_error:
                 why = f"sending them failed ({self.pump_error})"
             elif not self.connected:
-                why = self.last_error or f"the broker at {s.host}:{s.port} could not be reached"
+                why = ((self.last_error or "").removesuffix(RETRYING)
+                       or f"the broker at {s.host}:{s.port} could not be reached")
             else:
                 why = f"the broker at {s.host}:{s.port} did not acknowledge them in time"
             on_disk = depth - box.in_memory
@@ -292,7 +293,8 @@ class RackLink:
             if in_memory:
                 where.append(f"{in_memory} rep/set/reply event(s) could not be written to disk ({box.disk_error}) "
                              "and are lost now")
-            lines.append(f"{depth} event(s) not delivered: {why}. " + "; ".join(where) + ".")
+            why = why if why.endswith((".", "?")) else why + "."
+            lines.append(f"{depth} event(s) not delivered: {why} " + "; ".join(where) + ".")
         now, before = self.losses(), self._losses_at_start
         lost = {key: now[key] - before.get(key, 0) for key in ("events_dropped", "events_unreadable",
                                                                "events_refused", "outbox_damaged",
@@ -627,6 +629,8 @@ def check_tls_files(settings: LinkSettings) -> None:
                               "and its own private key.") from None
 
 
+RETRYING = " Retrying; events wait in the outbox meanwhile."
+
 # OpenSSL's verification codes that have a plain explanation (see `man openssl-verify`).
 _X509_EXPIRED, _X509_NOT_YET_VALID, _X509_HOSTNAME_MISMATCH, _X509_IP_MISMATCH = 10, 9, 62, 64
 _X509_UNKNOWN_ISSUER = (2, 18, 19, 20, 21)
@@ -635,7 +639,7 @@ _X509_UNKNOWN_ISSUER = (2, 18, 19, 20, 21)
 def describe_connect_error(exc: BaseException | None, settings: LinkSettings) -> str:
     """Why the connection to the broker failed, and what to do, in one paragraph for the log and ``last_error``."""
     where = f"the broker at {settings.host}:{settings.port}"
-    retry = " Retrying; events wait in the outbox meanwhile."
+    retry = RETRYING
     if isinstance(exc, ssl.SSLCertVerificationError):
         code, detail = exc.verify_code, exc.verify_message or exc.reason or str(exc)
         if code in (_X509_HOSTNAME_MISMATCH, _X509_IP_MISMATCH):
