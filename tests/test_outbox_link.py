@@ -107,3 +107,21 @@ def test_a_row_no_broker_could_take_is_set_aside_counted_and_the_queue_goes_on(b
     finally:
         link.close()
         sub.close()
+
+
+def test_reps_dropped_for_a_full_outbox_in_a_long_outage_are_logged_counted_in_health_and_said_at_exit(tmp_path,
+                                                                                                     caplog):
+    settings = LinkSettings(rack="rack01", host="127.0.0.1", port=free_port(), state_dir=tmp_path / "state",
+                            outbox_max=5, reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False)   # broker away
+    link = RackLink(settings).start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="rackwatch.outbox"):
+            for n in range(1, 9):
+                link.publish(sample_rep("rack01", n))
+        assert any("the outbox is full (5 events): dropped the oldest rep" in r.getMessage() for r in caplog.records)
+        assert link.losses()["events_dropped"] == 3
+    finally:
+        link.close()
+    report = link.shutdown_report()
+    assert "5 stay in the outbox" in report[0]
+    assert "3 event(s) dropped because the outbox was full" in report[1]
