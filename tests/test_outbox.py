@@ -386,3 +386,17 @@ def test_a_second_outbox_on_the_same_folder_is_refused_with_a_message_and_a_kill
     assert (tmp_path / "k" / StateFolderLock.FILENAME).exists()
     with Outbox(tmp_path / "k") as box:                         # ... which does not block the next start
         assert box.depth == 60
+
+
+@pytest.mark.parametrize("on_a_page_boundary", [True, False])
+def test_the_main_file_cut_in_half_while_its_wal_holds_data_is_healed_and_the_losses_counted(tmp_path, caplog,
+                                                                                           on_a_page_boundary):
+    state = tmp_path / "state"
+    sent = filled_outbox(state, n=200) + killed_mid_work(state)   # 200 in the main file, 60 in the WAL
+    path = state / Outbox.FILENAME
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[:(size // 2) // 4096 * 4096 if on_a_page_boundary else size // 2 + 100])
+    with assert_healed(state, caplog) as box:
+        saved = ids(box)[:-1]
+        assert saved == [i for i in sent if i in saved]
+        assert len(saved) + box.losses()["events_unreadable"] == len(sent)   # saved, or counted as lost
