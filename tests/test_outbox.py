@@ -399,6 +399,6 @@ def test_the_main_file_cut_in_half_while_its_wal_holds_data_is_healed_and_the_lo
     with assert_healed(state, caplog) as box:
         saved = ids(box)[:-1]
         assert saved == [i for i in sent if i in saved]
-        # every one saved, or counted as lost (a torn page can make the index name a row that never was: the
-        # count errs on the side of reporting too much)
+        # every one saved, or counted as lost (here the index survived; a torn page can make it name a row that
+        # never was, so the count may err high)
         assert len(saved) + box.losses()["events_unreadable"] >= len(sent)
