@@ -191,6 +191,12 @@ class StateFolderLock:
             os.close(self._fd)   # closing the descriptor releases the flock
             self._fd = None
 
+    def __del__(self) -> None:   # an outbox dropped without close() must not keep its folder locked
+        try:
+            self.release()
+        except OSError:
+            pass
+
 
 # -- finding damage ---------------------------------------------------------------------------------------------------
 
