@@ -174,3 +174,40 @@ def test_rackwatch_run_on_a_full_disk_judges_publishes_and_says_so(small_disk, b
         assert_contract(sub, rack="rack01")
     finally:
         sub.close()
+
+
+def test_a_restart_on_a_full_disk_still_sends_what_waits_on_it(small_disk, broker):
+    """The issue's crash loop: on a full disk SQLite cannot even make the WAL's -shm file, so the events already
+    on disk were never read, let alone sent."""
+    state = small_disk.path / "state"
+    with Outbox(state) as box:                                        # a long outage, then a clean stop
+        waiting = [sample_rep("rack01", n) for n in range(1, 51)]
+        for event in waiting:
+            box.add(event, REP)
+    small_disk.fill()
+    sub = Subscriber(broker, "rackwatch/#")
+    settings = LinkSettings(rack="rack01", host=broker.host, port=broker.port, state_dir=state,
+                            reconnect_min_s=1, reconnect_max_s=1, ha_discovery=False)
+    link = RackLink(settings).start()
+    try:
+        sub.wait_for(lambda s: {e["id"] for e in waiting} <= {e["id"] for e in s.events("rackwatch/rack01/rep")},
+                     what="the reps that waited on the full disk")
+        assert link.wait_drained(10) and link.losses()["disk_full"]
+        small_disk.free()                                             # the acknowledgements reach the disk too
+        wait_until(lambda: not link.losses()["disk_full"], what="the link to notice the space is back")
+    finally:
+        link.close()
+        sub.close()
+    with Outbox(state) as box:
+        assert box.depth == 0                                         # nothing is sent twice at the next start
+
+
+def test_a_full_disk_is_reported_until_it_takes_writes_again_even_with_nothing_waiting(small_disk):
+    state = small_disk.path / "state"
+    Outbox(state).close()
+    small_disk.fill()
+    with Outbox(state) as box:                                        # it could not even note that it is open
+        assert box.losses()["disk_full"] and box.depth == 0
+        assert not box.retry(force=True) and box.losses()["disk_full"]   # an empty commit would have "worked"
+        small_disk.free()
+        assert box.retry(force=True) and not box.losses()["disk_full"]

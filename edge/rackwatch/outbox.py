@@ -426,9 +426,27 @@ class Outbox:
         self._mark_open()
 
     def _connect(self) -> None:
-        """Open the file, check it, load what it holds. Raises :class:`_Damaged` or ``sqlite3.Error``."""
+        """Open the file, check it, load what it holds. Raises :class:`_Damaged` or ``sqlite3.Error``.
+
+        On a full disk SQLite cannot make the WAL's shared-memory file (``-shm``, 32 KiB), so the events already on
+        disk could not even be read and sent. Then the file is opened in exclusive locking mode, which keeps that
+        index in memory instead (this process holds the folder's lock anyway; other programs cannot read the
+        outbox until the next start).
+        """
+        try:
+            self._connect_with()
+        except sqlite3.Error as exc:
+            if _is_damage(exc):
+                raise
+            self._connect_with(exclusive=True)
+            log.warning("the outbox %s was opened without its shared-memory file (%s); other programs cannot "
+                        "read it until rackwatch restarts", self.path, exc)
+
+    def _connect_with(self, exclusive: bool = False) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         try:
+            if exclusive:
+                db.execute("PRAGMA locking_mode=EXCLUSIVE")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise OutboxError(f"could not put the outbox {self.path} in WAL mode (got {mode!r}); is the state "
@@ -582,7 +600,7 @@ class Outbox:
             return self._retry(force)
 
     def _retry(self, force: bool = False) -> bool:
-        if not self._waiting and not self._acked and self._db is not None:
+        if not self._waiting and not self._acked and self._db is not None and self.disk_error is None:
             return True
         if not force and time.monotonic() < self._retry_at:
             return False
@@ -596,7 +614,8 @@ class Outbox:
                 return self._db is not None and not self._waiting
             self._mark_open()
         waiting, acked = list(self._waiting), sorted(self._acked)
-        if not self._write(waiting, acked, healing=False):
+        # With nothing else to write, the "open" mark is the probe: an empty commit would succeed on a full disk.
+        if not self._write(waiting, acked, healing=False, mark_open=True):
             return False
         self._waiting.clear()
         self._acked.difference_update(acked)
@@ -606,10 +625,11 @@ class Outbox:
             self.disk_error = None
         return True
 
-    def _write(self, entries: list[OutboxEntry], removals: list[int] = (), *, healing: bool = True) -> bool:
+    def _write(self, entries: list[OutboxEntry], removals: list[int] = (), *, healing: bool = True,
+               mark_open: bool = False) -> bool:
         """One transaction; ``False`` if the disk refused it (noted in :attr:`disk_error`). Heals a damaged file."""
         try:
-            self._commit(entries, removals)
+            self._commit(entries, removals, mark_open)
             return True
         except sqlite3.Error as exc:
             if _is_damage(exc) and healing:
@@ -618,12 +638,15 @@ class Outbox:
             self._disk_refused(exc)
             return False
 
-    def _commit(self, entries: list[OutboxEntry], removals: list[int]) -> None:
+    def _commit(self, entries: list[OutboxEntry], removals: list[int], mark_open: bool = False) -> None:
         if self._db is None:
             raise sqlite3.OperationalError("the outbox is not open")
         saved = dict(self._counters), set(self._dirty)
         try:
             with self._transaction(durable=any(e.kind not in SNAPSHOTS for e in entries)):
+                if mark_open:
+                    self._db.execute("INSERT OR REPLACE INTO memory (name, value) VALUES ('open', ?)",
+                                     (str(os.getpid()),))
                 for seq in removals:
                     self._rows -= self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
                 for e in entries:
