@@ -91,6 +91,8 @@ WAL_AUTOCHECKPOINT_PAGES = 100
 JOURNAL_SIZE_LIMIT = 512 * 1024
 # How often a disk that refused a write is tried again.
 RETRY_EVERY_S = 1.0
+# Damaged files set aside by one process at most; beyond, the card is failing and events wait in memory.
+MAX_HEALS = 5
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _WAL_MAGIC = (0x377F0682, 0x377F0683)
@@ -484,6 +486,17 @@ class Outbox:
 
     def _heal(self, reason: str) -> None:
         """Move the damaged file aside (never delete it), copy what can be read into a fresh outbox."""
+        if len(self.set_aside) >= MAX_HEALS:
+            # A card that damages every fresh file too: stop making copies, keep the events in memory, say so.
+            self._disk_refused(OSError(f"the outbox was damaged again ({reason}) after {MAX_HEALS} fresh starts; "
+                                       "the SD card may be failing"))
+            if self._db is not None:
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    pass
+                self._db = None
+            return
         if self._db is not None:
             try:
                 self._db.close()
@@ -522,7 +535,9 @@ class Outbox:
             self._connect()
         except (sqlite3.Error, _Damaged) as exc:
             self._disk_refused(exc)
-        self._waiting.extendleft(reversed(saved.entries))   # before anything newer; written by _retry
+        # Before anything newer; written by _retry. Rows the broker acknowledged meanwhile are not sent again.
+        self._waiting.extendleft(reversed([e for e in saved.entries if e.seq not in self._acked]))
+        self._acked.clear()
         if self._db is not None:
             self._retry(force=True)
             self._mark_open()
