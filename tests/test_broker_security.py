@@ -18,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from mqtt_broker import (REPO, TEST_USERS, MosquittoBroker, Subscriber, free_port, sample_rep, wait_until)
+from mqtt_broker import REPO, TEST_USERS, MosquittoBroker, Subscriber, free_port, wait_until
 from rackwatch.config import ConfigError
 from rackwatch.mqtt import LinkSettings, RackLink, discovery_configs
 

@@ -9,7 +9,6 @@ project's CI container and on a Pi under ``sudo``). Without the right to mount, 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
