@@ -1,19 +1,23 @@
-"""The durable outbox on its own: order, the full policy, and surviving a reopen or a kill -9."""
+"""The durable outbox on its own: order, the full policy, surviving a reopen or a kill -9, healing a damaged file,
+and one rackwatch per state folder."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from mqtt_broker import REPO, sample_health, sample_rep, sample_set, sample_state
-from rackwatch.outbox import Outbox
+from rackwatch.outbox import Outbox, StateFolderInUse, StateFolderLock
 
 REP = "rackwatch/rack01/rep"
 STATE = "rackwatch/rack01/state"
@@ -182,12 +186,6 @@ def test_bad_settings_are_refused_with_a_reason(tmp_path):
 # Each test damages a real outbox file the way a power cut, a full SD card or a careless hand would, then opens it
 # as the next start would. In every case: the rack keeps an outbox it can write to, the damaged file is kept (never
 # deleted), one log line says what happened, and whatever could not be saved is counted in losses().
-
-import logging   # noqa: E402
-import random    # noqa: E402
-from pathlib import Path   # noqa: E402
-
-from rackwatch.outbox import StateFolderInUse, StateFolderLock   # noqa: E402
 
 N_REPS = 300
 
