@@ -107,7 +107,13 @@ def takeover(tmp_path: Path, **broker_options) -> tuple[bool, Subscriber | None,
             watcher.subscribe("rackwatch/#", qos=1)
             wait_until(lambda: ("rackwatch/rack01/availability", b"online") in seen, what="rack01 online")
             thrown_off = threading.Event()
-            link._client.on_disconnect = lambda *a: thrown_off.set()
+            on_disconnect = link._client.on_disconnect                 # the link's own handler still runs
+
+            def spy(*args):
+                thrown_off.set()
+                on_disconnect(*args)
+
+            link._client.on_disconnect = spy
             intruder, _ = raw_client(b, "dashboard", link.settings.client_id)     # "rackwatch-rack01"
             # Once the intruder's own message arrives, the broker has long handled its CONNECT (one connection is
             # handled in order), so a takeover would have happened already.
