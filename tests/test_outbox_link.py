@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import subprocess
+import sys
 
+import cv2
+import numpy as np
 import pytest
 
 from mqtt_broker import (MosquittoBroker, Subscriber, assert_contract, free_port, sample_health, sample_rep,
@@ -124,3 +128,30 @@ def test_reps_dropped_for_a_full_outbox_in_a_long_outage_are_logged_counted_in_h
     report = link.shutdown_report()
     assert "5 stay in the outbox" in report[0]
     assert "3 event(s) dropped because the outbox was full" in report[1]
+
+
+def test_rackwatch_run_on_a_damaged_outbox_starts_publishes_and_says_what_it_found(broker, tmp_path):
+    """The issue's crash loop under systemd: a text file (or garbage, a directory ...) where the outbox should be."""
+    frames = tmp_path / "frames"                                   # three black frames: state and health go out
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.zeros((240, 320, 3), np.uint8))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / Outbox.FILENAME).write_text("not a database\n")
+    sub = Subscriber(broker, "rackwatch/#")
+    try:
+        done = subprocess.run([sys.executable, "-m", "rackwatch.cli", "run", "--source", str(frames), "--speed", "max",
+                               "--broker", f"mqtt://{broker.host}:{broker.port}", "--state-dir", str(state)],
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        [kept] = [p for p in state.iterdir() if ".damaged-" in p.name]
+        assert kept.read_text() == "not a database\n"              # kept as it was
+        assert f"was damaged (it is not an SQLite database (wrong header)): moved it aside to {kept.name}" \
+            in done.stderr
+        assert f"this run: 1 time(s) the outbox was found damaged; damaged files kept: {kept.name}" in done.stderr
+        sub.wait_for(lambda s: s.events("rackwatch/rack01/health"), what="the health event")
+        assert sub.events("rackwatch/rack01/health")[-1]["outbox_damaged"] == 1
+        assert_contract(sub, rack="rack01")
+    finally:
+        sub.close()

@@ -184,7 +184,6 @@ class RackLink:
         self._acked_upto = 0   # the highest outbox seq the broker has acknowledged
         self.pump_failures = 0               # times sending from the outbox failed (each is logged)
         self.pump_error: str | None = None   # the latest failure, in words; None once sending works again
-        self._losses_at_start = self.outbox.losses()
         self._client = self._make_client()
 
     # -- set-up --------------------------------------------------------------------------------------------------
@@ -295,10 +294,7 @@ class RackLink:
                              "and are lost now")
             why = why if why.endswith((".", "?")) else why + "."
             lines.append(f"{depth} event(s) not delivered: {why} " + "; ".join(where) + ".")
-        now, before = self.losses(), self._losses_at_start
-        lost = {key: now[key] - before.get(key, 0) for key in ("events_dropped", "events_unreadable",
-                                                               "events_refused", "outbox_damaged",
-                                                               "snapshots_skipped", "pump_failures")}
+        lost = {**box.losses_this_run(), "pump_failures": self.pump_failures}
         words = {"events_dropped": "event(s) dropped because the outbox was full",
                  "events_unreadable": "event(s) lost in a damaged outbox",
                  "events_refused": "message(s) refused by the broker (see its ACL)",

@@ -389,6 +389,7 @@ class Outbox:
         self._rows = 0
         self._next_seq = 1
         self._counters: dict[str, int] = {}
+        self._this_run: dict[str, int] = {}        # what this process added to the counters, for the exit message
         self._dirty: set[str] = set()              # counters changed since they were last written
         self._last_state: tuple[str, bytes] | None = None
         self._waiting: deque[OutboxEntry] = deque()   # events the disk refused, in order, waiting in memory
@@ -656,7 +657,7 @@ class Outbox:
     def _commit(self, entries: list[OutboxEntry], removals: list[int], mark_open: bool = False) -> None:
         if self._db is None:
             raise sqlite3.OperationalError("the outbox is not open")
-        saved = dict(self._counters), set(self._dirty)
+        saved = dict(self._counters), set(self._dirty), dict(self._this_run)
         try:
             with self._transaction(durable=any(e.kind not in SNAPSHOTS for e in entries)):
                 if mark_open:
@@ -678,7 +679,7 @@ class Outbox:
                                          (json.dumps({"topic": e.topic, "payload": e.payload.decode("utf-8")}),))
                     self._rows += 1
         except BaseException:
-            self._counters, self._dirty = saved
+            self._counters, self._dirty, self._this_run = saved
             raise
 
     def _drop_one(self) -> None:
@@ -790,6 +791,14 @@ class Outbox:
                     "snapshots_skipped": self.counter("snapshots_skipped"), "disk_full": self.disk_error is not None,
                     "events_in_memory": len([e for e in self._waiting if e.kind not in SNAPSHOTS])}
 
+    def losses_this_run(self) -> dict[str, int]:
+        """The counts of :meth:`losses` that this process added (damage found at start included)."""
+        with self._lock:
+            names = {"events_dropped": "dropped", "events_unreadable": "events_unreadable",
+                     "events_refused": "refused", "outbox_damaged": "outbox_damaged",
+                     "snapshots_skipped": "snapshots_skipped"}
+            return {key: self._this_run.get(name, 0) for key, name in names.items()}
+
     def last_state(self) -> tuple[str, bytes] | None:
         """(topic, payload) of the newest state event ever added, even if already sent; ``None`` if none yet."""
         with self._lock:
@@ -811,6 +820,7 @@ class Outbox:
     def _bump(self, name: str, by: int = 1) -> None:
         if by:
             self._counters[name] = self._counters.get(name, 0) + by
+            self._this_run[name] = self._this_run.get(name, 0) + by
             self._dirty.add(name)
 
     def _transaction(self, durable: bool = False):
