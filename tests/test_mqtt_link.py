@@ -317,8 +317,8 @@ def test_the_acl_confines_each_rack_to_its_own_subtree(secure_broker, tmp_path):
     dashboard = Subscriber(b, "rackwatch/#", client_id="dash", username="dashboard", password=TEST_USERS["dashboard"])
     rack01 = RackLink(settings_for(b, tmp_path, username="rack01", password=TEST_USERS["rack01"])).start()
     # rack01's credentials, pretending to be rack02
-    impostor = RackLink(settings_for(b, tmp_path, rack="rack02", username="rack01",
-                                     password=TEST_USERS["rack01"])).start()
+    impostor = RackLink(settings_for(b, tmp_path, rack="rack02", username="rack01", password=TEST_USERS["rack01"],
+                                     state_dir=tmp_path / "impostor")).start()   # its own folder: one per process
     snooper = Subscriber(b, "rackwatch/rack02/#", client_id="snoop", username="rack01",
                          password=TEST_USERS["rack01"])
     rack02_commands = []

@@ -32,12 +32,8 @@ from .mqtt import MqttSettings, RackId
 from .panel import PanelSettings
 from .pose import ModelSettings
 from .reps import RepSettings
-from .settings import Settings, problems
+from .settings import ConfigError, Settings, problems
 from .smoothing import OneEuroSettings
-
-
-class ConfigError(ValueError):
-    """The configuration is wrong; the message says where and how to fix it."""
 
 
 class RackSettings(Settings):

@@ -262,7 +262,12 @@ class StateEvent(Event):
 
 
 class HealthEvent(Event):
-    """How the rack itself is doing."""
+    """How the rack itself is doing.
+
+    The loss fields let a dashboard alert on every event the rack could not deliver (see docs/mqtt.md). The counts
+    are cumulative since the outbox file was made (``pump_failures``: since the process started), so an alert
+    fires when one grows; ``disk_full`` and ``events_in_memory`` say how things stand now.
+    """
 
     type: Literal["health"] = "health"
     fps: Annotated[float, Decimals(2), Field(ge=0)]
@@ -271,6 +276,14 @@ class HealthEvent(Event):
     cpu_temp_c: float | None
     throttled: bool | None
     outbox_depth: int = Field(ge=0)
+    events_dropped: int = Field(0, ge=0, description="Reps, sets or replies dropped because the outbox was full.")
+    events_unreadable: int = Field(0, ge=0, description="Events lost to a damaged outbox or that no broker takes.")
+    events_refused: int = Field(0, ge=0, description="Events the broker refused for good (its ACL).")
+    outbox_damaged: int = Field(0, ge=0, description="Damaged outbox files set aside (kept, renamed).")
+    snapshots_skipped: int = Field(0, ge=0, description="State and health snapshots skipped for a full disk.")
+    pump_failures: int = Field(0, ge=0, description="Times sending from the outbox failed since the start.")
+    disk_full: bool = Field(False, description="The state folder's disk refuses writes right now.")
+    events_in_memory: int = Field(0, ge=0, description="Events waiting in memory for the disk to take them.")
 
 
 class ReplyEvent(Event):

@@ -53,7 +53,9 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +70,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from . import commands as cmds
 from .events import Event, ReplyEvent
+from .settings import ConfigError
 from .outbox import DEFAULT_MAX_EVENTS, Outbox
 from .settings import Settings
 
@@ -244,6 +247,8 @@ class RackLink:
         self._stopping = threading.Event()
         self._pump_thread: threading.Thread | None = None
         self._command_thread: threading.Thread | None = None
+        self.pump_failures = 0               # times sending from the outbox failed (each is logged)
+        self.pump_error: str | None = None   # the latest failure, in words; None once sending works again
         self._client = self._make_client()
 
     # -- set-up --------------------------------------------------------------------------------------------------
@@ -254,6 +259,7 @@ class RackLink:
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.tls_ca:
+            check_tls_files(s)
             client.tls_set(ca_certs=s.tls_ca, certfile=s.tls_cert, keyfile=s.tls_key,
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         # If the connection dies without a DISCONNECT (power cut, cable, kill -9) the broker says it for us.
@@ -329,6 +335,49 @@ class RackLink:
     def dropped(self) -> int:
         """Reps, sets or replies lost because the outbox was full (see :mod:`rackwatch.outbox`)."""
         return self.outbox.dropped
+
+    def losses(self) -> dict[str, Any]:
+        """Every loss and trouble counted so far, as the health event carries them (see docs/mqtt.md)."""
+        return {**self.outbox.losses(), "pump_failures": self.pump_failures}
+
+    def shutdown_report(self) -> list[str]:
+        """What a user must know when the rack stops: events that did not get through, and why; losses of this run.
+
+        One plain line each, for the exit message. Empty when everything was delivered and nothing was lost.
+        """
+        s, box = self.settings, self.outbox
+        box.retry(force=True)   # the last chance for events waiting in memory (a full disk) to reach the disk
+        lines = []
+        depth, in_memory = box.depth, box.losses()["events_in_memory"]
+        if depth:
+            if self.pump_error:
+                why = f"sending them failed ({self.pump_error})"
+            elif not self.connected:
+                why = ((self.last_error or "").removesuffix(RETRYING)
+                       or f"the broker at {s.host}:{s.port} could not be reached")
+            else:
+                why = f"the broker at {s.host}:{s.port} did not acknowledge them in time"
+            on_disk = depth - box.in_memory
+            where = []
+            if on_disk:
+                where.append(f"{on_disk} stay in the outbox in {s.state_dir} and go out at the next start")
+            if in_memory:
+                where.append(f"{in_memory} rep/set/reply event(s) could not be written to disk ({box.disk_error}) "
+                             "and are lost now")
+            why = why if why.endswith((".", "?")) else why + "."
+            lines.append(f"{depth} event(s) not delivered: {why} " + "; ".join(where) + ".")
+        lost = {**box.losses_this_run(), "pump_failures": self.pump_failures}
+        words = {"events_dropped": "event(s) dropped because the outbox was full",
+                 "events_unreadable": "event(s) lost in a damaged outbox",
+                 "events_refused": "message(s) refused by the broker (see its ACL)",
+                 "outbox_damaged": "time(s) the outbox was found damaged",
+                 "snapshots_skipped": "state/health snapshot(s) skipped because the disk was full",
+                 "pump_failures": "failure(s) sending from the outbox"}
+        said = [f"{n} {words[key]}" for key, n in lost.items() if n > 0]
+        if said:
+            kept = f"; damaged files kept: {', '.join(p.name for p in box.set_aside)}" if box.set_aside else ""
+            lines.append(f"this run: {', '.join(said)}{kept}. See the log above.")
+        return lines
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         """Block until the link is connected and subscribed to its commands (``True``) or ``timeout`` passes."""
@@ -409,8 +458,8 @@ class RackLink:
                 self.on_connected()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self.last_error = (f"cannot reach the broker at {self.settings.host}:{self.settings.port}; "
-                           "retrying (events wait on disk meanwhile)")
+        # paho calls this from inside its `except OSError:`, so the exception is still at hand.
+        self.last_error = describe_connect_error(sys.exc_info()[1], self.settings)
         log.warning(self.last_error)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -523,13 +572,22 @@ class RackLink:
                     break
             # One commit (one fsync) for every PUBACK that came in meanwhile: replays after an outage go much
             # faster than deleting row by row. A crash before this commit only means those events go out again.
-            self.outbox.remove(*acked)
-            if connected:
-                try:
+            try:
+                self.outbox.remove(*acked)
+                self.outbox.retry()   # events that waited in memory for a full disk, once it takes writes
+                if connected:
                     sent_up_to = self._send_more(in_flight, sent_up_to)
-                except Exception:
-                    log.exception("the outbox pump failed; retrying")
-                    time.sleep(0.5)
+                if self.pump_error is not None:
+                    log.warning("sending from the outbox works again")
+                    self.pump_error = None
+            except Exception as exc:   # never let the pump thread die: count, say it, try again
+                self.pump_failures += 1
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.pump_error:   # once per kind of failure, not every second
+                    log.exception("sending from the outbox failed (%s); trying again every second, counted in "
+                                  "the health event's pump_failures", error)
+                self.pump_error = error
+                self._stopping.wait(1.0)
 
     def _acknowledged(self, seq: int, reason_code) -> None:
         if reason_code is not None and reason_code.is_failure:
@@ -544,7 +602,17 @@ class RackLink:
         if room <= 0:
             return sent_up_to
         for entry in self.outbox.peek(after=sent_up_to, limit=room):
-            info = self._client.publish(entry.topic, entry.payload, qos=entry.qos, retain=entry.retain)
+            try:
+                info = self._client.publish(entry.topic, entry.payload, qos=entry.qos, retain=entry.retain)
+            except (ValueError, TypeError) as exc:
+                # A row no broker could take (a wildcard in its topic, a payload beyond MQTT's limit): retrying
+                # would block the queue for good. Set it aside, counted, and go on with the next.
+                log.error("outbox message %d (a %s event on %r) cannot be sent (%s); dropping it, counted in "
+                          "events_unreadable", entry.seq, entry.kind, entry.topic, exc)
+                self.outbox.count("events_unreadable")
+                self.outbox.remove(entry.seq)
+                sent_up_to = entry.seq
+                continue
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break   # connection lost just now; the "down" notice is on its way
             sent_up_to = entry.seq
@@ -553,3 +621,80 @@ class RackLink:
             else:
                 in_flight[info.mid] = entry.seq
         return sent_up_to
+
+
+# -- TLS and connection errors in words ------------------------------------------------------------------------------
+
+def check_tls_files(settings: LinkSettings) -> None:
+    """Each TLS file of the settings exists, can be read and holds what it should; :class:`ConfigError` naming the
+    file and what to do otherwise (``ssl`` alone says ``[Errno 2] No such file or directory`` without the name)."""
+    roles = (("tls_ca", settings.tls_ca, "the CA certificate that signed the broker's certificate (ca.crt)"),
+             ("tls_cert", settings.tls_cert, "this rack's client certificate"),
+             ("tls_key", settings.tls_key, "the private key of this rack's client certificate"))
+    for key, name, what in roles:
+        if not name:
+            continue
+        path = Path(name)
+        if not path.is_file():
+            problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise ConfigError(f"[mqtt] {key} = {name!r}: that file {problem}. It must be {what}; copy it there "
+                              "or fix the path in the config file.")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"[mqtt] {key} = {name!r} cannot be read ({exc.strerror}). It must be {what}, "
+                              "readable by the user rackwatch runs as.") from None
+    if settings.tls_ca:
+        try:
+            ssl.create_default_context(cafile=settings.tls_ca)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"[mqtt] tls_ca = {settings.tls_ca!r} holds no usable certificate ({exc.reason or exc}). "
+                              "It must be the PEM file of the CA that signed the broker's certificate "
+                              "(ca.crt, beginning with -----BEGIN CERTIFICATE-----).") from None
+    if settings.tls_cert and settings.tls_key:
+        try:
+            ssl.create_default_context().load_cert_chain(settings.tls_cert, settings.tls_key)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"[mqtt] tls_cert = {settings.tls_cert!r} and tls_key = {settings.tls_key!r} do not "
+                              f"make a usable client certificate ({exc.reason or exc}): give the PEM certificate "
+                              "and its own private key.") from None
+
+
+RETRYING = " Retrying; events wait in the outbox meanwhile."
+
+# OpenSSL's verification codes that have a plain explanation (see `man openssl-verify`).
+_X509_EXPIRED, _X509_NOT_YET_VALID, _X509_HOSTNAME_MISMATCH, _X509_IP_MISMATCH = 10, 9, 62, 64
+_X509_UNKNOWN_ISSUER = (2, 18, 19, 20, 21)
+
+
+def describe_connect_error(exc: BaseException | None, settings: LinkSettings) -> str:
+    """Why the connection to the broker failed, and what to do, in one paragraph for the log and ``last_error``."""
+    where = f"the broker at {settings.host}:{settings.port}"
+    retry = RETRYING
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code, detail = exc.verify_code, exc.verify_message or exc.reason or str(exc)
+        if code in (_X509_HOSTNAME_MISMATCH, _X509_IP_MISMATCH):
+            return (f"TLS: the certificate of {where} is not made out to {settings.host!r} ({detail}). Connect "
+                    "with a name the certificate lists (its subjectAltName), or give the broker a certificate for "
+                    f"{settings.host}.{retry}")
+        if code in _X509_UNKNOWN_ISSUER:
+            return (f"TLS: the certificate of {where} was not signed by the CA in tls_ca = {settings.tls_ca!r} "
+                    f"({detail}). Put the CA certificate that signed the broker's certificate there.{retry}")
+        if code in (_X509_EXPIRED, _X509_NOT_YET_VALID):
+            return (f"TLS: the certificate of {where} is not valid now ({detail}). Renew it on the broker, or, if "
+                    f"it should be valid, check this device's clock (it says {time.strftime('%Y-%m-%d %H:%M')} "
+                    f"UTC).{retry}")
+        return f"TLS: the certificate of {where} was refused ({detail}).{retry}"
+    if isinstance(exc, ssl.SSLError) or (settings.tls_ca and isinstance(exc, ConnectionResetError)):
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        return (f"TLS: the handshake with {where} failed ({reason}). Is {settings.port} the broker's TLS "
+                f"port (usually 8883), and does the broker take TLS 1.2 or newer?{retry}")
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"cannot reach {where}: nothing listens there (connection refused). Is the broker running, and is "
+                f"{settings.port} its port?{retry}")
+    if isinstance(exc, socket.gaierror):
+        return f"cannot reach {where}: the name {settings.host!r} is unknown ({exc.strerror}).{retry}"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where} ({exc.strerror or exc}).{retry}"
+    return f"cannot reach {where}.{retry}"

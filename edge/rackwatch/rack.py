@@ -35,7 +35,8 @@ from .camera import open_frames
 from .config import ConfigError
 from .host import gpio_pin_factory
 from .load import SettingsStore
-from .mqtt import LinkSettings, MqttSettings, RackLink
+from .mqtt import LinkSettings, MqttSettings, RackLink, check_tls_files
+from .outbox import Outbox, OutboxError
 from .pose import Interpreter, measure_invoke_ms
 from .service import RackService
 from .settings import problems
@@ -222,13 +223,13 @@ def serve(service: RackService, link: RackLink, *, connect_grace: float = 2.0, d
         finally:
             service.close()
             try:
-                if watch.died is None and not link.wait_drained(drain_timeout):
-                    s = link.settings
-                    print(f"rackwatch: warning: {link.outbox_depth} event(s) not yet acknowledged by the broker at "
-                          f"{s.host}:{s.port} after {drain_timeout:g} s; they stay in the outbox in {s.state_dir} "
-                          "and go out at the next start.", file=err, flush=True)
+                if watch.died is None:
+                    link.wait_drained(drain_timeout)
             finally:
                 link.close()
+    if watch.died is None:
+        for line in link.shutdown_report():   # what did not get through, and why; what this run lost
+            print(f"rackwatch: warning: {line}", file=err, flush=True)
     if watch.died is not None:
         name, exc = watch.died
         print(f"rackwatch: error: the rack's thread {name} stopped ({type(exc).__name__}: {exc}), so its events "
@@ -246,6 +247,7 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
     password = args.password if args.password is not None else os.environ.get("RACKWATCH_MQTT_PASSWORD")
     settings = link_settings(rack, state_dir, config.mqtt, broker=args.broker,
                              username=args.username, password=password)
+    check_tls_files(settings)   # a missing CA file named before the camera and the model are opened
     panel_settings = config.panel
     if panel_settings is None and args.virtual_panel:
         from .panel import PanelSettings
@@ -259,6 +261,10 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
         raise ConfigError(f"The state folder {state_dir} cannot be written ({exc.strerror or exc}). It keeps the "
                           "outbox and the lifter's settings; give a writable one with --state-dir.") from None
     setup_logging()
+    try:   # first: it holds the state folder's lock, so a second rackwatch on this folder stops here
+        outbox = Outbox(state_dir, max_events=settings.outbox_max)
+    except OutboxError as exc:
+        raise ConfigError(str(exc)) from None
 
     store = SettingsStore(state_dir)
     try:
@@ -283,7 +289,7 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
             print(f"rackwatch: the model takes {invoke_ms:.0f} ms a frame on this machine; the camera is capped at "
                   f"{fps:.1f} fps ([camera] fps asks for {camera.fps:g})", file=sys.stderr, flush=True)
     frames = open_frames(args.source, args.speed, (camera.width, camera.height), fps)
-    link = RackLink(settings)
+    link = RackLink(settings, outbox=outbox)
     panel = None
     service: RackService | None = None
     if args.virtual_panel:
@@ -327,6 +333,7 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
             signal.signal(sig, handler)
         if panel is not None:
             panel.close()
+        outbox.close()
     c = service.counts
     print(f"rackwatch: {c['frames']} frames, {c['rep']} reps, {c['set']} sets published", file=sys.stderr)
     return status

@@ -299,7 +299,8 @@ class RackService:
         event = events.HealthEvent(
             rack=self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / frames if frames else 0.0,
             dropped_frames=self.frames.dropped if self.frames is not None else 0, cpu_temp_c=cpu_temperature(),
-            throttled=throttled(), outbox_depth=self.link.outbox_depth if self.link is not None else 0)
+            throttled=throttled(), outbox_depth=self.link.outbox_depth if self.link is not None else 0,
+            **(self.link.losses() if self.link is not None else {}))
         self._window_start, self._window_frames, self._window_infer_s = now, 0, 0.0
         self._publish(event)
         self.counts["health"] += 1

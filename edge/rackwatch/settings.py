@@ -18,6 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
+class ConfigError(ValueError):
+    """The configuration is wrong; the message says where and how to fix it."""
+
+
 class Settings(BaseModel):
     """A group of settings: unknown keys forbidden, types strict, no NaN or infinity, frozen once made."""
 
@@ -137,4 +141,4 @@ def _range_hint(field: Any) -> str:
     return f" It must be {words}." if words else ""
 
 
-__all__ = ["Settings", "problems"]
+__all__ = ["ConfigError", "Settings", "problems"]

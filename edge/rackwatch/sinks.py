@@ -46,6 +46,10 @@ class Link(EventSink, CommandSource, Protocol):
     @property
     def outbox_depth(self) -> int: ...
 
+    def losses(self) -> dict[str, int | bool]:
+        """What could not be delivered so far, by kind: the loss fields of the health event."""
+        ...
+
 
 class ListSink(list[Event]):
     """A list of the events published, in order: ``sink.publish(e)`` is ``sink.append(e)``.
