@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a development or CI machine from nothing; safe to run again (it skips what is already there).
-#   - Debian packages the tests need (a Mosquitto broker binary for the MQTT tests);
+#   - Debian packages the tests need (a Mosquitto broker binary for the MQTT tests; systemd-analyze, shellcheck,
+#     cloud-init and netplan for the deployment tests);
 #   - a virtual environment in .venv with rackwatch installed in editable mode, with its test extras;
 #   - the pose model, verified against models/manifest.json: copied from ../shared/models when that folder
 #     exists (build and CI machines have no internet access), downloaded otherwise.
@@ -9,6 +10,11 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# The deployment tests check units, scripts and first-boot seeds with the real tools (tests/deploy_tools.py).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+command -v cloud-init >/dev/null 2>&1 || need_apt+=(cloud-init)
+command -v netplan >/dev/null 2>&1 || [ -x /usr/sbin/netplan ] || need_apt+=(netplan.io)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
