@@ -226,8 +226,9 @@ def default_pin_factory() -> Any:
 
 # -- broker -----------------------------------------------------------------------------------------------------------
 
-BAD_CREDENTIALS = {134, 4}   # MQTT 5 "Bad user name or password", MQTT 3.1.1 "bad username or password"
-NOT_AUTHORISED = {135, 5}
+# MQTT 5 "Bad user name or password" and "Not authorized" (Mosquitto answers the latter to a wrong password
+# when it has a password file), and their MQTT 3.1.1 counterparts.
+REFUSED_CREDENTIALS = {134, 135, 4, 5}
 
 
 def check_broker(settings, timeout: float = 5.0) -> Finding:
@@ -284,13 +285,12 @@ def check_broker(settings, timeout: float = 5.0) -> Finding:
     code = getattr(reason, "value", reason)
     if code == 0:
         return Finding("broker", "ok", f"The broker at {where} accepts {who}{tls}.")
-    if code in BAD_CREDENTIALS:
-        return Finding("broker", "problem", f"The broker at {where} refused {who}: wrong username or password.",
-                       "Set the rack's password as RACKWATCH_MQTT_PASSWORD=... in /etc/rackwatch/environment, the "
-                       "same as registered for it on the broker (mosquitto_passwd); the username is [mqtt] username.")
-    if code in NOT_AUTHORISED:
-        return Finding("broker", "problem", f"The broker at {where} knows {who} but does not let it in.",
-                       "Check the broker's password file and ACL (deploy/mosquitto/) for this rack.")
+    if code in REFUSED_CREDENTIALS:
+        return Finding("broker", "problem", f"The broker at {where} refused {who}: wrong username or password "
+                       "(or the user is not let in).", "Set the rack's password as RACKWATCH_MQTT_PASSWORD=... in "
+                       "/etc/rackwatch/environment, the same as registered for it on the broker (mosquitto_passwd); "
+                       "the username is [mqtt] username. If both are right, check the broker's ACL "
+                       "(deploy/mosquitto/).")
     return Finding("broker", "problem", f"The broker at {where} refused the connection ({reason}).",
                    "Check the broker's log for why.")
 
