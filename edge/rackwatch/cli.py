@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     provision = sub.add_parser("provision", help="first-boot seeds for many racks from a CSV (docs/deploy.md)")
     provision.add_argument("csv", help="racks.csv: rack_id,hostname,wifi_ssid,wifi_password,broker,username,password")
     provision.add_argument("--out", required=True, help="folder to write one seed folder per rack into")
+    provision.add_argument("--wheel", required=True, help="the rackwatch wheel the racks install (rackwatch-*.whl)")
+    provision.add_argument("--ca", help="the gym's CA certificate, for racks with an mqtts:// broker")
 
     models = sub.add_parser("models", help="fetch or verify the pose model")
     models_sub = models.add_subparsers(dest="action", required=True)
@@ -381,7 +383,7 @@ def cmd_aim(args, config) -> int:
 def cmd_provision(args, config) -> int:
     from .provision import provision
 
-    written = provision(Path(args.csv), Path(args.out))
+    written = provision(Path(args.csv), Path(args.out), Path(args.wheel), Path(args.ca) if args.ca else None)
     print(f"{len(written)} rack seeds written to {args.out}: " + ", ".join(p.name for p in written))
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shlex
 import shutil
 import socket
 import ssl
@@ -303,7 +304,8 @@ def rack_password(environ=os.environ, environment_file: Path = ENVIRONMENT_FILE)
         for line in environment_file.read_text().splitlines():
             key, _, value = line.strip().partition("=")
             if key == "RACKWATCH_MQTT_PASSWORD":
-                return value.strip().strip('"').strip("'")
+                words = shlex.split(value)   # the quoting systemd's EnvironmentFile= reads too
+                return words[0] if words else ""
     except OSError:
         pass
     return None
