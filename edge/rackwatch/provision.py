@@ -168,8 +168,11 @@ def _q(value: str) -> str:
 
 
 def env_quote(value: str) -> str:
-    """A value for a systemd EnvironmentFile (and a shell): double quotes, with backslash and quote escaped."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`") + '"'
+    """A value that systemd's EnvironmentFile= and a shell both read back as ``value``: single quotes (nothing
+    inside is special), or double quotes with backslash and quote escaped when the value holds a single quote."""
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def meta_data(seed: RackSeed, now_ms: int) -> str:
