@@ -9,6 +9,7 @@ own ``rackwatch`` script: everything else (keys, values, device classes, depende
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,28 @@ def test_script_is_shellcheck_clean(script):
     result = subprocess.run([shellcheck, "--external-sources", str(script)], capture_output=True, text=True,
                             cwd=script.parent, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _ansible_playbook() -> str:
+    """ansible-playbook from the test extras (ansible-core from PyPI, a few MB), beside this Python."""
+    path = Path(sys.executable).with_name("ansible-playbook")
+    if path.is_file():
+        return str(path)
+    message = f"{path} is missing: install the test extras (pip install -e '.[test]'; deploy/dev-setup.sh does)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["shipped", "broken-copy-fails"])
+def test_fleet_playbook_passes_ansibles_syntax_check(broken, tmp_path):
+    playbook = PROJECT / "deploy" / "ansible" / "update-racks.yml"
+    if broken:
+        copy = tmp_path / "update-racks.yml"
+        copy.write_text(playbook.read_text().replace("  tasks:", "  taskz:"))
+        playbook = copy
+    result = subprocess.run([_ansible_playbook(), "--syntax-check", "-i",
+                             str(PROJECT / "deploy" / "ansible" / "inventory.example.ini"), str(playbook)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path), "ANSIBLE_HOME": str(tmp_path)})
+    assert (result.returncode != 0) == broken, result.stdout + result.stderr
