@@ -19,6 +19,7 @@ from gpiozero.pins.mock import MockFactory
 
 from conftest import FOOTAGE
 from mqtt_broker import MosquittoBroker, free_port
+from test_camera import pi_camera  # noqa: F401  (the stand-in Pi camera)
 from rackwatch.config import load_config
 from rackwatch.doctor import (Finding, check_broker, check_clock, check_disk, check_gpio, check_temperature,
                               clock_synchronised, format_findings, panel_pins, rack_password, run_doctor)
@@ -161,3 +162,11 @@ def test_the_password_file_of_the_service_is_read(tmp_path):
 def test_the_text_report_says_what_to_do_only_for_what_is_wrong():
     text = format_findings([Finding("clock", "ok", "fine", "nothing"), Finding("disk", "problem", "full", "free it")])
     assert text.splitlines() == ["[ok  ] clock: fine", "[FAIL] disk: full", "       what to do: free it"]
+
+
+def test_on_a_pi_the_camera_is_checked_streaming(pi_camera):
+    """The Pi camera through the stand-in for Picamera2 (tests/fake_picamera) filming a frame of real footage."""
+    from rackwatch.doctor import check_camera
+
+    found = check_camera(None, (320, 240), 15.0, on_pi=True)
+    assert found.status == "ok" and found.summary.startswith("The camera is streaming (10 frames read")
