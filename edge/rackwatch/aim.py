@@ -218,8 +218,7 @@ def _judge(survey: AimSurvey, fps: float, s: AimSettings) -> AimReport:
     feet_low = _percentile([look.feet for look in looks], 90)
     head_high = _percentile([look.head_top for look in looks], 10)
     measures.update(feet_missing_share=round(no_feet, 2), head_missing_share=round(no_head, 2),
-                    feet_at=None if feet_low is None else round(feet_low, 3),
-                    head_top_at=None if head_high is None else round(head_high, 3))
+                    feet_at=_rounded(feet_low), head_top_at=_rounded(head_high))
     feet_cut = no_feet > 0.3 or (feet_low is not None and feet_low > 1 - s.margin)
     head_cut = no_head > 0.3 or (head_high is not None and head_high < s.margin)
     if feet_cut and head_cut:
@@ -239,7 +238,7 @@ def _judge(survey: AimSurvey, fps: float, s: AimSettings) -> AimReport:
     if framed:
         spans = [look.feet - look.head_top for look in looks if look.feet is not None and look.head_top is not None]
         span = _percentile(spans, 90)
-        measures["body_share"] = None if span is None else round(span, 2)
+        measures["body_share"] = _rounded(span, 2)
         if span is not None and span < s.min_body_share:
             findings.append(Finding("aim: framing", "warning", f"The lifter fills only {span:.0%} of the picture's "
                                     "height; small in the picture, the joints are found less surely.",
@@ -277,7 +276,7 @@ def _judge(survey: AimSurvey, fps: float, s: AimSettings) -> AimReport:
 
     # -- level ------------------------------------------------------------------------------------------------------
     tilt = _median(look.shoulder_tilt_deg for look in standing)
-    measures["shoulder_tilt_deg"] = None if tilt is None else round(tilt, 1)
+    measures["shoulder_tilt_deg"] = _rounded(tilt, 1)
     if framed and square and tilt is not None and abs(tilt) > s.max_tilt_deg:
         turn = "clockwise" if tilt > 0 else "anticlockwise"
         findings.append(Finding("aim: level", "warning", f"The picture leans by about {abs(tilt):.0f}° (the line "
@@ -302,9 +301,9 @@ def _judge(survey: AimSurvey, fps: float, s: AimSettings) -> AimReport:
                                     f"{share:.0%} of the frames.", "Clear the view between camera and knees (plates, "
                                     "a bench, the rack's safety arms), or mount the camera lower, at about hip "
                                     "height."))
-    if not findings or all(f.status != "problem" for f in findings):
-        findings.insert(0, Finding("aim", "ok", "The camera sees the whole lifter, square on, with the knees in view "
-                                   "at the bottom.", ""))
+    if all(f.status != "problem" for f in findings):
+        knees = ", with the knees in view at the bottom" if "knees_seen_at_bottom" in measures else ""
+        findings.insert(0, Finding("aim", "ok", f"The camera sees the whole lifter, square on{knees}."))
     return AimReport(findings, survey.frames, fps, measures)
 
 
