@@ -184,3 +184,37 @@ def test_constraints_pin_numpy_to_each_os_release():
     for release, pin in expected.items():
         lines = (PROJECT / "deploy" / "constraints" / f"{release}.txt").read_text().splitlines()
         assert pin in lines
+
+
+def test_a_provisioned_seed_installs_its_rack(root, wheels, tmp_path):
+    """First boot, played here: the seed's runcmd steps, run in order with the boot partition and / pointed at
+    folders (and install.sh given --root and the model, as this machine cannot download it)."""
+    import yaml
+
+    from rackwatch.provision import provision
+
+    (root / "etc" / "os-release").write_text("VERSION_CODENAME=trixie\n")
+    csv = tmp_path / "racks.csv"
+    csv.write_text("rack_id,hostname,wifi_ssid,wifi_password,broker,username,password\n"
+                   "rack07,gym-rack07,Gym WiFi,correct horse battery,mqtt://broker.gym.lan,rack07,it's-s3cret\n")
+    [boot] = provision(csv, tmp_path / "seeds", wheels["old"])
+    steps = [step[2] for step in yaml.safe_load((boot / "user-data").read_text())["runcmd"]]
+    env = {**os.environ, "RACKWATCH_PIP_ARGS": "--no-deps", "RACKWATCH_DOCTOR": "true", "PYTHON": sys.executable}
+    for step in steps:
+        command = (step.replace("/boot/firmware", str(boot)).replace(" /etc/", f" {root}/etc/")
+                   .replace(">/var/log/", f">{tmp_path}/"))
+        if "install.sh install" in command:
+            command = command.replace(" >", f" --root {root} --model {MODEL} >", 1)
+        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=600)
+        log = tmp_path / "rackwatch-install.log"
+        assert result.returncode == 0, (command, result.stderr, log.read_text() if log.exists() else "")
+
+    etc = root / "etc" / "rackwatch"
+    assert (etc / "environment").stat().st_mode & 0o777 == 0o600
+    assert (etc / "environment").read_text() == "RACKWATCH_MQTT_PASSWORD=\"it's-s3cret\"\n"
+    assert not (boot / "rackwatch" / "secrets.env").exists()   # gone from the boot partition
+    assert (etc / "rackwatch.toml").read_text() == (boot / "rackwatch" / "rackwatch.toml").read_text()
+    assert 'id = "rack07"' in (etc / "rackwatch.toml").read_text()
+    assert os.readlink(root / "opt" / "rackwatch" / "current") == f"releases/{wheels['old_version']}"
+    assert (root / "etc" / "systemd" / "system" / "multi-user.target.wants" / "rackwatch.service").is_symlink()
+    assert "constraints for trixie" in (tmp_path / "rackwatch-install.log").read_text()
