@@ -2,6 +2,7 @@
 # Sets up a development or CI machine from nothing; safe to run again (it skips what is already there).
 #   - Debian packages the tests need: Mosquitto (the broker and mosquitto_passwd, for the MQTT tests) and openssl
 #     (throwaway TLS certificates); under CI=true the tests FAIL without them, they do not skip;
+#   - for the deployment tests: systemd-analyze, shellcheck, cloud-init and netplan;
 #   - a virtual environment in .venv with rackwatch installed in editable mode, with its test extras;
 #   - the pose model, verified against models/manifest.json: copied from ../shared/models when that folder
 #     exists (build and CI machines have no internet access), downloaded otherwise.
@@ -13,6 +14,11 @@ need_apt=()
 { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } && command -v mosquitto_passwd >/dev/null 2>&1 \
     || need_apt+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The deployment tests check units, scripts and first-boot seeds with the real tools (tests/deploy_tools.py).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+command -v cloud-init >/dev/null 2>&1 || need_apt+=(cloud-init)
+command -v netplan >/dev/null 2>&1 || [ -x /usr/sbin/netplan ] || need_apt+=(netplan.io)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -5,6 +5,8 @@
 ``rackwatch run``             be a rack: camera (or a recording) in, events out over MQTT, the panel driven
 ``rackwatch bench``           measure the model, the pipeline, publishing and memory
 ``rackwatch models fetch``    download (or copy) and verify the pose model
+``rackwatch doctor``          check every part of a rack and say in words what to fix (``aim``: the camera's aim)
+``rackwatch provision CSV``   first-boot seeds (cloud-init) for many racks
 
 Every expected failure (no model, unreadable video, bad config) ends with a one-paragraph message and exit
 status 2, never a traceback.
@@ -20,6 +22,7 @@ from pathlib import Path
 from . import __version__, paths
 from .camera import SPEEDS, SourceError
 from .config import ConfigError, load_config
+from .doctor import CHECKS as DOCTOR_CHECKS
 from .events import EXERCISES, UNITS
 from .load import LifterSettings
 from .models import ModelError
@@ -106,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--broker", help="mqtt://HOST:PORT (default: a private Mosquitto on a free port)")
     bench.add_argument("--no-rss", action="store_true", help="skip measuring `rackwatch run`'s memory")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    doctor = sub.add_parser("doctor", help="check camera, model, GPIO, broker, clock, disk and heat; say what to fix")
+    doctor.add_argument("--source", help="check this recording instead of the Pi camera (video file or folder)")
+    doctor.add_argument("--check", action="append", choices=DOCTOR_CHECKS, help="only this check (repeatable)")
+    doctor.add_argument("--rack", help="rack id (default: [rack] id)")
+    doctor.add_argument("--broker", metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT (default: [mqtt])")
+    doctor.add_argument("--username", help="broker username (default: [mqtt] username)")
+    doctor.add_argument("--password", help="broker password (default: $RACKWATCH_MQTT_PASSWORD, then the "
+                                           "service's /etc/rackwatch/environment, then [mqtt])")
+    doctor.add_argument("--state-dir", help="state folder to check for space (default: [rack] state_dir)")
+    doctor.add_argument("--aim-seconds", type=float, default=15.0, help="how long to watch the camera for the aim")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+
+    aim = sub.add_parser("aim", help="is the camera aimed right? watch one test squat and say what to change")
+    aim.add_argument("--source", default="picamera", help="'picamera' (default) or a recording of the test squat")
+    aim.add_argument("--seconds", type=float, default=20.0, help="how long to watch the camera (default 20)")
+    aim.add_argument("--json", action="store_true", help="print one JSON object")
+
+    provision = sub.add_parser("provision", help="first-boot seeds for many racks from a CSV (docs/deploy.md)")
+    provision.add_argument("csv", help="racks.csv: rack_id,hostname,wifi_ssid,wifi_password,broker,username,password")
+    provision.add_argument("--out", required=True, help="folder to write one seed folder per rack into")
+    provision.add_argument("--wheel", required=True, help="the rackwatch wheel the racks install (rackwatch-*.whl)")
+    provision.add_argument("--ca", help="the gym's CA certificate, for racks with an mqtts:// broker")
 
     models = sub.add_parser("models", help="fetch or verify the pose model")
     models_sub = models.add_subparsers(dest="action", required=True)
@@ -337,6 +363,38 @@ def cmd_models(args, config) -> int:
     return 0
 
 
+def cmd_doctor(args, config) -> int:
+    from .doctor import format_findings, run_doctor
+
+    report = run_doctor(args, config)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_findings(report.findings))
+    return 0 if report.ok else 1
+
+
+def cmd_aim(args, config) -> int:
+    from .aim import check_aim
+    from .camera import open_frames
+    from .doctor import format_findings
+
+    camera = config.camera
+    frames = open_frames(args.source, "max", (camera.width, camera.height), camera.fps)
+    if args.source == "picamera" and not args.json:
+        print(f"Watching the camera for {args.seconds:g} s: stand at the bar facing it, and do one slow squat.",
+              file=sys.stderr, flush=True)
+    report = check_aim(frames, _interpreter(args, config), analysis=config.analysis,
+                       seconds=args.seconds if args.source == "picamera" else None)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_findings(report.findings))
+    return 0 if report.camera_ready else 1
+
+
+def cmd_provision(args, config) -> int:
+    from .provision import provision
+
+    written = provision(Path(args.csv), Path(args.out), Path(args.wheel), Path(args.ca) if args.ca else None)
+    print(f"{len(written)} rack seeds written to {args.out}: " + ", ".join(p.name for p in written))
+    return 0
+
+
 def cmd_run(args, config) -> int:
     from .rack import run_command
 
@@ -366,7 +424,8 @@ class _Progress:
             self.stream.write("\n")
 
 
-COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "run": cmd_run}
+COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "run": cmd_run,
+            "doctor": cmd_doctor, "aim": cmd_aim, "provision": cmd_provision}
 
 
 def main(argv: list[str] | None = None) -> int:
