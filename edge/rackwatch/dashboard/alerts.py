@@ -3,7 +3,8 @@
 - **cave at a working load**: a rep judged ``cave`` at or below 85 % of the lifter's one-rep max (near the max a
   cave is tolerated and shown as a note; at a working load it is a habit worth a word from staff);
 - **repeated cave**: a second ``cave`` rep in the same set;
-- **rack offline**: the rack said ``offline``, or the broker said it for the rack (the last will);
+- **rack offline**: the rack said ``offline``, or the broker said it for the rack (the last will), and it has
+  stayed offline past a grace period (30 s by default: a rack restarting is not news);
 - **rack unhealthy**: low frame rate, hot or throttled CPU, events piling up in the rack's outbox.
 
 Each alert has a ``key``: the store keeps one alert per key, so an event delivered twice raises it once.
@@ -80,4 +81,5 @@ def health_alert(health: dict[str, Any], previous: dict[str, Any] | None, rules:
 
 
 def offline_alert(rack: str, since: str) -> NewAlert:
-    return NewAlert(f"{rack}:offline:{since}", rack, "offline", f"The rack went offline at {since} UTC.")
+    return NewAlert(f"{rack}:offline:{since}", rack, "offline",
+                    f"The rack has been offline since {since.replace('T', ' ')} UTC.")

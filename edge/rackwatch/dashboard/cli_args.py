@@ -23,6 +23,8 @@ def add_dashboard_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080)")
     parser.add_argument("--retention-days", type=float, default=180.0,
                         help="delete events older than this many days (default 180)")
+    parser.add_argument("--offline-grace", type=float, default=30.0, metavar="S",
+                        help="alert when a rack has been offline this long (default 30 s)")
     parser.add_argument("--share", metavar="GROUP",
                         help="share the ingestion with other dashboard processes (MQTT 5 $share/GROUP/...)")
     parser.add_argument("--plain-http", action="store_true",

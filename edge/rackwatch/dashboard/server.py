@@ -98,8 +98,14 @@ def serve(store: Store, args, *, ready=None) -> int:
                 log.info("retention: deleted %d events older than %g days", deleted, args.retention_days)
             await asyncio.sleep(3600)
 
+    async def offline_watch():
+        while True:
+            if await asyncio.to_thread(store.raise_offline_alerts, args.offline_grace):
+                board.alerts_changed()
+            await asyncio.sleep(1.0)
+
     app = create_app(store, board, ingester, secure_cookies=not (is_loopback(args.host) or args.plain_http),
-                     background=(ingester.run, retention))
+                     background=(ingester.run, retention, offline_watch))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2,
                             access_log=False)
     server = uvicorn.Server(config)

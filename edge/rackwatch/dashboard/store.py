@@ -179,11 +179,22 @@ class Store:
 
     def _availability(self, db: Session, rack: str, online: bool, when: datetime, result: IngestResult) -> None:
         row = self._rack(db, rack)
-        was = row.online
-        row.online, row.availability_at = online, when
+        if row.online != online or row.availability_at is None:   # a retained copy keeps the time it went
+            row.online, row.availability_at = online, when
         result.racks[rack] = {}
-        if not online and was is not False and not self._open_alert(db, rack, "offline"):
-            self._raise(db, offline_alert(rack, when.isoformat(timespec="seconds")), result)
+
+    def raise_offline_alerts(self, grace_s: float) -> list[NewAlert]:
+        """Alert on racks offline for longer than ``grace_s`` (a rack restarting for an update is not news),
+        once per time it went offline."""
+        result = IngestResult()
+        with self.session.begin() as db:
+            gone = db.scalars(select(Rack).where(Rack.online.is_(False),
+                                                 Rack.availability_at < utcnow() - timedelta(seconds=grace_s)))
+            for row in list(gone):
+                if not self._open_alert(db, row.rack, "offline"):
+                    self._raise(db, offline_alert(row.rack, row.availability_at.isoformat(timespec="seconds")),
+                                result)
+        return result.alerts
 
     def _on_state(self, db, row: Rack, payload, when, result) -> None:
         if row.state_time is None or when >= row.state_time:
