@@ -77,7 +77,8 @@ def health_alert(health: dict[str, Any], previous: dict[str, Any] | None, rules:
     if not problems:
         return None
     rack = health["rack"]
-    return NewAlert(f"{rack}:unhealthy:{health['id']}", rack, "unhealthy", "; ".join(problems).capitalize() + ".")
+    text = "; ".join(problems)
+    return NewAlert(f"{rack}:unhealthy:{health['id']}", rack, "unhealthy", text[0].upper() + text[1:] + ".")
 
 
 def offline_alert(rack: str, since: str) -> NewAlert:

@@ -460,8 +460,10 @@ def _insert_ignore(db: Session, table, values: dict[str, Any], key: str | None =
     else:
         from sqlalchemy.dialects.sqlite import insert
     key = key or next(iter(table.__table__.primary_key.columns)).name
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-    return db.execute(statement).rowcount == 1
+    column = table.__table__.c[key]
+    # RETURNING says whether the row went in on both databases (rowcount is not reliable here with psycopg).
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]).returning(column)
+    return db.execute(statement).first() is not None
 
 
 def _sqlite_pragmas(connection, _record) -> None:
