@@ -97,19 +97,36 @@ class Ingester:
             batch = [await self._queue.get()]
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            for attempt in range(5):
-                try:
-                    result = await asyncio.to_thread(self.store.ingest, batch)
-                    break
-                except Exception as exc:   # the database is away or refused: try again, then give up loudly
-                    log.error("could not store %d messages (attempt %d): %s", len(batch), attempt + 1, exc)
-                    await asyncio.sleep(1.0)
-            else:
-                continue
+            result = await self._store(batch)
             self.totals.stored += result.stored
             self.totals.duplicates += result.duplicates
             self.totals.invalid += result.invalid
             self.board.apply(result)
+
+    async def _store(self, batch: list[Message]) -> IngestResult:
+        """Store a batch; if it fails, store its messages one by one, so that one message the database refuses
+        is kept aside instead of sinking the others. While the database is away, wait and try again."""
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.ingest, batch)
+            except Exception as exc:
+                if len(batch) > 1:
+                    merged = IngestResult()
+                    for message in batch:
+                        one = await self._store([message])
+                        merged.stored += one.stored
+                        merged.duplicates += one.duplicates
+                        merged.invalid += one.invalid
+                        merged.racks.update(one.racks)
+                        merged.alerts += one.alerts
+                        merged.stored_events += one.stored_events
+                    return merged
+                if await asyncio.to_thread(self.store.reachable):
+                    log.warning("a message on %s could not be stored and is kept aside: %s", batch[0].topic, exc)
+                    return await asyncio.to_thread(self.store.keep_aside, batch[0],
+                                                   f"could not be stored: {str(exc).splitlines()[0]}")
+                log.error("the database is not reachable (%s); retrying in 1 s", str(exc).splitlines()[0])
+                await asyncio.sleep(1.0)
 
     async def idle(self) -> None:
         """Wait until every message taken so far is stored (tests)."""

@@ -167,8 +167,24 @@ class Store:
 
     def _invalid(self, db: Session, message: Message, error: str, result: IngestResult) -> None:
         result.invalid += 1
-        db.add(InvalidMessage(topic=message.topic[:1000], error=error[:1000], received_at=message.received_at,
-                              payload=message.payload[:MAX_KEPT_PAYLOAD].decode("utf-8", "replace")))
+        db.add(InvalidMessage(topic=_text(message.topic[:1000]), error=_text(error[:1000]),
+                              received_at=message.received_at,
+                              payload=_text(message.payload[:MAX_KEPT_PAYLOAD].decode("utf-8", "backslashreplace"))))
+
+    def keep_aside(self, message: Message, error: str) -> IngestResult:
+        """Keep a message that could not be stored (e.g. text PostgreSQL refuses) with the reason."""
+        result = IngestResult()
+        with self.session.begin() as db:
+            self._invalid(db, message, error, result)
+        return result
+
+    def reachable(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            return True
+        except Exception:
+            return False
 
     def _rack(self, db: Session, rack: str) -> Rack:
         row = db.get(Rack, rack)
@@ -445,6 +461,11 @@ def rack_snapshot(row: Rack) -> dict[str, Any]:
             "last_seen": row.last_seen, "state": json.loads(row.state) if row.state else None,
             "last_rep": json.loads(row.last_rep) if row.last_rep else None,
             "health": json.loads(row.health) if row.health else None, "health_time": row.health_time}
+
+
+def _text(value: str) -> str:
+    """Text any database takes: PostgreSQL refuses NUL characters."""
+    return value.replace("\x00", "\\x00")
 
 
 def _is(column, value):
