@@ -33,9 +33,11 @@ DEMO_USER, DEMO_PASSWORD = "demo", "rackwatch-demo"
 LOADS = ((100, 140), (60, 100), (130, 140), (80, 120), (40, 60), (150, 200))
 
 
+MOSQUITTO_PLACES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")   # Debian keeps it off a user's PATH
+
+
 def find_mosquitto() -> str:
-    found = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-                                               if Path(p).is_file()), None)
+    found = shutil.which("mosquitto") or next((p for p in MOSQUITTO_PLACES if Path(p).is_file()), None)
     if found is None:
         raise DashboardError("The demo needs the Mosquitto broker: install it with `sudo apt-get install mosquitto` "
                              "(Debian/Ubuntu; `brew install mosquitto` on a Mac) and run rackwatch demo again.")
@@ -163,12 +165,11 @@ def main(args) -> int:
         port = args.port or free_port()
         print(f"rackwatch demo: {args.racks} racks replaying {len(clips)} clips through the real pipeline, "
               f"broker on 127.0.0.1:{broker.port}, logs in {workdir}", flush=True)
-        print(f"rackwatch demo: open http://127.0.0.1:{port}/ and sign in as {DEMO_USER} / {DEMO_PASSWORD} "
-              "(Ctrl-C stops everything)", flush=True)
         options = argparse.Namespace(broker=f"mqtt://127.0.0.1:{broker.port}", username=None, host="127.0.0.1",
                                      port=port, retention_days=1.0, share=None, plain_http=False,
                                      offline_grace=30.0)
-        serve(store, options)
+        serve(store, options, announce=(f"rackwatch demo: open http://127.0.0.1:{port}/ and sign in as {DEMO_USER} "
+                                        f"/ {DEMO_PASSWORD} (Ctrl-C stops everything)",))
     finally:
         print("rackwatch demo: stopping the racks and the broker", file=sys.stderr, flush=True)
         stoppers = [threading.Thread(target=rack.stop) for rack in racks or ()]

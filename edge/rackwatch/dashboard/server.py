@@ -63,7 +63,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(store: Store, args, *, ready=None) -> int:
+def serve(store: Store, args, *, announce: tuple[str, ...] = ()) -> int:
     import uvicorn
 
     from rackwatch.config import ConfigError
@@ -109,10 +109,20 @@ def serve(store: Store, args, *, ready=None) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2,
                             access_log=False)
     server = uvicorn.Server(config)
-    print(f"rackwatch dashboard: http://{args.host}:{args.port}/ (database {store.engine.url.render_as_string()}, "
-          f"broker {args.broker})", flush=True)
+
+    async def serve_and_announce():
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():   # say where only once it answers there
+            await asyncio.sleep(0.05)
+        if server.started:
+            print(f"rackwatch dashboard: http://{args.host}:{args.port}/ (database "
+                  f"{store.engine.url.render_as_string()}, broker {args.broker})", flush=True)
+            for line in announce:
+                print(line, flush=True)
+        await serving
+
     try:
-        asyncio.run(server.serve())
+        asyncio.run(serve_and_announce())
     finally:
         store.close()
     return 0
