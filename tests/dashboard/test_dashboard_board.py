@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 from rackwatch.dashboard import samples
@@ -64,6 +65,7 @@ def test_many_updates_of_one_rack_reach_a_browser_as_a_handful():
         return received
 
     received = asyncio.run(scenario())
-    tiles = [data for kind, data in received if kind == "tile"]
+    tiles = [json.loads(data)["tiles"] for kind, data in received if kind == "tiles"]
     assert 2 <= len(tiles) <= 8                              # at most five a second, not a hundred
-    assert tiles[-1]["html"] == "<b>99</b>"                  # and the last one is the newest state
+    assert tiles[-1] == [{"rack": "rack01", "html": "<b>99</b>", "event": tiles[-1][0]["event"]}]
+    assert tiles[-1][0]["event"] is not None                 # the newest state, with its event id

@@ -1,8 +1,9 @@
 """The live board: one tile per rack, kept in memory and pushed to every open browser.
 
 The ingester hands the board each rack it changed (:meth:`Board.apply`); the board only marks the tile dirty.
-A flusher wakes every ``flush_s`` (0.2 s) and sends each dirty tile once, so a rack that sends twenty states a
-second still costs each browser at most five updates a second, and a change is on screen within a second.
+A flusher wakes every ``flush_s`` (0.2 s) and sends the dirty tiles once, together in one ``tiles`` event encoded
+once for all browsers, so a rack that sends twenty states a second still costs each browser at most five updates
+a second, and a change is on screen within a second.
 
 What a tile shows is decided by :func:`tile_view` (pure, tested without a browser): online or offline, idle or in
 a set, lifter seen, load and % of one-rep max, reps so far, the last rep's verdict as a colour (``clean``,
@@ -13,6 +14,7 @@ ready or needs attention.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -84,7 +86,7 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
 
 
 class Board:
-    """The tiles in memory, and the browsers listening (each an ``asyncio.Queue`` of ``(kind, data)``)."""
+    """The tiles in memory, and the browsers listening (each an ``asyncio.Queue`` of ``(kind, JSON text)``)."""
 
     def __init__(self, rules: AlertRules, *, flush_s: float = 0.2, client_queue: int = 500):
         self.rules = rules
@@ -143,16 +145,20 @@ class Board:
             except Exception:   # a broken template must not stop the board for everyone
                 log.exception("could not push the board's updates")
 
+    def tiles_message(self, racks, render_tile) -> str:
+        """One ``tiles`` event for these racks, encoded once for every browser: ``{"tiles": [{"rack", "html",
+        "event"}, ...]}`` (``event`` is the id of the rack's newest event: the load test times it)."""
+        return json.dumps({"tiles": [{"rack": rack, "html": render_tile(tile_view(self.snapshots[rack], self.rules)),
+                                      "event": self.last_event.get(rack)} for rack in sorted(racks)]})
+
     async def _flush(self, render_tile, render_alerts) -> None:
         messages = []
         dirty, self._dirty = self._dirty, set()
-        for rack in sorted(dirty):
-            view = tile_view(self.snapshots[rack], self.rules)
-            messages.append(("tile", {"rack": rack, "html": render_tile(view),
-                                      "event": self.last_event.get(rack)}))
+        if dirty:
+            messages.append(("tiles", self.tiles_message(dirty, render_tile)))
         if self._alerts_dirty:
             self._alerts_dirty = False
-            messages.append(("alerts", {"html": await asyncio.to_thread(render_alerts)}))
+            messages.append(("alerts", json.dumps({"html": await asyncio.to_thread(render_alerts)})))
         for queue in list(self._clients):
             for message in messages:
                 try:

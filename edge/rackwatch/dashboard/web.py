@@ -160,15 +160,14 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
     async def stream(ctx: Context = Depends(signed_in)):
         queue = board.subscribe()
         try:
-            for view in board.tiles():   # a browser (re)connecting gets the whole board first
-                yield ServerSentEvent(event="tile", data={"rack": view["rack"], "html": render_tile(view),
-                                                          "event": board.last_event.get(view["rack"])})
+            # A browser (re)connecting gets the whole board first.
+            yield ServerSentEvent(event="tiles", raw_data=board.tiles_message(board.snapshots, render_tile))
             while True:
                 item = await queue.get()
                 if item is None:
                     return
                 kind, data = item
-                yield ServerSentEvent(event=kind, data=data)
+                yield ServerSentEvent(event=kind, raw_data=data)
         finally:
             board.unsubscribe(queue)
 

@@ -1,4 +1,4 @@
-// The live board: tiles and the alert list arrive as server-sent events from /stream and replace
+// The live board: tiles (a batch per event) and the alert list arrive as server-sent events from /stream and replace
 // their elements in place. EventSource reconnects by itself; on every connect the server sends every tile.
 (function () {
   "use strict";
@@ -10,8 +10,11 @@
     return holder.firstElementChild;
   }
 
-  stream.addEventListener("tile", function (e) {
-    var data = JSON.parse(e.data);
+  stream.addEventListener("tiles", function (e) {
+    JSON.parse(e.data).tiles.forEach(place);
+  });
+
+  function place(data) {
     var tile = element(data.html);
     var old = document.getElementById("tile-" + data.rack);
     if (old) {
@@ -23,7 +26,7 @@
       var after = Array.prototype.find.call(tiles.children, function (t) { return t.id > tile.id; });
       tiles.insertBefore(tile, after || null);
     }
-  });
+  }
 
   stream.addEventListener("alerts", function (e) {
     var box = element(JSON.parse(e.data).html);
