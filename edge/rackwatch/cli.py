@@ -7,6 +7,7 @@
 ``rackwatch models fetch``    download (or copy) and verify the pose model
 ``rackwatch dashboard``       the gym staff's web dashboard (needs the ``dashboard`` extra)
 ``rackwatch demo``            a broker, racks replaying footage, and the dashboard, on this machine
+``rackwatch loadtest``        how many racks a dashboard takes (events/s, latency, nothing lost)
 
 Every expected failure (no model, unreadable video, bad config) ends with a one-paragraph message and exit
 status 2, never a traceback.
@@ -125,6 +126,7 @@ def _dashboard_parsers(sub) -> None:
                                                     "(pip install 'rackwatch[dashboard]')"))
     cli_args.add_demo_arguments(sub.add_parser("demo", help="the whole product on this machine: a broker, racks "
                                                "replaying footage, the dashboard"))
+    cli_args.add_loadtest_arguments(sub.add_parser("loadtest", help="measure a dashboard under N simulated racks"))
 
 
 def _interpreter(args, config):
@@ -375,17 +377,17 @@ class _Progress:
 
 def cmd_dashboard(args, config) -> int:
     try:
-        from .dashboard import demo, server
+        from .dashboard import demo, loadtest, server
     except ImportError as exc:
         raise ConfigError(f"The dashboard needs its extra ({exc.name} is missing): pip install 'rackwatch[dashboard]'.")
     try:
-        return demo.main(args) if args.command == "demo" else server.main(args)
+        return {"dashboard": server.main, "demo": demo.main, "loadtest": loadtest.main}[args.command](args)
     except server.DashboardError as exc:
         raise ConfigError(str(exc)) from None
 
 
 COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "run": cmd_run,
-            "dashboard": cmd_dashboard, "demo": cmd_dashboard}
+            "dashboard": cmd_dashboard, "demo": cmd_dashboard, "loadtest": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

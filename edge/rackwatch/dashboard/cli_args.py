@@ -47,3 +47,16 @@ def add_demo_arguments(parser) -> None:
                         help="clip or folder of clips to replay (default: the front-view clips of ../shared/footage)")
     parser.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
     parser.add_argument("--db", help="database (default: a SQLite file in a temporary folder)")
+
+
+def add_loadtest_arguments(parser) -> None:
+    """The ``loadtest`` subcommand's options."""
+    parser.add_argument("--racks", type=int, default=100, help="simulated racks (default 100)")
+    parser.add_argument("--seconds", type=float, default=30, help="how long they publish (default 30)")
+    parser.add_argument("--clients", type=int, default=50, help="browser-like stream clients (default 50)")
+    parser.add_argument("--broker", help="mqtt://HOST:PORT of a running broker (default: a private Mosquitto)")
+    parser.add_argument("--url", help="URL of a running dashboard (default: one started for the test)")
+    parser.add_argument("--db", help="that dashboard's database, to count what it stored")
+    parser.add_argument("--user", help="a sign-in of that dashboard, for its streams")
+    parser.add_argument("--password", help="its password")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -124,7 +124,11 @@ class Store:
 
     def ingest(self, messages: Iterable[Message]) -> IngestResult:
         result = IngestResult()
+        messages = list(messages)
         with self.session.begin() as db:
+            # One query loads the batch's racks into the session, instead of one per message.
+            racks = {m.topic.split("/")[1] for m in messages if m.topic.count("/") >= 2}
+            list(db.scalars(select(Rack).where(Rack.rack.in_(racks))))
             for message in messages:
                 self._ingest_one(db, message, result)
             for rack in result.racks:
@@ -219,19 +223,18 @@ class Store:
     def _on_rep(self, db, row: Rack, payload, when, result) -> None:
         load = payload.get("load") or {}
         legs = payload["valgus"]
-        db.add(Rep(id=payload["id"], rack=row.rack, set_id=payload["set_id"], rep=payload["rep"], time=when,
-                   exercise=payload["exercise"], verdict=payload["verdict"], severity=payload["severity"],
-                   load_value=load.get("value"), units=load.get("units"), one_rm=load.get("one_rm"),
-                   percent_1rm=load.get("percent_1rm"),
-                   cave_left=(legs["left"] or {}).get("cave"), cave_right=(legs["right"] or {}).get("cave"),
-                   severity_left=(legs["left"] or {}).get("severity"),
-                   severity_right=(legs["right"] or {}).get("severity"),
-                   depth=payload["depth"], unjudged_reason=payload.get("unjudged_reason")))
+        _add(db, Rep, id=payload["id"], rack=row.rack, set_id=payload["set_id"], rep=payload["rep"], time=when,
+             exercise=payload["exercise"], verdict=payload["verdict"], severity=payload["severity"],
+             load_value=load.get("value"), units=load.get("units"), one_rm=load.get("one_rm"),
+             percent_1rm=load.get("percent_1rm"),
+             cave_left=(legs["left"] or {}).get("cave"), cave_right=(legs["right"] or {}).get("cave"),
+             severity_left=(legs["left"] or {}).get("severity"),
+             severity_right=(legs["right"] or {}).get("severity"),
+             depth=payload["depth"], unjudged_reason=payload.get("unjudged_reason"))
         if row.last_rep_time is None or when >= row.last_rep_time:
             row.last_rep, row.last_rep_time = json.dumps(payload), when
         caves = 0
         if payload["verdict"] == "cave":
-            db.flush()
             caves = db.scalar(select(func.count()).select_from(Rep).where(
                 Rep.rack == row.rack, Rep.set_id == payload["set_id"], Rep.verdict == "cave"))
         for alert in rep_alerts(payload, caves, self.rules):
@@ -239,17 +242,17 @@ class Store:
 
     def _on_set(self, db, row: Rack, payload, when, result) -> None:
         load = payload.get("load") or {}
-        db.add(SetSummary(id=payload["id"], rack=row.rack, set_id=payload["set_id"], time=when,
-                          exercise=payload["exercise"], reps=payload["reps"], clean_reps=payload["clean_reps"],
-                          load_value=load.get("value"), units=load.get("units"),
-                          percent_1rm=load.get("percent_1rm"), worst_rep=payload["worst_rep"],
-                          weaker_side=payload["weaker_side"], advice=payload["advice"].get("text")))
+        _add(db, SetSummary, id=payload["id"], rack=row.rack, set_id=payload["set_id"], time=when,
+             exercise=payload["exercise"], reps=payload["reps"], clean_reps=payload["clean_reps"],
+             load_value=load.get("value"), units=load.get("units"),
+             percent_1rm=load.get("percent_1rm"), worst_rep=payload["worst_rep"],
+             weaker_side=payload["weaker_side"], advice=payload["advice"].get("text"))
 
     def _on_health(self, db, row: Rack, payload, when, result) -> None:
-        db.add(Health(id=payload["id"], rack=row.rack, time=when, fps=payload["fps"],
-                      inference_ms=payload["inference_ms"], dropped_frames=payload["dropped_frames"],
-                      cpu_temp_c=payload["cpu_temp_c"], throttled=payload["throttled"],
-                      outbox_depth=payload["outbox_depth"]))
+        _add(db, Health, id=payload["id"], rack=row.rack, time=when, fps=payload["fps"],
+             inference_ms=payload["inference_ms"], dropped_frames=payload["dropped_frames"],
+             cpu_temp_c=payload["cpu_temp_c"], throttled=payload["throttled"],
+             outbox_depth=payload["outbox_depth"])
         if row.health_time is not None and when < row.health_time:
             return   # a late report: history only
         previous = json.loads(row.health) if row.health else None
@@ -259,8 +262,8 @@ class Store:
             self._raise(db, alert, result)
 
     def _on_reply(self, db, row: Rack, payload, when, result) -> None:
-        db.add(Reply(id=payload["id"], rack=row.rack, time=when, command_id=payload["command_id"],
-                     command=payload["command"], status=payload["status"], reason=payload["reason"]))
+        _add(db, Reply, id=payload["id"], rack=row.rack, time=when, command_id=payload["command_id"],
+             command=payload["command"], status=payload["status"], reason=payload["reason"])
 
     def _open_alert(self, db: Session, rack: str, kind: str) -> bool:
         return db.scalar(select(func.count()).select_from(Alert).where(
@@ -474,6 +477,11 @@ def _is(column, value):
     return case((column == value, 1), else_=0)
 
 
+def _add(db: Session, table, **values: Any) -> None:
+    """Insert one row with a plain (Core) INSERT: several times cheaper than the ORM's unit of work per event."""
+    db.connection().execute(table.__table__.insert(), [values])
+
+
 def _insert_ignore(db: Session, table, values: dict[str, Any], key: str | None = None) -> bool:
     """Insert a row unless its key is taken (by a repeat delivery or another process); True if inserted."""
     if db.bind.dialect.name == "postgresql":
@@ -483,8 +491,9 @@ def _insert_ignore(db: Session, table, values: dict[str, Any], key: str | None =
     key = key or next(iter(table.__table__.primary_key.columns)).name
     column = table.__table__.c[key]
     # RETURNING says whether the row went in on both databases (rowcount is not reliable here with psycopg).
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]).returning(column)
-    return db.execute(statement).first() is not None
+    statement = (insert(table.__table__).values(**values).on_conflict_do_nothing(index_elements=[key])
+                 .returning(column))
+    return db.connection().execute(statement).first() is not None
 
 
 def _sqlite_pragmas(connection, _record) -> None:
