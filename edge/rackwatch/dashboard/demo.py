@@ -70,8 +70,9 @@ class Broker:
     def __init__(self, workdir: Path):
         self.port = free_port()
         config = workdir / "mosquitto.conf"
+        # max_queued_messages 0: no cap on what waits for a slow subscriber (Mosquitto drops past 1000 by default).
         config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                          f"log_dest file {workdir / 'mosquitto.log'}\n")
+                          f"max_queued_messages 0\nlog_dest file {workdir / 'mosquitto.log'}\n")
         self.process = subprocess.Popen([find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
