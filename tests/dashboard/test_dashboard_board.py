@@ -41,7 +41,8 @@ def test_a_tile_shows_the_set_the_load_and_the_camera():
     assert slow["attention"] and "low frame rate" in slow["camera"]
     quiet = tile_view(snapshot(health=samples.health("rack01"), health_time=now - timedelta(minutes=2)), RULES, now)
     assert quiet["attention"] and "no health report" in quiet["camera"]
-    assert tile_view(snapshot(online=False), RULES)["status"] == "offline"
+    gone = tile_view(snapshot(online=False, state=state), RULES)
+    assert (gone["status"], gone["activity"], gone["lifter_seen"]) == ("offline", "idle", False)
 
 
 def test_many_updates_of_one_rack_reach_a_browser_as_a_handful():

@@ -50,7 +50,9 @@ def tile_view(snapshot: dict[str, Any], rules: AlertRules, now: datetime | None 
     health = snapshot.get("health")
     online = snapshot.get("online")
     load = state.get("load")
-    in_set = bool(state.get("set_id")) and (state.get("reps_in_set", 0) > 0 or state.get("phase") != "standing")
+    # An offline rack's last state is old news: it is neither in a set nor watching a lifter now.
+    in_set = bool(online and state.get("set_id")) and (state.get("reps_in_set", 0) > 0
+                                                        or state.get("phase") != "standing")
     problems = health_problems(health, None, rules)
     if online and health is None:
         camera = "waiting for the first health report"
@@ -66,7 +68,7 @@ def tile_view(snapshot: dict[str, Any], rules: AlertRules, now: datetime | None 
         "rack": snapshot["rack"],
         "status": "online" if online else ("offline" if online is False else "unknown"),
         "activity": "in set" if in_set else "idle",
-        "lifter_seen": bool(state.get("lifter_seen")),
+        "lifter_seen": bool(online and state.get("lifter_seen")),
         "load": f"{load['value']:g} {load['units']}" if load else "no load entered",
         "percent": f"{load['percent_1rm']:g} % of max" if load and load.get("percent_1rm") is not None else "",
         "reps": state.get("reps_in_set", 0),
