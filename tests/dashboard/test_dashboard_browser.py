@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import DashboardProcess, screenshot
+from dashboard_parts import DashboardProcess, chromium, screenshot  # noqa: F401  (chromium: a fixture)
 from mqtt_broker import MosquittoBroker, REPO, wait_until
 from rackwatch.dashboard import samples
 

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from mqtt_broker import MosquittoBroker, wait_until
+from dashboard_parts import store, store_url  # noqa: F401  (fixtures)
 from rackwatch.dashboard import samples
 from rackwatch.dashboard.alerts import AlertRules
 from rackwatch.dashboard.board import Board

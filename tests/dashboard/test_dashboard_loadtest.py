@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import rackwatch
+from dashboard_parts import rackwatch
 
 pytestmark = pytest.mark.broker
 

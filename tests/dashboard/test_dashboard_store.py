@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import inspect, text
 
+from dashboard_parts import store, store_url  # noqa: F401  (fixtures)
 from rackwatch.dashboard import samples
 from rackwatch.dashboard.store import Message, Store, utcnow
 

@@ -1,5 +1,8 @@
 """Real parts for the dashboard's tests: PostgreSQL on 127.0.0.1:5432, Debian's chromium, a dashboard process.
 
+The test modules import the fixtures by name. There is no conftest.py in this folder on purpose: tests/ has one,
+and the other tests' ``from conftest import ...`` must find that one.
+
 - ``store_url`` runs a test on SQLite (a file) and on PostgreSQL (a fresh database per test, dropped after).
   Without PostgreSQL the PostgreSQL half is skipped, but under ``CI=true`` it fails: CI must run it.
 - ``chromium`` is Playwright for Python driving /usr/bin/chromium (never a downloaded browser).
@@ -18,9 +21,13 @@ import pytest
 
 from mqtt_broker import free_port, wait_until
 
-pytest.importorskip("fastapi", reason="the dashboard extra is not installed (pip install -e '.[dashboard]')")
-
 CI = os.environ.get("CI", "").lower() == "true"
+try:
+    import fastapi  # noqa: F401
+except ImportError:
+    if CI:
+        raise
+    pytest.skip("the dashboard extra is not installed (pip install -e '.[test,dashboard]')", allow_module_level=True)
 PG_ADMIN = os.environ.get("RACKWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CHROMIUM = os.environ.get("RACKWATCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
