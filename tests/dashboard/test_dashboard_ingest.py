@@ -22,9 +22,9 @@ pytestmark = pytest.mark.broker
 class RunningIngester:
     """The dashboard's ingester on its own event loop in a thread, as in the dashboard process."""
 
-    def __init__(self, store, broker):
+    def __init__(self, store, broker, client_id: str = "test-dashboard", share: str | None = None):
         self.board = Board(AlertRules())
-        self.ingester = Ingester(store, self.board, broker.host, broker.port, client_id="test-dashboard")
+        self.ingester = Ingester(store, self.board, broker.host, broker.port, client_id=client_id, share=share)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -96,3 +96,37 @@ def test_broken_messages_are_kept_aside_and_the_ingester_goes_on(store, tmp_path
             assert [a.kind for a in store.alerts()] == ["cave_at_working_load"]
         finally:
             running.stop()
+
+
+def test_two_dashboard_processes_share_the_ingestion_and_store_each_event_once(store_url, tmp_path):
+    """MQTT 5 shared subscription ($share/dash/...): the broker splits the messages between two ingesters with
+    their own connections and stores, on one database; every event is stored once."""
+    import paho.mqtt.client as mqtt
+
+    from rackwatch.dashboard.store import Store
+
+    first, second = Store(store_url), Store(store_url)
+    first.migrate()
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        a = RunningIngester(first, broker, client_id="dash-a", share="dash")
+        b = RunningIngester(second, broker, client_id="dash-b", share="dash")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-racks", protocol=mqtt.MQTTv5)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        try:
+            published = []
+            for n in range(200):
+                event = samples.rep(f"rack{n % 4}", f"set-{n // 20}", n % 20 + 1, "clean")
+                client.publish(f"rackwatch/{event['rack']}/rep", json.dumps(event), qos=1).wait_for_publish(10)
+                published.append(event["id"])
+            wait_until(lambda: len(first.event_ids("rep")) >= len(published), timeout=30, what="every rep stored")
+            assert a.ingester.received > 0 and b.ingester.received > 0          # the broker shared the work
+            assert a.ingester.received + b.ingester.received == len(published)  # each message went to one
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            a.stop()
+            b.stop()
+    assert sorted(first.event_ids("rep")) == sorted(published)
+    first.close()
+    second.close()
