@@ -19,7 +19,7 @@ import time
 import pytest
 
 from dashboard_parts import DashboardProcess, chromium, screenshot  # noqa: F401  (chromium: a fixture)
-from mqtt_broker import MosquittoBroker, REPO, wait_until
+from mqtt_broker import MosquittoBroker, REPO
 from rackwatch.dashboard import samples
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]

@@ -16,7 +16,6 @@ import secrets
 import time
 from collections import defaultdict, deque
 
-from .cli_args import ROLES  # noqa: F401  (staff, admin)
 SESSION_COOKIE = "rackwatch_session"
 LOGIN_CSRF_COOKIE = "rackwatch_login_csrf"
 SESSION_HOURS = 12.0

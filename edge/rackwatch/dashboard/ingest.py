@@ -4,7 +4,8 @@ It subscribes to ``<root>/+/#`` with QoS 1 in a persistent session (clean start 
 messages published while the dashboard or the broker restarts wait in the broker and arrive afterwards. Messages
 are taken off the connection at once and written in batches (one transaction per batch, in a worker thread), so
 a burst from many racks costs a few commits, not one per message. Whatever a message holds, the ingester goes on:
-broken ones end in the store's ``invalid_messages``, and a database error is logged and the batch retried.
+broken ones end in the store's ``invalid_messages``; a batch the database refuses is stored message by message
+(the one refused is kept aside too); while the database is away, the ingester waits and tries again.
 
 Several dashboard processes can share the ingestion with an MQTT 5 shared subscription (``share="dash"``
 subscribes ``$share/dash/<root>/+/#``): each message goes to one of them, and the ids keep the store free of
@@ -127,11 +128,6 @@ class Ingester:
                                                    f"could not be stored: {str(exc).splitlines()[0]}")
                 log.error("the database is not reachable (%s); retrying in 1 s", str(exc).splitlines()[0])
                 await asyncio.sleep(1.0)
-
-    async def idle(self) -> None:
-        """Wait until every message taken so far is stored (tests)."""
-        while not self._queue.empty():
-            await asyncio.sleep(0.01)
 
     async def publish(self, topic: str, payload: dict[str, Any]) -> None:
         """Publish a command (QoS 1, never retained); raises ``RuntimeError`` when not connected."""
