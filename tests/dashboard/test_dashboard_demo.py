@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,9 +59,13 @@ def test_the_demo_shows_racks_online_and_ctrl_c_stops_everything(tmp_path):
         process.send_signal(signal.SIGINT)   # Ctrl-C
         assert process.wait(timeout=60) in (0, 130)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:   # the test failed midway: still stop the demo as a user would
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     output = "".join(lines) + process.stdout.read()
     assert "Traceback" not in output
     with socket.socket() as s:   # the broker is gone with the demo
@@ -68,3 +73,31 @@ def test_the_demo_shows_racks_online_and_ctrl_c_stops_everything(tmp_path):
     assert not workdir.exists()
     leftover = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True).stdout
     assert leftover == "", f"processes left behind: {leftover}"
+
+
+def test_a_demo_killed_outright_leaves_no_broker_behind():
+    process = subprocess.Popen([sys.executable, "-m", "rackwatch", "demo", "--racks", "1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    found = None
+    try:
+        for line in process.stdout:
+            found = re.search(r"broker on 127\.0\.0\.1:(\d+), logs in (\S+)", line)
+            if found:
+                break
+        else:
+            pytest.fail("the demo exited before starting its broker")
+        port = int(found.group(1))
+        process.kill()                     # kill -9: no Ctrl-C handling at all
+        process.wait()
+
+        def broker_gone() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) != 0
+
+        wait_until(broker_gone, timeout=15, what="the demo's broker to end with it")
+    finally:
+        if found:   # a demo killed outright cannot remove its temporary folder: the test does
+            shutil.rmtree(found.group(2), ignore_errors=True)
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -12,7 +12,9 @@ Everything lives in a temporary folder removed at the end. Ctrl-C stops the rack
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,10 +73,13 @@ class Broker:
         self.port = free_port()
         config = workdir / "mosquitto.conf"
         # max_queued_messages 0: no cap on what waits for a slow subscriber (Mosquitto drops past 1000 by default).
+        # As root, Mosquitto would switch to its own user, which also clears the signal that ends it with us.
         config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                          f"max_queued_messages 0\nlog_dest file {workdir / 'mosquitto.log'}\n")
+                          f"max_queued_messages 0\nlog_dest file {workdir / 'mosquitto.log'}\n"
+                          + ("user root\n" if os.geteuid() == 0 else ""))
         self.process = subprocess.Popen([find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_die_with_demo)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -122,7 +127,8 @@ class DemoRack:
                     if self._stopping.is_set():
                         break
                     # Its own session: Ctrl-C in the terminal reaches the demo, which stops the racks in order.
-                    self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+                    self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True,
+                                                    preexec_fn=_die_with_demo)
                 code = self.process.wait()
                 if code != 0 and not self._stopping.is_set():
                     self._stopping.wait(5)   # a clip that fails: do not spin; the log says why
@@ -133,6 +139,16 @@ class DemoRack:
         if self.process is not None:
             _stop(self.process, timeout=15)
         self._thread.join(timeout=20)
+
+
+def _die_with_demo() -> None:
+    """In a child, before it runs: end it if the demo itself dies (kill -9), so nothing is left behind (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(process: subprocess.Popen, timeout: float = 5) -> None:
