@@ -2,8 +2,9 @@
 # Sets up a development or CI machine from nothing; safe to run again (it skips what is already there).
 #   - Debian packages the tests need: Mosquitto (the broker and mosquitto_passwd, for the MQTT tests) and openssl
 #     (throwaway TLS certificates); under CI=true the tests FAIL without them, they do not skip;
-#   - for the deployment tests: systemd-analyze, shellcheck, cloud-init and netplan;
-#   - a virtual environment in .venv with rackwatch installed in editable mode, with its test extras;
+#   - for the deployment tests: systemd-analyze, shellcheck, cloud-init and netplan; chromium for the dashboard's
+#     browser tests;
+#   - a virtual environment in .venv with rackwatch installed in editable mode, with its test and dashboard extras;
 #   - the pose model, verified against models/manifest.json: copied from ../shared/models when that folder
 #     exists (build and CI machines have no internet access), downloaded otherwise.
 set -euo pipefail
@@ -19,6 +20,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 command -v cloud-init >/dev/null 2>&1 || need_apt+=(cloud-init)
 command -v netplan >/dev/null 2>&1 || [ -x /usr/sbin/netplan ] || need_apt+=(netplan.io)
+# The dashboard's browser tests drive Debian's chromium (Playwright never downloads a browser of its own).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -30,7 +33,7 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,dashboard]"
 
 if [ -d ../shared/models ]; then
     .venv/bin/rackwatch models fetch --from ../shared/models

@@ -7,6 +7,9 @@
 ``rackwatch models fetch``    download (or copy) and verify the pose model
 ``rackwatch doctor``          check every part of a rack and say in words what to fix (``aim``: the camera's aim)
 ``rackwatch provision CSV``   first-boot seeds (cloud-init) for many racks
+``rackwatch dashboard``       the gym staff's web dashboard (needs the ``dashboard`` extra)
+``rackwatch demo``            a broker, racks replaying footage, and the dashboard, on this machine
+``rackwatch loadtest``        how many racks a dashboard takes (events/s, latency, nothing lost)
 
 Every expected failure (no model, unreadable video, bad config) ends with a one-paragraph message and exit
 status 2, never a traceback.
@@ -138,7 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = models_sub.add_parser("fetch", help="download the model, or copy it from a folder, and verify it")
     fetch.add_argument("--from", dest="source", help="copy from this folder instead of downloading")
     models_sub.add_parser("verify", help="check the model against the manifest")
+
+    _dashboard_parsers(sub)
     return parser
+
+
+def _dashboard_parsers(sub) -> None:
+    """The dashboard's commands; their module is imported only when one of them runs (the rack never does)."""
+    from .dashboard import cli_args   # argparse only: no dashboard package is imported here
+
+    cli_args.add_dashboard_arguments(sub.add_parser("dashboard", help="the staff's web dashboard "
+                                                    "(pip install 'rackwatch[dashboard]')"))
+    cli_args.add_demo_arguments(sub.add_parser("demo", help="the whole product on this machine: a broker, racks "
+                                               "replaying footage, the dashboard"))
+    cli_args.add_loadtest_arguments(sub.add_parser("loadtest", help="measure a dashboard under N simulated racks"))
 
 
 def _interpreter(args, config):
@@ -424,8 +440,20 @@ class _Progress:
             self.stream.write("\n")
 
 
+def cmd_dashboard(args, config) -> int:
+    try:
+        from .dashboard import demo, loadtest, server
+    except ImportError as exc:
+        raise ConfigError(f"The dashboard needs its extra ({exc.name} is missing): pip install 'rackwatch[dashboard]'.")
+    try:
+        return {"dashboard": server.main, "demo": demo.main, "loadtest": loadtest.main}[args.command](args)
+    except server.DashboardError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 COMMANDS = {"analyze": cmd_analyze, "eval": cmd_eval, "bench": cmd_bench, "models": cmd_models, "run": cmd_run,
-            "doctor": cmd_doctor, "aim": cmd_aim, "provision": cmd_provision}
+            "doctor": cmd_doctor, "aim": cmd_aim, "provision": cmd_provision,
+            "dashboard": cmd_dashboard, "demo": cmd_dashboard, "loadtest": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

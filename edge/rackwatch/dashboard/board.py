@@ -1,0 +1,173 @@
+"""The live board: one tile per rack, kept in memory and pushed to every open browser.
+
+The ingester hands the board each rack it changed (:meth:`Board.apply`); the board only marks the tile dirty.
+A flusher wakes every ``flush_s`` (0.2 s) and sends the dirty tiles once, together in one ``tiles`` event encoded
+once for all browsers, so a rack that sends twenty states a second still costs each browser at most five updates
+a second, and a change is on screen within a second.
+
+What a tile shows is decided by :func:`tile_view` (pure, tested without a browser): online or offline, idle or in
+a set, lifter seen, load and % of one-rep max, reps so far, the last rep's verdict as a colour (``clean``,
+``minor``, ``cave``, and ``unjudged`` as its own grey state, never shown as clean), and whether the camera is
+ready or needs attention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from .alerts import AlertRules, health_problems
+from .store import IngestResult, utcnow
+
+log = logging.getLogger(__name__)
+
+HEALTH_STALE = timedelta(seconds=30)   # racks report health every 5 s; six missed reports is a problem
+
+
+def verdict_colour(rep: dict[str, Any] | None) -> str:
+    """``none`` (no rep yet), ``clean``, ``minor`` (a note, or a clean rep with a minor cave), ``cave`` or
+    ``unjudged``."""
+    if rep is None:
+        return "none"
+    verdict = rep.get("verdict")
+    if verdict == "cave":
+        return "cave"
+    if verdict == "unjudged" or verdict not in ("clean", "note"):
+        return "unjudged"   # never let a rep the rack could not judge look clean
+    if verdict == "note" or rep.get("severity") not in (None, "none"):
+        return "minor"
+    return "clean"
+
+
+def tile_view(snapshot: dict[str, Any], rules: AlertRules, now: datetime | None = None) -> dict[str, Any]:
+    """What a rack's tile shows, as plain words and CSS classes."""
+    now = now or utcnow()
+    state = snapshot.get("state") or {}
+    rep = snapshot.get("last_rep")
+    health = snapshot.get("health")
+    online = snapshot.get("online")
+    load = state.get("load")
+    # An offline rack's last state is old news: it is neither in a set nor watching a lifter now.
+    in_set = bool(online and state.get("set_id")) and (state.get("reps_in_set", 0) > 0
+                                                        or state.get("phase") != "standing")
+    problems = health_problems(health, None, rules)
+    if online and health is None:
+        camera = "waiting for the first health report"
+    elif online and snapshot.get("health_time") and now - snapshot["health_time"] > HEALTH_STALE:
+        problems = ["no health report for over 30 s", *problems]
+    if not online:
+        camera = "—"
+    elif problems:
+        camera = "needs attention: " + "; ".join(problems)
+    elif health is not None:
+        camera = "camera ready"
+    return {
+        "rack": snapshot["rack"],
+        "status": "online" if online else ("offline" if online is False else "unknown"),
+        "activity": "in set" if in_set else "idle",
+        "lifter_seen": bool(online and state.get("lifter_seen")),
+        "load": f"{load['value']:g} {load['units']}" if load else "no load entered",
+        "percent": f"{load['percent_1rm']:g} % of max" if load and load.get("percent_1rm") is not None else "",
+        "reps": state.get("reps_in_set", 0),
+        "verdict": verdict_colour(rep),
+        "verdict_text": _verdict_text(rep),
+        "camera": camera,
+        "attention": bool(online and problems),
+    }
+
+
+def _verdict_text(rep: dict[str, Any] | None) -> str:
+    if rep is None:
+        return "no rep yet"
+    colour = verdict_colour(rep)
+    words = {"clean": "clean", "minor": "minor cave", "cave": "knees caved", "unjudged": "not judged"}[colour]
+    return f"rep {rep['rep']}: {words}"
+
+
+class Board:
+    """The tiles in memory, and the browsers listening (each an ``asyncio.Queue`` of ``(kind, JSON text)``)."""
+
+    def __init__(self, rules: AlertRules, *, flush_s: float = 0.2, client_queue: int = 500):
+        self.rules = rules
+        self.flush_s = flush_s
+        self.client_queue = client_queue
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.last_event: dict[str, str] = {}      # rack -> id of the newest event applied (the load test's probe)
+        self._dirty: set[str] = set()
+        self._alerts_dirty = False
+        self._clients: set[asyncio.Queue] = set()
+
+    def load(self, snapshots: list[dict[str, Any]]) -> None:
+        self.snapshots = {s["rack"]: s for s in snapshots}
+
+    def apply(self, result: IngestResult) -> None:
+        for event in result.stored_events:
+            self.last_event[event["rack"]] = event["id"]
+        for rack, snapshot in result.racks.items():
+            self.snapshots[rack] = snapshot
+            self._dirty.add(rack)
+        if result.alerts:
+            self._alerts_dirty = True
+
+    def alerts_changed(self) -> None:
+        self._alerts_dirty = True
+
+    def tiles(self) -> list[dict[str, Any]]:
+        return [tile_view(self.snapshots[r], self.rules) for r in sorted(self.snapshots)]
+
+    # -- browsers -----------------------------------------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(self.client_queue)
+        self._clients.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._clients.discard(queue)
+
+    @property
+    def listeners(self) -> int:
+        return len(self._clients)
+
+    async def run(self, render_tile: Callable[[dict], str], render_alerts: Callable[[], str]) -> None:
+        """Send dirty tiles (and the alert list when it changed) every ``flush_s``; every 5 s redraw all tiles,
+        so a rack that went quiet shows it."""
+        ticks = 0
+        every_5s = max(1, round(5 / self.flush_s))
+        while True:
+            await asyncio.sleep(self.flush_s)
+            ticks += 1
+            if ticks % every_5s == 0:
+                self._dirty.update(self.snapshots)
+            try:
+                await self._flush(render_tile, render_alerts)
+            except Exception:   # a broken template must not stop the board for everyone
+                log.exception("could not push the board's updates")
+
+    def tiles_message(self, racks, render_tile) -> str:
+        """One ``tiles`` event for these racks, encoded once for every browser: ``{"tiles": [{"rack", "html",
+        "event"}, ...]}`` (``event`` is the id of the rack's newest event: the load test times it)."""
+        return json.dumps({"tiles": [{"rack": rack, "html": render_tile(tile_view(self.snapshots[rack], self.rules)),
+                                      "event": self.last_event.get(rack)} for rack in sorted(racks)]})
+
+    async def _flush(self, render_tile, render_alerts) -> None:
+        messages = []
+        dirty, self._dirty = self._dirty, set()
+        if dirty:
+            messages.append(("tiles", self.tiles_message(dirty, render_tile)))
+        if self._alerts_dirty:
+            self._alerts_dirty = False
+            messages.append(("alerts", json.dumps({"html": await asyncio.to_thread(render_alerts)})))
+        for queue in list(self._clients):
+            for message in messages:
+                try:
+                    queue.put_nowait(message)
+                except asyncio.QueueFull:   # a browser that stopped reading: end its stream; it reconnects
+                    self._clients.discard(queue)
+                    while not queue.empty():
+                        queue.get_nowait()
+                    queue.put_nowait(None)
+                    break

@@ -1,0 +1,136 @@
+"""The ingester: an MQTT 5 subscriber that stores everything the racks publish.
+
+It subscribes to ``<root>/+/#`` with QoS 1 in a persistent session (clean start off, session kept an hour), so
+messages published while the dashboard or the broker restarts wait in the broker and arrive afterwards. Messages
+are taken off the connection at once and written in batches (one transaction per batch, in a worker thread), so
+a burst from many racks costs a few commits, not one per message. Whatever a message holds, the ingester goes on:
+broken ones end in the store's ``invalid_messages``; a batch the database refuses is stored message by message
+(the one refused is kept aside too); while the database is away, the ingester waits and tries again.
+
+Several dashboard processes can share the ingestion with an MQTT 5 shared subscription (``share="dash"``
+subscribes ``$share/dash/<root>/+/#``): each message goes to one of them, and the ids keep the store free of
+repeats. A shared subscription gets no retained messages, so each process also needs the retained availability
+and state: it subscribes to those two topics normally as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from .board import Board
+from .store import IngestResult, Message, Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+class Ingester:
+    def __init__(self, store: Store, board: Board, host: str, port: int, *, username: str | None = None,
+                 password: str | None = None, client_id: str = "rackwatch-dashboard", share: str | None = None,
+                 topic_root: str = "rackwatch", tls_context=None):
+        self.store, self.board = store, board
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.client_id, self.share, self.topic_root = client_id, share, topic_root
+        self.tls_context = tls_context
+        self.connected = asyncio.Event()
+        self.received = 0
+        self.totals = IngestResult()
+        self.last_error: str | None = None
+        self._client = None
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def run(self) -> None:
+        """Connect, subscribe and store, forever; reconnects with backoff when the broker goes away."""
+        writer = asyncio.create_task(self._write())
+        try:
+            delay = 0.5
+            while True:
+                try:
+                    await self._session()
+                    delay = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:   # aiomqtt.MqttError and OSError: the broker is away
+                    self.connected.clear()
+                    self._client = None
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("broker %s:%s unreachable (%s); retrying in %.1f s", self.host, self.port,
+                                exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            writer.cancel()
+
+    async def _session(self) -> None:
+        import aiomqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+        async with aiomqtt.Client(self.host, self.port, identifier=self.client_id, username=self.username,
+                                  password=self.password, protocol=aiomqtt.ProtocolVersion.V5,
+                                  clean_start=False, properties=properties, keepalive=15,
+                                  tls_context=self.tls_context) as client:
+            everything = f"{self.topic_root}/+/#"
+            if self.share:
+                await client.subscribe(f"$share/{self.share}/{everything}", qos=1)
+                for leaf in ("availability", "state"):
+                    await client.subscribe(f"{self.topic_root}/+/{leaf}", qos=1)
+            else:
+                await client.subscribe(everything, qos=1)
+            self._client = client
+            self.connected.set()
+            self.last_error = None
+            log.info("listening to %s on %s:%s", everything, self.host, self.port)
+            async for message in client.messages:
+                self.received += 1
+                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                self._queue.put_nowait(Message(message.topic.value, payload))
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            result = await self._store(batch)
+            self.totals.stored += result.stored
+            self.totals.duplicates += result.duplicates
+            self.totals.invalid += result.invalid
+            self.board.apply(result)
+
+    async def _store(self, batch: list[Message]) -> IngestResult:
+        """Store a batch; if it fails, store its messages one by one, so that one message the database refuses
+        is kept aside instead of sinking the others. While the database is away, wait and try again."""
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.ingest, batch)
+            except Exception as exc:
+                if len(batch) > 1:
+                    merged = IngestResult()
+                    for message in batch:
+                        one = await self._store([message])
+                        merged.stored += one.stored
+                        merged.duplicates += one.duplicates
+                        merged.invalid += one.invalid
+                        merged.racks.update(one.racks)
+                        merged.alerts += one.alerts
+                        merged.stored_events += one.stored_events
+                    return merged
+                if await asyncio.to_thread(self.store.reachable):
+                    log.warning("a message on %s could not be stored and is kept aside: %s", batch[0].topic, exc)
+                    return await asyncio.to_thread(self.store.keep_aside, batch[0],
+                                                   f"could not be stored: {str(exc).splitlines()[0]}")
+                log.error("the database is not reachable (%s); retrying in 1 s", str(exc).splitlines()[0])
+                await asyncio.sleep(1.0)
+
+    async def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        """Publish a command (QoS 1, never retained); raises ``RuntimeError`` when not connected."""
+        if self._client is None:
+            raise RuntimeError("the dashboard is not connected to the broker")
+        await self._client.publish(topic, json.dumps(payload), qos=1, retain=False, timeout=5)

@@ -1,0 +1,283 @@
+"""``rackwatch loadtest --racks N --seconds S [--json]``: how much a dashboard takes, end to end.
+
+It starts its own Mosquitto and ``rackwatch dashboard`` (SQLite in a temporary folder) unless given ``--broker``
+and ``--url`` (then ``--db`` names the dashboard's database, to count what it stored, and ``--user``/``--password``
+a sign-in for the streams). Then, for ``S`` seconds:
+
+- N simulated racks publish what a busy rack publishes, made by the rack's own event code
+  (:func:`rackwatch.dashboard.samples.make_event`): a rep every 3 s with four state changes around it, a set
+  summary every 5 reps, health every 2 s. Everything at QoS 1, so every event can be accounted for;
+- 50 browser-like clients hold the board's server-sent event stream open.
+
+It prints events/s ingested, the latency from publishing an event to its tile on the stream (p50, p99), and the
+events published, stored, lost and stored twice (counted by id in the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import samples
+from .server import DashboardError
+
+EVENT_ID = re.compile(rb'"event":\s*"([0-9a-f-]{36})"')
+REP_CYCLE_S = 3.0
+HEALTH_EVERY_S = 2.0
+
+
+class RackSimulator:
+    """N racks' event streams on a few MQTT connections, in a thread; ``sent`` maps event id → publish time."""
+
+    def __init__(self, host: str, port: int, racks: int, connections: int = 8):
+        import paho.mqtt.client as mqtt
+
+        self.racks = [f"load{n:04d}" for n in range(racks)]
+        self.sent: dict[str, float] = {}
+        self.published = 0
+        self.clients = []
+        for n in range(min(connections, racks)):
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rackwatch-loadtest-{n}",
+                                 protocol=mqtt.MQTTv5)
+            client.max_inflight_messages_set(2000)
+            client.max_queued_messages_set(0)
+            client.connect(host, port)
+            client.loop_start()
+            self.clients.append(client)
+        self._stop = threading.Event()
+        self._infos = []
+        self.thread = threading.Thread(target=self._run, name="loadtest-racks", daemon=True)
+
+    def _publish(self, rack_index: int, event: dict) -> None:
+        topic = f"rackwatch/{event['rack']}/{event['type']}"
+        client = self.clients[rack_index % len(self.clients)]
+        self.sent[event["id"]] = time.monotonic()
+        self._infos.append(client.publish(topic, json.dumps(event), qos=1))
+        self.published += 1
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        # (due time, rack index, step): steps 0-3 are a rep's state changes and the rep, 4 is health.
+        due = []
+        for i, rack in enumerate(self.racks):
+            self._publish(i, samples.state(rack, set_id=None, reps_in_set=0))
+            offset = REP_CYCLE_S * i / len(self.racks)
+            heapq.heappush(due, (start + offset, i, 0))
+            heapq.heappush(due, (start + offset * HEALTH_EVERY_S / REP_CYCLE_S, i, 4))
+        reps = [0] * len(self.racks)
+        while not self._stop.is_set():
+            when, i, step = due[0]
+            now = time.monotonic()
+            if when > now:
+                self._stop.wait(min(when - now, 0.05))
+                continue
+            heapq.heappop(due)
+            rack = self.racks[i]
+            set_id = f"{rack}-set{reps[i] // 5}"
+            if step == 4:
+                self._publish(i, samples.health(rack, fps=14.5, outbox_depth=0))
+                heapq.heappush(due, (when + HEALTH_EVERY_S, i, 4))
+                continue
+            if step < 3:
+                phase = ("descent", "bottom", "ascent")[step]
+                self._publish(i, samples.state(rack, set_id=set_id, reps_in_set=reps[i] % 5, phase=phase))
+                heapq.heappush(due, (when + 0.7, i, step + 1))
+                continue
+            reps[i] += 1
+            number = (reps[i] - 1) % 5 + 1
+            verdict = ("clean", "clean", "minor", "clean", "cave")[number - 1]
+            self._publish(i, samples.rep(rack, set_id, number, verdict))
+            self._publish(i, samples.state(rack, set_id=set_id, reps_in_set=number))
+            if number == 5:
+                self._publish(i, samples.set_summary(rack, set_id, 5, 4))
+            heapq.heappush(due, (when + REP_CYCLE_S - 2.1, i, 0))
+
+    def start(self) -> "RackSimulator":
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 60) -> None:
+        self._stop.set()
+        self.thread.join()
+        deadline = time.monotonic() + timeout
+        for info in self._infos:   # every QoS 1 publish acknowledged by the broker
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        for client in self.clients:
+            client.loop_stop()
+            client.disconnect()
+
+
+async def watch_streams(url: str, cookies: dict, clients: int, sent: dict[str, float], latencies: list[float],
+                        stop: asyncio.Event, connected: list[int]) -> None:
+    """``clients`` connections to /stream; the first sighting of an event id on each is one latency sample."""
+    import httpx
+
+    async def one() -> None:
+        seen: set[str] = set()
+        async with httpx.AsyncClient(base_url=url, cookies=cookies, timeout=None) as client:
+            async with client.stream("GET", "/stream") as response:
+                connected.append(1)
+                tail = b""
+                async for chunk in response.aiter_bytes():   # bytes and a regex: a browser's parser is not in Python
+                    if stop.is_set():
+                        return
+                    now = time.monotonic()
+                    text = tail + chunk
+                    for event_id in EVENT_ID.findall(text):
+                        event_id = event_id.decode()
+                        if event_id not in seen and event_id in sent:
+                            seen.add(event_id)
+                            latencies.append(now - sent[event_id])
+                    tail = text[-60:]   # an id cut in two by the chunking is found with the next chunk
+
+    tasks = [asyncio.create_task(one()) for _ in range(clients)]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run(args) -> dict:
+    import httpx
+
+    from .auth import hash_password
+    from .demo import Broker, free_port
+    from .store import Store
+
+    if args.racks < 1 or args.seconds < 1 or args.clients < 0:
+        raise DashboardError("--racks and --seconds must be at least 1, --clients at least 0.")
+    if (args.broker or args.url) and not (args.broker and args.url and args.db):
+        raise DashboardError("To test a running dashboard give --broker, --url and --db (its database, to count "
+                             "what it stored), with --user and --password for its streams.")
+    workdir = Path(tempfile.mkdtemp(prefix="rackwatch-loadtest-"))
+    broker = dashboard = None
+    try:
+        if args.broker:
+            from rackwatch.rack import parse_broker_url
+            host, port, _tls = parse_broker_url(args.broker)
+        else:
+            broker = Broker(workdir)
+            host, port = "127.0.0.1", broker.port
+        db = args.db or f"sqlite:///{workdir / 'dashboard.db'}"
+        store = Store(db)
+        store.migrate()
+        user, password = args.user, args.password
+        if not args.url:
+            user, password = "loadtest", secrets.token_urlsafe(12)
+            store.add_user(user, "staff", hash_password(password))
+            web_port = free_port()
+            url = f"http://127.0.0.1:{web_port}"
+            log = open(workdir / "dashboard.log", "wb")
+            dashboard = subprocess.Popen([sys.executable, "-m", "rackwatch", "dashboard", "--db", db, "--broker",
+                                          f"mqtt://{host}:{port}", "--port", str(web_port)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 30
+            while "rackwatch dashboard: http" not in (workdir / "dashboard.log").read_text(errors="replace"):
+                if dashboard.poll() is not None or time.monotonic() > deadline:
+                    raise DashboardError(f"The dashboard did not start: see {workdir / 'dashboard.log'}.")
+                time.sleep(0.1)
+        else:
+            url = args.url.rstrip("/")
+        with httpx.Client(base_url=url) as client:
+            token = client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+            client.post("/login", data={"name": user, "password": password, "csrf_token": token})
+            cookies = dict(client.cookies)
+        if "rackwatch_session" not in cookies:
+            raise DashboardError(f"Could not sign in to {url} as {user}.")
+        before = len(store.event_ids())
+        return asyncio.run(_measure(args, url, cookies, host, port, store, before))
+    finally:
+        if dashboard is not None:
+            dashboard.terminate()
+            try:
+                dashboard.wait(15)
+            except subprocess.TimeoutExpired:
+                dashboard.kill()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _measure(args, url, cookies, host, port, store, before: int) -> dict:
+    from sqlalchemy import func, select
+
+    from .tables import Event
+
+    latencies: list[float] = []
+    stop = asyncio.Event()
+    connected: list[int] = []
+    simulator = RackSimulator(host, port, args.racks)
+    streams = asyncio.create_task(watch_streams(url, cookies, args.clients, simulator.sent, latencies, stop,
+                                                connected))
+    while len(connected) < args.clients and not streams.done():
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    simulator.start()
+    await asyncio.sleep(args.seconds)
+    published_s = time.monotonic() - started
+    await asyncio.to_thread(simulator.stop)
+    published_ids = set(simulator.sent)
+
+    def stored_count() -> int:
+        return len(store.event_ids()) - before
+
+    # Wait for the dashboard to store the tail, until everything is in or the count stops moving for 10 s.
+    last, last_change = -1, time.monotonic()
+    while True:
+        count = await asyncio.to_thread(stored_count)
+        now = time.monotonic()
+        if count != last:
+            last, last_change = count, now
+        if count >= len(published_ids) or now - last_change > 10:
+            break
+        await asyncio.sleep(0.1)
+    ingest_s = last_change - started
+    stop.set()
+    await streams
+    with store.session() as db:
+        ids = list(db.scalars(select(Event.id)))
+        rows = db.scalar(select(func.count()).select_from(Event))
+    stored = len(published_ids & set(ids))
+    return {"racks": args.racks, "seconds": args.seconds, "clients": args.clients,
+            "published": simulator.published, "stored": stored, "lost": len(published_ids) - stored,
+            "duplicates": rows - len(set(ids)),
+            "events_per_s": round(stored / ingest_s, 1), "published_per_s": round(simulator.published / published_s, 1),
+            "p50_ms": _ms(percentile(latencies, 0.50)), "p99_ms": _ms(percentile(latencies, 0.99)),
+            "latency_samples": len(latencies)}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def format_report(figures: dict) -> str:
+    return "\n".join([
+        f"rackwatch loadtest: {figures['racks']} racks for {figures['seconds']} s, {figures['clients']} stream clients",
+        f"  published   {figures['published']} events ({figures['published_per_s']}/s)",
+        f"  ingested    {figures['events_per_s']} events/s",
+        f"  stored      {figures['stored']}  lost {figures['lost']}  stored twice {figures['duplicates']}",
+        f"  publish → stream latency  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms "
+        f"({figures['latency_samples']} samples)"])
+
+
+def main(args) -> int:
+    figures = run(args)
+    print(json.dumps(figures) if args.json else format_report(figures))
+    return 0

@@ -1,0 +1,506 @@
+"""The dashboard's storage: every message from the racks, checked, stored once, and read back for the pages.
+
+``Store(url)`` opens SQLite (``sqlite:///path/to/file.db``, the default) or PostgreSQL
+(``postgresql+psycopg://user@host/db``) and brings the schema up to date with Alembic (``migrate()``).
+``ingest(messages)`` takes a batch of MQTT messages in one transaction:
+
+- the topic must be ``<root>/<rack>/<leaf>``; the payload must fit the contract (``rackwatch.contract``) and name
+  the same rack as the topic. Anything else is counted and kept aside in ``invalid_messages``, never raised;
+- an event is inserted by id with "insert or ignore": the copy QoS 1 may deliver twice (or a second dashboard
+  process) finds the id taken and changes nothing;
+- availability (``online``/``offline``, the broker's last will included) and the newest state and health are kept
+  on the rack's row; an older state arriving late (a retained copy) does not replace a newer one;
+- the alert rules (``alerts``) run on new events, and alerts are stored once by key.
+
+Everything here is synchronous; the ingester runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .alerts import AlertRules, NewAlert, health_alert, offline_alert, rep_alerts
+from .tables import (Alert, Command, Event, Health, InvalidMessage, Rack, Reply, Rep, SetSummary, SignIn,
+                     User)
+
+EVENT_LEAVES = ("rep", "set", "state", "health", "reply")
+MAX_KEPT_PAYLOAD = 4096
+
+
+class StoreError(Exception):
+    """The database cannot be used (bad URL, server down); the message says which and what to do."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def parse_time(text: str) -> datetime:
+    """An event's ISO 8601 time as naive UTC."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def database_url(text: str) -> str:
+    """``--db`` as given: a SQLAlchemy URL, or a plain file path meaning a SQLite file."""
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One MQTT message as the ingester received it."""
+    topic: str
+    payload: bytes
+    received_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class IngestResult:
+    """What a batch changed: the counts, the racks whose tiles need redrawing, the alerts raised."""
+    stored: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    racks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts: list[NewAlert] = field(default_factory=list)
+    stored_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Store:
+    def __init__(self, url: str, *, topic_root: str = "rackwatch", rules: AlertRules | None = None):
+        self.url = database_url(url)
+        self.topic_root = topic_root
+        self.rules = rules or AlertRules()
+        try:
+            parsed = make_url(self.url)
+        except Exception as exc:
+            raise StoreError(f"--db {url!r} is not a database address ({exc}). Give a file path for SQLite, or "
+                             "postgresql+psycopg://USER@HOST/DATABASE.") from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreError(f"--db {url!r}: the dashboard stores in SQLite or PostgreSQL, not {self.dialect}.")
+        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(self.url, pool_pre_ping=True)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- schema ------------------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or upgrade the tables to the newest migration (safe to run at every start)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except Exception as exc:
+            if "OperationalError" in type(exc).__name__ or "connect" in str(exc).lower():
+                raise StoreError(f"Cannot open the database {self.engine.url.render_as_string()}: "
+                                 f"{str(exc).splitlines()[0]}. Check that it runs and that the address is "
+                                 "right.") from None
+            raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- ingestion ----------------------------------------------------------------------------------------------
+
+    def ingest(self, messages: Iterable[Message]) -> IngestResult:
+        result = IngestResult()
+        messages = list(messages)
+        with self.session.begin() as db:
+            # One query loads the batch's racks into the session, instead of one per message.
+            racks = {m.topic.split("/")[1] for m in messages if m.topic.count("/") >= 2}
+            list(db.scalars(select(Rack).where(Rack.rack.in_(racks))))
+            for message in messages:
+                self._ingest_one(db, message, result)
+            for rack in result.racks:
+                result.racks[rack] = rack_snapshot(db.get(Rack, rack))
+        return result
+
+    def _ingest_one(self, db: Session, message: Message, result: IngestResult) -> None:
+        parts = message.topic.split("/")
+        if len(parts) >= 3 and parts[0] == self.topic_root and parts[2] == "cmd":
+            return   # commands to racks (ours or another tool's) are not the racks' messages
+        if len(parts) != 3 or parts[0] != self.topic_root or not parts[1]:
+            return self._invalid(db, message, "the topic is not <root>/<rack>/<kind>", result)
+        rack, leaf = parts[1], parts[2]
+        if leaf == "availability":
+            text = message.payload.decode("utf-8", "replace")
+            if text not in ("online", "offline"):
+                return self._invalid(db, message, "availability must be 'online' or 'offline'", result)
+            return self._availability(db, rack, text == "online", message.received_at, result)
+        if leaf not in EVENT_LEAVES:
+            return self._invalid(db, message, f"unknown topic kind {leaf!r}", result)
+        try:
+            payload = json.loads(message.payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return self._invalid(db, message, f"not UTF-8 JSON: {exc}", result)
+        error = contract_error(payload, leaf, rack)
+        if error:
+            return self._invalid(db, message, error, result)
+        when = parse_time(payload["time"])
+        new = _insert_ignore(db, Event, {"id": payload["id"], "rack": rack, "type": leaf, "time": when,
+                                         "received_at": message.received_at, "payload": json.dumps(payload)})
+        if not new:
+            result.duplicates += 1
+            return
+        result.stored += 1
+        result.stored_events.append(payload)
+        row = self._rack(db, rack)
+        row.last_seen = max(row.last_seen or when, when)
+        getattr(self, f"_on_{leaf}")(db, row, payload, when, result)
+        result.racks[rack] = {}
+
+    def _invalid(self, db: Session, message: Message, error: str, result: IngestResult) -> None:
+        result.invalid += 1
+        db.add(InvalidMessage(topic=_text(message.topic[:1000]), error=_text(error[:1000]),
+                              received_at=message.received_at,
+                              payload=_text(message.payload[:MAX_KEPT_PAYLOAD].decode("utf-8", "backslashreplace"))))
+
+    def keep_aside(self, message: Message, error: str) -> IngestResult:
+        """Keep a message that could not be stored (e.g. text PostgreSQL refuses) with the reason."""
+        result = IngestResult()
+        with self.session.begin() as db:
+            self._invalid(db, message, error, result)
+        return result
+
+    def reachable(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            return True
+        except Exception:
+            return False
+
+    def _rack(self, db: Session, rack: str) -> Rack:
+        row = db.get(Rack, rack)
+        if row is None:
+            _insert_ignore(db, Rack, {"rack": rack})   # another dashboard process may be adding it too
+            row = db.get(Rack, rack)
+        return row
+
+    def _availability(self, db: Session, rack: str, online: bool, when: datetime, result: IngestResult) -> None:
+        row = self._rack(db, rack)
+        if row.online != online or row.availability_at is None:   # a retained copy keeps the time it went
+            row.online, row.availability_at = online, when
+        result.racks[rack] = {}
+
+    def raise_offline_alerts(self, grace_s: float) -> list[NewAlert]:
+        """Alert on racks offline for longer than ``grace_s`` (a rack restarting for an update is not news),
+        once per time it went offline."""
+        result = IngestResult()
+        with self.session.begin() as db:
+            gone = db.scalars(select(Rack).where(Rack.online.is_(False),
+                                                 Rack.availability_at < utcnow() - timedelta(seconds=grace_s)))
+            for row in list(gone):
+                if not self._open_alert(db, row.rack, "offline"):
+                    self._raise(db, offline_alert(row.rack, row.availability_at.isoformat(timespec="seconds")),
+                                result)
+        return result.alerts
+
+    def _on_state(self, db, row: Rack, payload, when, result) -> None:
+        if row.state_time is None or when >= row.state_time:
+            row.state, row.state_time = json.dumps(payload), when
+
+    def _on_rep(self, db, row: Rack, payload, when, result) -> None:
+        load = payload.get("load") or {}
+        legs = payload["valgus"]
+        _add(db, Rep, id=payload["id"], rack=row.rack, set_id=payload["set_id"], rep=payload["rep"], time=when,
+             exercise=payload["exercise"], verdict=payload["verdict"], severity=payload["severity"],
+             load_value=load.get("value"), units=load.get("units"), one_rm=load.get("one_rm"),
+             percent_1rm=load.get("percent_1rm"),
+             cave_left=(legs["left"] or {}).get("cave"), cave_right=(legs["right"] or {}).get("cave"),
+             severity_left=(legs["left"] or {}).get("severity"),
+             severity_right=(legs["right"] or {}).get("severity"),
+             depth=payload["depth"], unjudged_reason=payload.get("unjudged_reason"))
+        if row.last_rep_time is None or when >= row.last_rep_time:
+            row.last_rep, row.last_rep_time = json.dumps(payload), when
+        caves = 0
+        if payload["verdict"] == "cave":
+            caves = db.scalar(select(func.count()).select_from(Rep).where(
+                Rep.rack == row.rack, Rep.set_id == payload["set_id"], Rep.verdict == "cave"))
+        for alert in rep_alerts(payload, caves, self.rules):
+            self._raise(db, alert, result)
+
+    def _on_set(self, db, row: Rack, payload, when, result) -> None:
+        load = payload.get("load") or {}
+        _add(db, SetSummary, id=payload["id"], rack=row.rack, set_id=payload["set_id"], time=when,
+             exercise=payload["exercise"], reps=payload["reps"], clean_reps=payload["clean_reps"],
+             load_value=load.get("value"), units=load.get("units"),
+             percent_1rm=load.get("percent_1rm"), worst_rep=payload["worst_rep"],
+             weaker_side=payload["weaker_side"], advice=payload["advice"].get("text"))
+
+    def _on_health(self, db, row: Rack, payload, when, result) -> None:
+        _add(db, Health, id=payload["id"], rack=row.rack, time=when, fps=payload["fps"],
+             inference_ms=payload["inference_ms"], dropped_frames=payload["dropped_frames"],
+             cpu_temp_c=payload["cpu_temp_c"], throttled=payload["throttled"],
+             outbox_depth=payload["outbox_depth"])
+        if row.health_time is not None and when < row.health_time:
+            return   # a late report: history only
+        previous = json.loads(row.health) if row.health else None
+        row.health, row.health_time = json.dumps(payload), when
+        alert = health_alert(payload, previous, self.rules)
+        if alert and not self._open_alert(db, row.rack, "unhealthy"):
+            self._raise(db, alert, result)
+
+    def _on_reply(self, db, row: Rack, payload, when, result) -> None:
+        _add(db, Reply, id=payload["id"], rack=row.rack, time=when, command_id=payload["command_id"],
+             command=payload["command"], status=payload["status"], reason=payload["reason"])
+
+    def _open_alert(self, db: Session, rack: str, kind: str) -> bool:
+        return db.scalar(select(func.count()).select_from(Alert).where(
+            Alert.rack == rack, Alert.kind == kind, Alert.acked_at.is_(None))) > 0
+
+    def _raise(self, db: Session, alert: NewAlert, result: IngestResult) -> None:
+        if _insert_ignore(db, Alert, {"key": alert.key, "rack": alert.rack, "kind": alert.kind,
+                                      "message": alert.message, "created_at": utcnow()}, key="key"):
+            result.alerts.append(alert)
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    def racks(self) -> list[dict[str, Any]]:
+        with self.session() as db:
+            return [rack_snapshot(row) for row in db.scalars(select(Rack).order_by(Rack.rack))]
+
+    def rack(self, rack: str) -> dict[str, Any] | None:
+        with self.session() as db:
+            row = db.get(Rack, rack)
+            return rack_snapshot(row) if row else None
+
+    def alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
+        with self.session() as db:
+            query = select(Alert).order_by(Alert.created_at.desc(), Alert.id.desc()).limit(limit)
+            if open_only:
+                query = query.where(Alert.acked_at.is_(None))
+            return list(db.scalars(query))
+
+    def acknowledge(self, alert_id: int, user: str) -> bool:
+        """Mark an alert seen by ``user`` (kept with the time); False when it was already acknowledged."""
+        with self.session.begin() as db:
+            done = db.execute(update(Alert).where(Alert.id == alert_id, Alert.acked_at.is_(None))
+                              .values(acked_by=user, acked_at=utcnow()))
+            return done.rowcount == 1
+
+    def sets(self, *, rack: str | None = None, day: date | None = None, verdict: str | None = None,
+             limit: int = 500) -> list[dict[str, Any]]:
+        """Sets seen, newest first, one row per (rack, set id), from their reps and summary (if it came)."""
+        with self.session() as db:
+            query = (select(Rep.rack, Rep.set_id, func.min(Rep.time), func.max(Rep.time), func.count(),
+                            func.sum(_is(Rep.verdict, "cave")), func.sum(_is(Rep.verdict, "clean")),
+                            func.sum(_is(Rep.verdict, "unjudged")), func.max(Rep.load_value),
+                            func.max(Rep.units), func.max(Rep.percent_1rm))
+                     .group_by(Rep.rack, Rep.set_id).order_by(func.min(Rep.time).desc()).limit(limit))
+            if rack:
+                query = query.where(Rep.rack == rack)
+            if day:
+                start = datetime.combine(day, datetime.min.time())
+                query = query.where(Rep.time >= start, Rep.time < start + timedelta(days=1))
+            if verdict == "cave":
+                query = query.having(func.sum(_is(Rep.verdict, "cave")) > 0)
+            elif verdict == "clean":
+                query = query.having(func.sum(_is(Rep.verdict, "clean")) == func.count())
+            rows = []
+            for (rack_id, set_id, start, end, reps, caves, clean, unjudged, load, units, percent) in db.execute(query):
+                rows.append({"rack": rack_id, "set_id": set_id, "start": start, "end": end, "reps": reps,
+                             "caves": int(caves or 0), "clean": int(clean or 0), "unjudged": int(unjudged or 0),
+                             "load": load, "units": units, "percent_1rm": percent})
+            return rows
+
+    def set_detail(self, rack: str, set_id: str) -> tuple[list[Rep], SetSummary | None]:
+        with self.session() as db:
+            reps = list(db.scalars(select(Rep).where(Rep.rack == rack, Rep.set_id == set_id)
+                                   .order_by(Rep.rep, Rep.time)))
+            summary = db.scalars(select(SetSummary).where(SetSummary.rack == rack, SetSummary.set_id == set_id)
+                                 .order_by(SetSummary.time.desc())).first()
+            return reps, summary
+
+    def reps(self, *, rack: str | None = None, day: date | None = None) -> list[Rep]:
+        with self.session() as db:
+            query = select(Rep).order_by(Rep.time, Rep.rack, Rep.rep)
+            if rack:
+                query = query.where(Rep.rack == rack)
+            if day:
+                start = datetime.combine(day, datetime.min.time())
+                query = query.where(Rep.time >= start, Rep.time < start + timedelta(days=1))
+            return list(db.scalars(query))
+
+    def health_history(self, rack: str, limit: int = 60) -> list[Health]:
+        with self.session() as db:
+            return list(db.scalars(select(Health).where(Health.rack == rack)
+                                   .order_by(Health.time.desc()).limit(limit)))
+
+    def trend(self, rack: str, days: int = 14) -> list[dict[str, Any]]:
+        """Per day: sets, reps and caves of a rack, for its trend."""
+        with self.session() as db:
+            day = func.date(Rep.time)
+            query = (select(day, func.count(func.distinct(Rep.set_id)), func.count(),
+                            func.sum(_is(Rep.verdict, "cave")))
+                     .where(Rep.rack == rack, Rep.time >= utcnow() - timedelta(days=days))
+                     .group_by(day).order_by(day))
+            return [{"day": str(d), "sets": s, "reps": r, "caves": int(c or 0)} for d, s, r, c in db.execute(query)]
+
+    def invalid_messages(self, limit: int = 50) -> tuple[int, list[InvalidMessage]]:
+        with self.session() as db:
+            count = db.scalar(select(func.count()).select_from(InvalidMessage))
+            rows = list(db.scalars(select(InvalidMessage).order_by(InvalidMessage.id.desc()).limit(limit)))
+            return count, rows
+
+    def event_ids(self, kind: str | None = None) -> list[str]:
+        """Ids of the stored events (tests and the load test count them)."""
+        with self.session() as db:
+            query = select(Event.id)
+            if kind:
+                query = query.where(Event.type == kind)
+            return list(db.scalars(query))
+
+    # -- commands -----------------------------------------------------------------------------------------------
+
+    def record_command(self, command_id: str, rack: str, name: str, payload: dict[str, Any], user: str) -> None:
+        with self.session.begin() as db:
+            db.add(Command(id=command_id, rack=rack, name=name, payload=json.dumps(payload), sent_by=user,
+                           sent_at=utcnow()))
+
+    def commands(self, rack: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The commands sent to a rack, newest first, each with the rack's reply once it came."""
+        with self.session() as db:
+            rows = db.execute(select(Command, Reply).outerjoin(Reply, Reply.command_id == Command.id)
+                              .where(Command.rack == rack).order_by(Command.sent_at.desc()).limit(limit))
+            return [{"id": c.id, "name": c.name, "payload": c.payload, "sent_by": c.sent_by, "sent_at": c.sent_at,
+                     "status": r.status if r else None, "reason": r.reason if r else None} for c, r in rows]
+
+    # -- users and sign-in --------------------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str) -> None:
+        with self.session.begin() as db:
+            row = db.scalars(select(User).where(User.name == name)).first()
+            if row is None:
+                db.add(User(name=name, role=role, password_hash=password_hash, created_at=utcnow()))
+            else:   # adding a user again sets a new password and role
+                row.role, row.password_hash = role, password_hash
+                db.execute(delete(SignIn).where(SignIn.user_id == row.id))
+
+    def user(self, name: str) -> User | None:
+        with self.session() as db:
+            return db.scalars(select(User).where(User.name == name)).first()
+
+    def users(self) -> list[User]:
+        with self.session() as db:
+            return list(db.scalars(select(User).order_by(User.name)))
+
+    def open_sign_in(self, user_id: int, token: str, csrf: str, hours: float) -> None:
+        with self.session.begin() as db:
+            db.execute(delete(SignIn).where(SignIn.expires_at < utcnow()))
+            db.add(SignIn(token=token, user_id=user_id, csrf=csrf, expires_at=utcnow() + timedelta(hours=hours)))
+
+    def signed_in(self, token: str) -> tuple[User, str] | None:
+        """The user and CSRF token of a live sign-in, or None."""
+        with self.session() as db:
+            row = db.execute(select(User, SignIn.csrf).join(SignIn, SignIn.user_id == User.id)
+                             .where(SignIn.token == token, SignIn.expires_at > utcnow())).first()
+            return (row[0], row[1]) if row else None
+
+    def close_sign_in(self, token: str) -> None:
+        with self.session.begin() as db:
+            db.execute(delete(SignIn).where(SignIn.token == token))
+
+    # -- retention ----------------------------------------------------------------------------------------------
+
+    def prune(self, keep_days: float) -> int:
+        """Delete events (with their reps, sets, health, replies), invalid messages, acknowledged alerts and
+        commands older than ``keep_days``; returns the events deleted. Racks and users stay."""
+        cutoff = utcnow() - timedelta(days=keep_days)
+        with self.session.begin() as db:
+            old = select(Event.id).where(Event.time < cutoff)
+            for table in (Rep, SetSummary, Health, Reply):   # explicit: SQLite's cascades need a pragma per connection
+                db.execute(delete(table).where(table.id.in_(old)))
+            deleted = db.execute(delete(Event).where(Event.time < cutoff)).rowcount
+            db.execute(delete(InvalidMessage).where(InvalidMessage.received_at < cutoff))
+            db.execute(delete(Alert).where(Alert.acked_at.is_not(None), Alert.created_at < cutoff))
+            db.execute(delete(Command).where(Command.sent_at < cutoff))
+            return deleted
+
+
+def contract_error(payload: Any, leaf: str, rack: str) -> str | None:
+    """Why ``payload`` on ``<root>/<rack>/<leaf>`` breaks the contract, or None when it fits."""
+    from jsonschema import ValidationError
+
+    from rackwatch import contract
+
+    if not isinstance(payload, dict):
+        return "the payload is not a JSON object"
+    if payload.get("type") != leaf:
+        return f"type {payload.get('type')!r} on the {leaf} topic"
+    try:
+        contract.validate(payload, leaf)
+    except ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "payload"
+        return f"{where}: {exc.message}"[:1000]
+    if payload["rack"] != rack:
+        return f"rack {payload['rack']!r} published on rack {rack!r}'s topic"
+    return None
+
+
+def rack_snapshot(row: Rack) -> dict[str, Any]:
+    """A rack's row as plain data for the board (JSON fields decoded)."""
+    return {"rack": row.rack, "online": row.online, "availability_at": row.availability_at,
+            "last_seen": row.last_seen, "state": json.loads(row.state) if row.state else None,
+            "last_rep": json.loads(row.last_rep) if row.last_rep else None,
+            "health": json.loads(row.health) if row.health else None, "health_time": row.health_time}
+
+
+def _text(value: str) -> str:
+    """Text any database takes: PostgreSQL refuses NUL characters."""
+    return value.replace("\x00", "\\x00")
+
+
+def _is(column, value):
+    from sqlalchemy import case
+
+    return case((column == value, 1), else_=0)
+
+
+def _add(db: Session, table, **values: Any) -> None:
+    """Insert one row with a plain (Core) INSERT: several times cheaper than the ORM's unit of work per event."""
+    db.connection().execute(table.__table__.insert(), [values])
+
+
+def _insert_ignore(db: Session, table, values: dict[str, Any], key: str | None = None) -> bool:
+    """Insert a row unless its key is taken (by a repeat delivery or another process); True if inserted."""
+    if db.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    key = key or next(iter(table.__table__.primary_key.columns)).name
+    column = table.__table__.c[key]
+    # RETURNING says whether the row went in on both databases (rowcount is not reliable here with psycopg).
+    statement = (insert(table.__table__).values(**values).on_conflict_do_nothing(index_elements=[key])
+                 .returning(column))
+    return db.connection().execute(statement).first() is not None
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    # WAL: the pages read while the ingester writes; busy_timeout: writers wait instead of failing.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

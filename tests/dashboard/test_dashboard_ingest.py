@@ -1,0 +1,133 @@
+"""The ingester against a real Mosquitto and a real rack link: nothing lost or stored twice across a broker restart,
+broken messages kept aside without stopping it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+
+from mqtt_broker import MosquittoBroker, wait_until
+from dashboard_parts import store, store_url  # noqa: F401  (fixtures)
+from rackwatch.dashboard import samples
+from rackwatch.dashboard.alerts import AlertRules
+from rackwatch.dashboard.board import Board
+from rackwatch.dashboard.ingest import Ingester
+from rackwatch.events import parse_event
+
+pytestmark = pytest.mark.broker
+
+
+class RunningIngester:
+    """The dashboard's ingester on its own event loop in a thread, as in the dashboard process."""
+
+    def __init__(self, store, broker, client_id: str = "test-dashboard", share: str | None = None):
+        self.board = Board(AlertRules())
+        self.ingester = Ingester(store, self.board, broker.host, broker.port, client_id=client_id, share=share)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.task = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+        wait_until(self.ingester.connected.is_set, timeout=15, what="the ingester connecting")
+
+    async def _start(self) -> asyncio.Task:
+        return asyncio.create_task(self.ingester.run())
+
+    async def _cancel(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._cancel(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(store, tmp_path):
+    from rackwatch.mqtt import LinkSettings, RackLink
+
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        running = RunningIngester(store, broker)
+        link = RackLink(LinkSettings(rack="rack01", host=broker.host, port=broker.port,
+                                     state_dir=tmp_path / "rack01", reconnect_min_s=1, reconnect_max_s=1,
+                                     ha_discovery=False)).start()
+        try:
+            assert link.wait_connected(15)
+            published = []
+            for n in range(1, 301):
+                if n == 151:
+                    broker.stop()      # mid-stream: some reps are in flight to the dashboard, the rest wait
+                    wait_until(lambda: not running.ingester.connected.is_set(), what="the ingester to notice")
+                event = samples.rep("rack01", f"set-{n // 10}", n % 10 + 1, "clean")
+                link.publish(parse_event(event))
+                published.append(event["id"])
+                if n == 200:
+                    broker.start()
+            assert link.wait_drained(60), "the rack did not get its outbox out"
+            wait_until(lambda: len(store.event_ids("rep")) >= len(published), timeout=60,
+                       what="every rep stored")
+        finally:
+            link.close()
+            running.stop()
+    stored = store.event_ids("rep")
+    assert sorted(stored) == sorted(published)              # none lost, none stored twice
+    assert len(store.reps()) == len(published)
+
+
+def test_broken_messages_are_kept_aside_and_the_ingester_goes_on(store, tmp_path):
+    import paho.mqtt.publish as publish
+
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        running = RunningIngester(store, broker)
+        try:
+            good = samples.rep("rack02", "s1", 1, "cave", load_kg=100, one_rm_kg=140)
+            wrong = dict(good, id="other", depth="deep")
+            for topic, payload in (("rackwatch/rack02/rep", b"\x00\xffgarbage"),
+                                   ("rackwatch/rack02/rep", json.dumps(wrong)),
+                                   ("rackwatch/rack02/availability", b"online"),
+                                   ("rackwatch/rack02/rep", json.dumps(good))):
+                publish.single(topic, payload, qos=1, hostname=broker.host, port=broker.port)
+            wait_until(lambda: store.event_ids("rep") == [good["id"]], what="the good rep stored")
+            wait_until(lambda: store.invalid_messages()[0] == 2, what="the two broken reps kept aside")
+            assert running.ingester.connected.is_set()
+            assert store.rack("rack02")["online"] is True
+            assert [a.kind for a in store.alerts()] == ["cave_at_working_load"]
+        finally:
+            running.stop()
+
+
+def test_two_dashboard_processes_share_the_ingestion_and_store_each_event_once(store_url, tmp_path):
+    """MQTT 5 shared subscription ($share/dash/...): the broker splits the messages between two ingesters with
+    their own connections and stores, on one database; every event is stored once."""
+    import paho.mqtt.client as mqtt
+
+    from rackwatch.dashboard.store import Store
+
+    first, second = Store(store_url), Store(store_url)
+    first.migrate()
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        a = RunningIngester(first, broker, client_id="dash-a", share="dash")
+        b = RunningIngester(second, broker, client_id="dash-b", share="dash")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-racks", protocol=mqtt.MQTTv5)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        try:
+            published = []
+            for n in range(200):
+                event = samples.rep(f"rack{n % 4}", f"set-{n // 20}", n % 20 + 1, "clean")
+                client.publish(f"rackwatch/{event['rack']}/rep", json.dumps(event), qos=1).wait_for_publish(10)
+                published.append(event["id"])
+            wait_until(lambda: len(first.event_ids("rep")) >= len(published), timeout=30, what="every rep stored")
+            assert a.ingester.received > 0 and b.ingester.received > 0          # the broker shared the work
+            assert a.ingester.received + b.ingester.received == len(published)  # each message went to one
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            a.stop()
+            b.stop()
+    assert sorted(first.event_ids("rep")) == sorted(published)
+    first.close()
+    second.close()
