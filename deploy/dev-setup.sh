@@ -22,12 +22,22 @@ command -v cloud-init >/dev/null 2>&1 || need_apt+=(cloud-init)
 command -v netplan >/dev/null 2>&1 || [ -x /usr/sbin/netplan ] || need_apt+=(netplan.io)
 # The dashboard's browser tests drive Debian's chromium (Playwright never downloads a browser of its own).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# The dashboard's store tests run on a real PostgreSQL too (as postgres on 127.0.0.1:5432; $RACKWATCH_TEST_PG
+# names another).
+command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "Installing Debian packages: ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
     # The package starts a broker on 1883; the tests start their own on free ports and do not need it.
+fi
+if [ -z "${RACKWATCH_TEST_PG:-}" ] && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "Starting PostgreSQL"
+    for cluster in /etc/postgresql/*/main; do
+        version=$(basename "$(dirname "$cluster")")
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    done
 fi
 
 PYTHON=${PYTHON:-python3}
