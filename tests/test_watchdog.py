@@ -32,6 +32,8 @@ class StallingCamera:
     """Real frames, over and over, until ``stall`` is set; then it hangs until ``release`` is set."""
 
     channels = "bgr"
+    frame_count = None   # a live camera: no end known
+    dropped = 0
 
     def __init__(self):
         self.fps = 30.0

@@ -485,25 +485,23 @@ class Outbox:
             except (TypeError, ValueError, KeyError, AttributeError):
                 pass   # only a republish is lost; the next state event replaces it
 
-    def _heal(self, reason: str) -> None:
-        """Move the damaged file aside (never delete it), copy what can be read into a fresh outbox."""
-        if len(self.set_aside) >= MAX_HEALS:
-            # A card that damages every fresh file too: stop making copies, keep the events in memory, say so.
-            self._disk_refused(OSError(f"the outbox was damaged again ({reason}) after {MAX_HEALS} fresh starts; "
-                                       "the SD card may be failing"))
-            if self._db is not None:
-                try:
-                    self._db.close()
-                except sqlite3.Error:
-                    pass
-                self._db = None
-            return
+    def _drop_connection(self) -> None:
         if self._db is not None:
             try:
                 self._db.close()
             except sqlite3.Error:
                 pass
             self._db = None
+
+    def _heal(self, reason: str) -> None:
+        """Move the damaged file aside (never delete it), copy what can be read into a fresh outbox."""
+        if len(self.set_aside) >= MAX_HEALS:
+            # A card that damages every fresh file too: stop making copies, keep the events in memory, say so.
+            self._disk_refused(OSError(f"the outbox was damaged again ({reason}) after {MAX_HEALS} fresh starts; "
+                                       "the SD card may be failing"))
+            self._drop_connection()
+            return
+        self._drop_connection()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
         n = 1
