@@ -65,6 +65,57 @@ from .sinks import EventSink, Link
 log = logging.getLogger(__name__)
 
 
+# -- idle mode --------------------------------------------------------------------------------------------------------
+
+class IdleMode:
+    """Lets the model rest while nobody is at the rack: which live frames to judge.
+
+    A rack waits most of the day. When no lifter has been seen for ``idle_after_s`` seconds, only ``idle_fps``
+    frames a second are judged (one or two are plenty to notice someone stepping in) and the rest are let go
+    unjudged, so the Pi runs cool. The first judged frame that sees a lifter brings back the full rate at once:
+    a lifter who walks in and squats straight away is seen within ``1 / idle_fps`` seconds, well before the
+    rack has calibrated on their standing posture, so no rep is lost.
+
+    Times are the frames' own (:attr:`Frame.t`), so a recording gives the same answer on any machine. Frames let
+    go are counted in :attr:`skipped`, not as dropped: nothing fell behind.
+    """
+
+    def __init__(self, idle_after_s: float, idle_fps: float):
+        self.idle_after_s = idle_after_s
+        self.period = 1.0 / idle_fps
+        self.idle = False
+        self.skipped = 0
+        self._last_seen: float | None = None   # frame time the lifter was last seen (or the first frame's)
+        self._next_due: float | None = None    # while idle: the time from which the next frame is judged
+
+    @classmethod
+    def from_settings(cls, camera: Any) -> "IdleMode":
+        """From the ``[camera]`` table (:class:`rackwatch.camera.CameraSettings`)."""
+        return cls(camera.idle_after_s, camera.idle_fps)
+
+    def wants(self, t: float) -> bool:
+        """Whether the frame taken at ``t`` is to be judged; counts it in :attr:`skipped` when not."""
+        if self._last_seen is None:
+            self._last_seen = t   # the rack starts awake: whoever is already there is found at full rate
+        self.idle = t - self._last_seen >= self.idle_after_s
+        if not self.idle:
+            return True
+        if self._next_due is None or t >= self._next_due:
+            # On the beat, not from this frame: a 25 fps camera idling at 2 fps judges every 12th or 13th frame.
+            beat = self._next_due + self.period if self._next_due is not None else t + self.period
+            self._next_due = beat if beat > t else t + self.period
+            return True
+        self.skipped += 1
+        return False
+
+    def judged(self, t: float, lifter_seen: bool) -> None:
+        """What the judged frame at ``t`` showed: a lifter wakes the rack."""
+        if lifter_seen:
+            self._last_seen = t
+            self._next_due = None
+            self.idle = False
+
+
 # -- the service ----------------------------------------------------------------------------------------------------
 
 class RackService:
@@ -82,13 +133,18 @@ class RackService:
         ``VirtualPanel``) made by the caller (who closes it); or ``None`` and
     :param pin_factory: a gpiozero pin factory: the service builds a ``RackPanel`` on it from ``panel_settings``
         (and closes it). Tests pass ``MockFactory(pin_class=MockPWMPin)``.
+    :param idle: an :class:`IdleMode` for live frames (the camera, a recording played in real time), so that the
+        model rests while nobody is at the rack; ``None`` judges every frame (a recording read at full speed:
+        the same file gives the same reps).
     """
 
     def __init__(self, sink: EventSink, store: SettingsStore, interpreter: Interpreter,
                  frames: FrameSource | None = None, *, rack: str, analysis: AnalysisSettings = AnalysisSettings(),
                  panel: Panel | None = None, pin_factory: Any = None, panel_settings: Any = None,
-                 health_interval: float = 5.0, notifier: SystemdNotifier | None = None, out: TextIO | None = None):
+                 health_interval: float = 5.0, notifier: SystemdNotifier | None = None, out: TextIO | None = None,
+                 idle: IdleMode | None = None):
         self.sink = sink
+        self.idle = idle
         self.link = sink if isinstance(sink, Link) else None   # commands in, connected, outbox depth
         self.rack = rack
         self.store = store
@@ -159,7 +215,12 @@ class RackService:
         for frame in self.frames.frames():
             if self._stop.is_set():
                 break
+            if self.idle is not None and not self.idle.wants(frame.t):
+                self.notifier.watchdog()   # frames still flow: the camera is fine, the model rests
+                continue
             self.handle_frame(frame)
+            if self.idle is not None:
+                self.idle.judged(frame.t, self.analyzer.lifter_seen)
 
     def handle_frame(self, frame: Frame) -> list[dict]:
         """One frame through the pipeline; returns the events it caused (already published)."""
