@@ -54,6 +54,7 @@ from pydantic import ValidationError
 
 from . import commands as cmds
 from . import events
+from .aim import AimSettings, AimSurvey
 from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import Frame, FrameSource
 from .host import SystemdNotifier, cpu_temperature, throttled
@@ -155,6 +156,11 @@ class RackService:
         self.estimator = PoseEstimator(interpreter, analysis.min_score,
                                        bgr_frames=frames is None or frames.channels == "bgr")
         self.analyzer = LiftAnalyzer(rack=self.rack, lifter=store.settings, settings=analysis)
+        # The camera's aim, judged as `rackwatch aim` judges it, from the poses the rack finds anyway.
+        self._aim = AimSurvey(None, analysis, analyzer=self.analyzer)
+        self._aim_calibration: object | None = None
+        self._aim_judged_t: float | None = None
+        self.camera: tuple[str, str] | None = None   # ("ready" or "needs attention", why) for the state
         self._owns_panel = panel is None and pin_factory is not None
         if self._owns_panel:
             from .panel import PanelSettings, RackPanel
@@ -232,6 +238,7 @@ class RackService:
         with self._lock:
             begun = time.perf_counter()
             new = self.analyzer.update(frame.t, pose, frame.image.shape[0])
+            self._watch_aim(frame, pose, new)
             self.analysis_s += time.perf_counter() - begun
             for event in new:
                 self._emit(event)
@@ -334,15 +341,17 @@ class RackService:
 
     def _publish_state(self) -> None:
         state = self.analyzer.state()
+        if self.camera is not None:
+            state = state.model_copy(update={"camera": self.camera[0], "camera_reason": self.camera[1]})
         self._publish(state)
         self.counts["state"] += 1
-        self._state_key = (state.phase, state.set_id, state.reps_in_set)
+        self._state_key = (state.phase, state.set_id, state.reps_in_set, self.camera)
         self._seen_published = state.lifter_seen
         self._seen_since = None
 
     def _publish_state_if_changed(self, t: float, seen_debounce_s: float = 0.5) -> None:
         a = self.analyzer
-        if (a.phase, a.set_id, a.reps_in_set) != self._state_key:
+        if (a.phase, a.set_id, a.reps_in_set, self.camera) != self._state_key:
             self._publish_state()
         elif a.lifter_seen != self._seen_published:
             # The lifter coming or going must hold for a moment, so a missed frame does not flood the broker.
@@ -352,6 +361,36 @@ class RackService:
                 self._publish_state()
         else:
             self._seen_since = None
+
+    # -- the camera's aim -----------------------------------------------------------------------------------------
+
+    AIM_WINDOW_S = 30.0
+    """The aim is judged on the frames with someone in them of the last this many seconds..."""
+    AIM_FIRST_S = 2.0
+    AIM_EVERY_S = 10.0
+    """...each time the lifter has stood still, and at the latest ``AIM_FIRST_S`` after someone came into view,
+    then every ``AIM_EVERY_S`` while someone is there (a lifter whose feet are cut off never stands still for
+    the rack: it cannot see their feet)."""
+
+    def _watch_aim(self, frame: Frame, pose: Any, new: list) -> None:
+        """Note the frame for the aim while someone is in view; judge the aim as `rackwatch aim` does.
+
+        The lifter standing still is when the rack calibrates on their standing posture: the moment the view
+        (feet in the picture, camera square to the lifter) can best be told. A few numbers a frame are kept; the
+        judging itself runs once per calibration or ``AIM_EVERY_S``, not per frame.
+        """
+        if not self._aim.note(frame.t, pose, frame.image, new, only_with_lifter=True):
+            return
+        calibration = self.analyzer.tracker.calibration
+        since = self._aim_judged_t if self._aim_judged_t is not None else self._aim.looks[0].t
+        wait = self.AIM_EVERY_S if self._aim_judged_t is not None else self.AIM_FIRST_S
+        if (calibration is None or calibration is self._aim_calibration) and frame.t - since < wait:
+            return
+        self._aim_calibration, self._aim_judged_t = calibration, frame.t
+        fps = self.frames.fps if self.frames is not None else AimSettings().min_fps
+        report = self._aim.report(fps)
+        self.camera = ("ready" if report.camera_ready else "needs attention", report.reason)
+        self._aim.forget_before(frame.t - self.AIM_WINDOW_S)
 
     def publish_health(self) -> events.HealthEvent:
         now = time.monotonic()
