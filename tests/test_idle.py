@@ -105,6 +105,11 @@ def test_an_empty_rack_idles_and_a_lifter_who_walks_in_and_squats_at_once_loses_
     clip_calls = [t for t in calls if t >= woke]
     assert len(clip_calls) == len(source.images) - round((woke - EMPTY_S) * source.fps)
 
+    # The rack's state said so: awake, resting through the empty rack, awake again for the lifter.
+    said = [state.idle for state in sink.of_type("state")]
+    assert [v for i, v in enumerate(said) if i == 0 or v != said[i - 1]] == [False, True, False]
+    assert {state.idle for state in alone.of_type("state")} == {None}   # judged frame by frame: never idle
+
     # No rep lost: the same reps as the clip alone, at the same moments of the clip.
     reps = sink.of_type("rep")
     assert [r.rep for r in reps] == [r.rep for r in reps_alone]

@@ -254,7 +254,8 @@ class StateEvent(Event):
 
     ``camera`` says whether the camera is aimed well enough to judge (``ready``) or ``needs attention``, and
     ``camera_reason`` why, in the words of ``rackwatch aim``; both null until the rack has seen a lifter stand
-    still (and absent from racks older than these fields).
+    still (and absent from racks older than these fields). ``idle`` is true while the rack rests with nobody at
+    it (see :class:`rackwatch.service.IdleMode`).
     """
 
     model_config = ConfigDict(json_schema_extra=_optional_fields)
@@ -274,6 +275,11 @@ class StateEvent(Event):
     camera_reason: str | None = Field(
         default=None, description="Why the camera needs attention (or that it is ready), in words an installer "
                                   "can act on; null with camera. (Added in schema 1; may be absent.)",
+        json_schema_extra={"optional": True})
+    idle: bool | None = Field(
+        default=None, description="True while the rack rests (nobody seen for a while: the model runs at a frame "
+                                  "or two a second until a lifter steps in); null where the rack never idles (a "
+                                  "recording judged frame by frame). (Added in schema 1; may be absent.)",
         json_schema_extra={"optional": True})
 
 

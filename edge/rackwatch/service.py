@@ -341,17 +341,23 @@ class RackService:
 
     def _publish_state(self) -> None:
         state = self.analyzer.state()
+        extra: dict[str, Any] = {"idle": self._idle_now}
         if self.camera is not None:
-            state = state.model_copy(update={"camera": self.camera[0], "camera_reason": self.camera[1]})
+            extra.update(camera=self.camera[0], camera_reason=self.camera[1])
+        state = state.model_copy(update=extra)
         self._publish(state)
         self.counts["state"] += 1
-        self._state_key = (state.phase, state.set_id, state.reps_in_set, self.camera)
+        self._state_key = (state.phase, state.set_id, state.reps_in_set, self.camera, state.idle)
         self._seen_published = state.lifter_seen
         self._seen_since = None
 
+    @property
+    def _idle_now(self) -> bool | None:
+        return self.idle.idle if self.idle is not None else None
+
     def _publish_state_if_changed(self, t: float, seen_debounce_s: float = 0.5) -> None:
         a = self.analyzer
-        if (a.phase, a.set_id, a.reps_in_set, self.camera) != self._state_key:
+        if (a.phase, a.set_id, a.reps_in_set, self.camera, self._idle_now) != self._state_key:
             self._publish_state()
         elif a.lifter_seen != self._seen_published:
             # The lifter coming or going must hold for a moment, so a missed frame does not flood the broker.
