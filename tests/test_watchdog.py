@@ -32,6 +32,7 @@ class StallingCamera:
     """Real frames, over and over, until ``stall`` is set; then it hangs until ``release`` is set."""
 
     channels = "bgr"
+    dropped = 0   # (a FrameSource has it: the health event at the end reads it)
 
     def __init__(self):
         self.fps = 30.0
