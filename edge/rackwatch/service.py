@@ -178,7 +178,8 @@ class RackService:
         # Time spent judging and handing events to the sink, for `rackwatch bench`; a clock read or two a frame.
         self.analysis_s = self.publish_s = 0.0
         self._window_start = time.monotonic()
-        self._window_frames = 0
+        self._window_frames = 0     # frames taken from the source, judged or let go while idle
+        self._window_judged = 0     # frames the model looked at
         self._window_infer_s = 0.0
 
     # -- life cycle ----------------------------------------------------------------------------------------------
@@ -222,7 +223,10 @@ class RackService:
             if self._stop.is_set():
                 break
             if self.idle is not None and not self.idle.wants(frame.t):
-                self.notifier.watchdog()   # frames still flow: the camera is fine, the model rests
+                # Frames still flow and count in the health's fps: the camera is fine, only the model rests (an
+                # idle rack must not look like a slow one on the dashboard).
+                self._window_frames += 1
+                self.notifier.watchdog()
                 continue
             self.handle_frame(frame)
             if self.idle is not None:
@@ -234,6 +238,7 @@ class RackService:
         pose = self.estimator.estimate(frame.image)
         self._window_infer_s += time.perf_counter() - begun
         self._window_frames += 1
+        self._window_judged += 1
         self.counts["frames"] += 1
         with self._lock:
             begun = time.perf_counter()
@@ -401,13 +406,13 @@ class RackService:
     def publish_health(self) -> events.HealthEvent:
         now = time.monotonic()
         elapsed = max(now - self._window_start, 1e-6)
-        frames = self._window_frames
+        frames, judged = self._window_frames, self._window_judged
         event = events.HealthEvent(
-            rack=self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / frames if frames else 0.0,
+            rack=self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / judged if judged else 0.0,
             dropped_frames=self.frames.dropped if self.frames is not None else 0, cpu_temp_c=cpu_temperature(),
             throttled=throttled(), outbox_depth=self.link.outbox_depth if self.link is not None else 0,
             **(self.link.losses() if self.link is not None else {}))
-        self._window_start, self._window_frames, self._window_infer_s = now, 0, 0.0
+        self._window_start, self._window_frames, self._window_judged, self._window_infer_s = now, 0, 0, 0.0
         self._publish(event)
         self.counts["health"] += 1
         return event
