@@ -134,3 +134,41 @@ def test_idle_mode_judges_on_the_beat_and_wakes_on_the_first_frame_with_a_lifter
     assert first_seen <= 15.02 + 0.5 + 1 / fps                 # seen at the next beat, at the latest
     assert [t for t in judged if t > first_seen] == [i / fps for i in range(round(first_seen * fps) + 1, 20 * fps)]
     assert not idle.idle and idle.skipped == 20 * fps - len(judged)   # every frame let go is counted
+
+
+@pytest.mark.broker
+def test_rackwatch_run_idles_on_live_frames_and_never_on_a_recording_at_full_speed(broker, tmp_path):
+    """The wiring of ``rackwatch run``: a recording played in real time (live frames, like the camera's) idles as
+    the config says; the same recording at ``--speed max`` is judged frame by frame."""
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    from mqtt_broker import Subscriber
+
+    frames = tmp_path / "empty-rack"   # 3 s of an empty rack at 30 fps (a folder of images plays at 30 fps)
+    frames.mkdir()
+    for i in range(90):
+        assert cv2.imwrite(str(frames / f"{i:03d}.png"), np.zeros((120, 160, 3), np.uint8))
+    config = tmp_path / "rackwatch.toml"
+    config.write_text("[camera]\nidle_after_s = 1.0\nidle_fps = 2.0\n")
+    results = {}
+    for speed in ("realtime", "max"):
+        sub = Subscriber(broker, f"rackwatch/rack-{speed}/state", client_id=f"watch-{speed}")
+        result = subprocess.run(
+            [sys.executable, "-m", "rackwatch.cli", "--config", str(config), "run", "--source", str(frames),
+             "--speed", speed, "--rack", f"rack-{speed}", "--broker", f"mqtt://{broker.host}:{broker.port}",
+             "--state-dir", str(tmp_path / f"state-{speed}")],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=dict(os.environ))
+        assert result.returncode == 0, result.stderr
+        sub.wait_for(lambda s: len(s.events()) >= 2, what="the states")
+        results[speed] = (result.stderr, [state["idle"] for state in sub.events()])
+        sub.close()
+    stderr, idle = results["realtime"]
+    assert True in idle and idle[0] is False   # awake at the start, resting after a second of nobody
+    assert "let go while idle" in stderr
+    stderr, idle = results["max"]
+    assert set(idle) == {None} and "90 frames," in stderr   # every frame judged

@@ -338,7 +338,8 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
             panel.close()
         outbox.close()
     c = service.counts
-    print(f"rackwatch: {c['frames']} frames, {c['rep']} reps, {c['set']} sets published", file=sys.stderr)
+    rested = f" ({service.idle.skipped} more let go while idle)" if service.idle and service.idle.skipped else ""
+    print(f"rackwatch: {c['frames']} frames{rested}, {c['rep']} reps, {c['set']} sets published", file=sys.stderr)
     return status
 
 
