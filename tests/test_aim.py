@@ -120,7 +120,7 @@ def test_the_aim_command_says_it_in_words_and_exits_non_zero(tmp_path):
     assert report["camera_ready"] is True and report["reason"] == "camera ready"
 
 
-# -- the same checks in the rack's state, for the dashboard's tile ------------------------------------------------------
+# -- the same checks in the rack's state, for the dashboard's tile ---------------------------------------------------
 
 @pytest.mark.parametrize("view, camera, reason", [
     (GOOD_FRONT, "ready", "camera ready"),

@@ -408,7 +408,8 @@ class RackService:
         elapsed = max(now - self._window_start, 1e-6)
         frames, judged = self._window_frames, self._window_judged
         event = events.HealthEvent(
-            rack=self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / judged if judged else 0.0,
+            rack=self.rack, fps=frames / elapsed,
+            inference_ms=1000.0 * self._window_infer_s / judged if judged else 0.0,
             dropped_frames=self.frames.dropped if self.frames is not None else 0, cpu_temp_c=cpu_temperature(),
             throttled=throttled(), outbox_depth=self.link.outbox_depth if self.link is not None else 0,
             **(self.link.losses() if self.link is not None else {}))
