@@ -7,6 +7,7 @@ fifth off every frame and writing the frames to a folder of images (a frame sour
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -17,6 +18,11 @@ import pytest
 from conftest import FOOTAGE
 from rackwatch.aim import AimSettings, check_aim
 from rackwatch.camera import VideoFile, open_frames
+from rackwatch.events import parse_event
+from rackwatch.host import SystemdNotifier
+from rackwatch.load import SettingsStore
+from rackwatch.service import RackService
+from rackwatch.sinks import ListSink
 
 pytestmark = pytest.mark.footage
 
@@ -63,9 +69,9 @@ def test_an_oblique_view_is_told_it_makes_false_knee_caves(interpreter, labels):
     assert "false knee caves" in square.summary and "straight on" in square.advice
 
 
-def test_feet_cut_off_are_told_to_tilt_down_or_step_back(interpreter, tmp_path):
+def feet_cut_off(folder):
+    """The good front view with the bottom fifth of every frame (feet and shins) cut off, as a folder of images."""
     video = VideoFile(FOOTAGE / GOOD_FRONT)
-    folder = tmp_path / "feet-cut"
     folder.mkdir()
     for frame in video.frames():
         height = frame.image.shape[0]
@@ -73,7 +79,11 @@ def test_feet_cut_off_are_told_to_tilt_down_or_step_back(interpreter, tmp_path):
         small = cv2.resize(cropped, (cropped.shape[1] // 2, cropped.shape[0] // 2), interpolation=cv2.INTER_AREA)
         assert cv2.imwrite(str(folder / f"{frame.index:04d}.png"), small)
     video.close()
-    report = aim(interpreter, folder)
+    return folder
+
+
+def test_feet_cut_off_are_told_to_tilt_down_or_step_back(interpreter, tmp_path):
+    report = aim(interpreter, feet_cut_off(tmp_path / "feet-cut"))
     [framing] = problems(report)
     assert framing.check == "aim: framing" and "feet are out of the picture" in framing.summary
     assert "Tilt the camera down" in framing.advice and "step" in framing.advice
@@ -108,3 +118,29 @@ def test_the_aim_command_says_it_in_words_and_exits_non_zero(tmp_path):
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
     assert report["camera_ready"] is True and report["reason"] == "camera ready"
+
+
+# -- the same checks in the rack's state, for the dashboard's tile ---------------------------------------------------
+
+@pytest.mark.parametrize("view, camera, reason", [
+    (GOOD_FRONT, "ready", "camera ready"),
+    (SIDE, "needs attention", "The camera sees the lifter from the side"),
+    (OBLIQUE, "needs attention", "false knee caves"),
+    ("feet cut off", "needs attention", "feet are out of the picture")])
+def test_the_rack_publishes_in_its_state_whether_the_camera_is_ready_and_why(interpreter, tmp_path, view, camera,
+                                                                             reason):
+    source = feet_cut_off(tmp_path / "feet-cut") if view == "feet cut off" else FOOTAGE / view
+    sink = ListSink()
+    service = RackService(sink, SettingsStore(tmp_path / "state"), interpreter, open_frames(str(source), "max"),
+                          rack="rack01", notifier=SystemdNotifier({}), out=io.StringIO())
+    assert service.run() == 0
+    states = sink.of_type("state")
+    assert states[0].camera is None and states[0].camera_reason is None   # nothing known before a lifter stood
+    told = [s for s in states if s.camera is not None]
+    # Told while the lifter is there (once they stood still or, feet unseen, 2 s after they came), not only at the
+    # end, and on every state after that.
+    assert told and told[0] is not states[-1]
+    assert all(s.camera is not None for s in states[states.index(told[0]):])
+    last = states[-1]
+    assert last.camera == camera and reason in last.camera_reason
+    assert parse_event(last.to_json()).to_wire() == last.to_wire()   # on the wire and back, as the dashboard reads it

@@ -175,6 +175,16 @@ def test_bench_prints_every_figure_as_json():
     assert figures["peak_private_mb"] < figures["peak_rss_mb"]
     assert figures["camera_frame"] == "320x180"   # the camera's default size, for a 16:9 clip
     assert {r["runtime"] for r in figures["runtimes"]} == set(available_runtimes())   # each runtime installed here
+    # Idle mode on an empty rack: the model at idle_fps (2), not at the camera's 15 fps, and the CPU rests.
+    idle = figures["idle"]
+    assert (idle["camera_fps"], idle["idle_fps"]) == (15.0, 2.0)
+    assert idle["idle_model_calls_per_s"]["median"] == pytest.approx(2.0, abs=0.5)
+    assert idle["awake_model_calls_per_s"]["median"] > 3 * idle["idle_model_calls_per_s"]["median"]
+    assert idle["idle_cpu_s_per_s"]["median"] < idle["awake_cpu_s_per_s"]["median"]
+    # ...while its health says frames flow at the camera's rate: an idle rack is not a slow one on the dashboard.
+    assert idle["idle_health_fps"]["median"] > 10 and idle["awake_health_fps"]["median"] > 10
+    assert idle["cpu_saved_pct"] == pytest.approx(
+        100 * (1 - idle["idle_cpu_s_per_s"]["median"] / idle["awake_cpu_s_per_s"]["median"]), rel=1e-6)
 
 
 def test_bench_on_a_runtime_that_is_not_installed_says_how_to_install_it():

@@ -94,6 +94,8 @@ def test_run_on_a_recording_publishes_reps_set_state_health_and_availability(bro
         assert {"standing", "descent", "ascent"} <= {s["phase"] for s in states}
         assert max(s["reps_in_set"] for s in states) == len(label["reps"])
         assert states[-1]["set_id"] is None and states[-1]["reps_in_set"] == 0   # the set was closed at the end
+        assert {s["idle"] for s in states} == {None}   # a recording at full speed never idles
+        assert states[-1]["camera"] == "ready"         # the front view the rack saw, judged as `rackwatch aim` does
         assert len(sub.events("rackwatch/rack01/health")) >= 1
         assert sub.payloads("rackwatch/rack01/availability") == [b"online", b"offline"]
         assert_contract(sub, rack="rack01")
@@ -168,6 +170,8 @@ def test_run_on_the_pi_camera_judges_what_it_films_and_closes_the_set_on_sigterm
     assert all(r["verdict"] == "clean" for r in reps)
     sets = unique(sub.events("rackwatch/rack01/set"))
     assert len(sets) == 1 and sets[0]["reps"] == len(label["reps"])   # the stop closed the set
+    # The camera idles when nobody is there; this lifter was there throughout, so it stayed awake.
+    assert {s["idle"] for s in sub.events("rackwatch/rack01/state")} == {False}
     assert_contract(sub, rack="rack01")
     sub.close()
 

@@ -105,31 +105,55 @@ class AimReport:
 
 
 class AimSurvey:
-    """Watches frames and keeps, for each, the few numbers the aim is judged on."""
+    """Watches frames and keeps, for each, the few numbers the aim is judged on.
 
-    def __init__(self, interpreter: Interpreter, analysis: AnalysisSettings = AnalysisSettings(),
-                 bgr_frames: bool = True):
+    ``rackwatch aim`` hands it frames (:meth:`add`): it finds the pose and follows the squat itself. The rack's
+    service, which already has both, hands it what it found instead (:meth:`note`, with ``interpreter=None`` and
+    the service's own ``analyzer``), and judges the aim again whenever the lifter has stood still.
+    """
+
+    def __init__(self, interpreter: Interpreter | None, analysis: AnalysisSettings = AnalysisSettings(),
+                 bgr_frames: bool = True, analyzer: LiftAnalyzer | None = None):
         self.analysis = analysis
         self.min_score = analysis.min_score
-        self.estimator = PoseEstimator(interpreter, analysis.min_score, bgr_frames=bgr_frames)
-        self.analyzer = LiftAnalyzer(settings=analysis)
+        self.estimator = (PoseEstimator(interpreter, analysis.min_score, bgr_frames=bgr_frames)
+                          if interpreter is not None else None)
+        self.analyzer = analyzer if analyzer is not None else LiftAnalyzer(settings=analysis)
         self.looks: list[_Look] = []
         self.frames = 0
+        self.frame_times: list[float] = []
         self.brightness: list[float] = []
         self.bottoms: list[float] = []
-        self.rep_frames: int = 0
 
     def add(self, t: float, image: np.ndarray) -> None:
-        self.frames += 1
-        height = image.shape[0]
-        self.brightness.append(float(image[::8, ::8].mean()))
+        """One frame: its pose found and followed here."""
         pose = self.estimator.estimate(image)
-        for event in self.analyzer.update(t, pose, height):
+        self.note(t, pose, image, self.analyzer.update(t, pose, image.shape[0]))
+
+    def note(self, t: float, pose: Pose, image: np.ndarray, events=(), only_with_lifter: bool = False) -> bool:
+        """One frame whose ``pose`` was found elsewhere, and the ``events`` the analyzer made of it; whether
+        someone was in it. With ``only_with_lifter`` a frame without anyone is not kept at all (a rack that
+        stood empty all morning judges its aim on the lifters it saw, not on the empty hours)."""
+        look = self._look(t, pose, image.shape[0])
+        if look is None and only_with_lifter:
+            return False
+        self.frames += 1
+        self.frame_times.append(t)
+        self.brightness.append(float(image[::8, ::8].mean()))
+        for event in events:
             if isinstance(event, RepEvent):
                 self.bottoms.append(event.t_bottom)
-        look = self._look(t, pose, height)
         if look is not None:
             self.looks.append(look)
+        return look is not None
+
+    def forget_before(self, t: float) -> None:
+        """Drop what was seen before ``t``: a rack that runs for days judges its aim on the last while."""
+        keep = next((i for i, seen in enumerate(self.frame_times) if seen >= t), len(self.frame_times))
+        del self.frame_times[:keep], self.brightness[:keep]
+        self.frames = len(self.frame_times)
+        self.looks = [look for look in self.looks if look.t >= t]
+        self.bottoms = [b for b in self.bottoms if b >= t]
 
     def finish(self) -> None:
         for event in self.analyzer.finish():

@@ -18,7 +18,9 @@ What is measured:
 * within the pipeline: squat analysis per frame, and events + outbox writes per frame;
 * publish: the outbox's cost per rep and per state event, and acknowledged throughput, on a real broker;
 * latency from the frame that completes a rep to the broker's acknowledgement of its event;
-* peak memory of ``rackwatch run`` replaying the recording.
+* peak memory of ``rackwatch run`` replaying the recording;
+* idle mode's saving: model calls and CPU time per second of an empty rack (black camera frames at the camera's
+  rate, in real time), with idle mode and without.
 
 Each figure is a median over ``repeats`` runs, with the spread (lowest and highest run) beside it.
 """
@@ -43,7 +45,7 @@ import numpy as np
 
 from . import events
 from .analysis import LiftAnalyzer
-from .camera import CAMERA_SIZE, Frame, Prefetched, Scaled, VideoFile
+from .camera import CAMERA_SIZE, CameraSettings, Frame, LiveCamera, PacedSource, Prefetched, Scaled, VideoFile
 from .load import SettingsStore
 from .mqtt import LinkSettings, RackLink
 from .pose import PoseEstimator, available_runtimes, load_interpreter, measure_invoke_ms
@@ -271,6 +273,48 @@ def pipeline_run(interpreter, images: list[np.ndarray], fps: float, host: str, p
             "publish_ms": 1000 * publish_s / frames}
 
 
+def empty_rack_run(interpreter, image: np.ndarray, fps: float, seconds: float, idle: bool,
+                   camera: CameraSettings = CameraSettings()) -> dict[str, float]:
+    """The service on ``seconds`` of an empty rack filmed at ``fps`` (``image`` over and over, in real time, behind a
+    :class:`LiveCamera` as on the rack): model calls per second and CPU seconds per second (every thread of this
+    process: the feeder, the model's, the service's), with idle mode already on or off; and the fps its health
+    event reported."""
+    from .service import IdleMode, RackService
+    from .sinks import ListSink
+
+    count = max(1, round(seconds * fps))
+    source = LiveCamera(PacedSource(CameraFeed([image] * count, fps)))
+    # Idle from the first frame (idle_after_s 0): the steady state of a rack that has waited a while.
+    mode = IdleMode(0.0, camera.idle_fps) if idle else None
+    sink = ListSink()
+    with tempfile.TemporaryDirectory(prefix="rackwatch-bench-idle-") as state:
+        service = RackService(sink, SettingsStore(state), interpreter, source, rack="bench-idle",
+                              out=io.StringIO(), idle=mode, health_interval=3600)
+        cpu, started = time.process_time(), time.perf_counter()
+        service.run()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    # The health event's fps counts the frames that flowed, judged or not: an idle rack is not a slow one.
+    return {"model_calls_per_s": service.counts["frames"] / elapsed, "cpu_s_per_s": cpu / elapsed,
+            "health_fps": sink.of_type("health")[-1].fps}
+
+
+def idle_saving(interpreter, image: np.ndarray, camera: CameraSettings, seconds: float,
+                repeats: int) -> dict[str, Any]:
+    """Idle mode against none on an empty rack filmed at the ``[camera]`` fps, ``repeats`` runs of ``seconds``
+    each (medians and spreads). Black frames of ``image``'s size: the model costs the same on any picture."""
+    runs: dict[bool, list] = {True: [], False: []}
+    for _ in range(repeats):
+        for idle in (False, True):
+            runs[idle].append(empty_rack_run(interpreter, np.zeros_like(image), camera.fps, seconds, idle, camera))
+    figures: dict[str, Any] = {"camera_fps": camera.fps, "idle_fps": camera.idle_fps, "seconds": seconds}
+    for idle, name in ((False, "awake"), (True, "idle")):
+        for key in ("model_calls_per_s", "cpu_s_per_s", "health_fps"):
+            figures[f"{name}_{key}"] = spread([r[key] for r in runs[idle]])
+    awake, idle = figures["awake_cpu_s_per_s"]["median"], figures["idle_cpu_s_per_s"]["median"]
+    figures["cpu_saved_pct"] = 100 * (awake - idle) / awake if awake else None
+    return figures
+
+
 @contextmanager
 def private_broker() -> Iterator[tuple[str, int]]:
     """A throwaway Mosquitto on a free local port, for a bench run without ``--broker``."""
@@ -331,7 +375,8 @@ def run_memory_mb(video: Path, host: str, port: int) -> dict[str, float] | None:
 
 def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker: tuple[str, int] | None = None,
         camera_size: int = CAMERA_LONG_SIDE, runtime: str | None = None, threads: int | None = None,
-        measure_rss: bool = True, progress=print) -> dict[str, Any]:
+        measure_rss: bool = True, idle_seconds: float = 4.0, camera: CameraSettings = CameraSettings(),
+        progress=print) -> dict[str, Any]:
     """Every figure, measured; the pipeline and the model alone run on ``runtime`` with ``threads`` (by default
     the preferred runtime on every core, as ``rackwatch run`` does)."""
     from .bench_mqtt import bench_publish
@@ -366,6 +411,10 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
             around_runs.append(1000 / pipeline_run(ReplayedModel(interpreter, answers), images, fps, host, port,
                                                    [], threaded=False)["fps"])
         memory = run_memory_mb(video, host, port) if measure_rss else None
+    idle = None
+    if idle_seconds > 0:
+        progress(f"an empty rack at {camera.fps:g} fps, idle mode off and on, {repeats} x {idle_seconds:g} s each")
+        idle = idle_saving(interpreter, images[0], camera, idle_seconds, repeats)
 
     invoke_ms = next(r["invoke_ms"]["median"] for r in runtimes
                      if r["threads"] == threads and r["runtime"] == runtime)
@@ -408,6 +457,7 @@ def run(video: Path, model: Path, *, frames: int = 150, repeats: int = 5, broker
                    "after_keypoints_ms_per_frame": spread(after),
                    "rep_ack_latency_ms": spread([a for a, _ in latencies]) if latencies else None},
         "runtimes": runtimes,
+        "idle": idle,
     }
 
 
@@ -458,4 +508,16 @@ def format_report(r: dict[str, Any]) -> str:
         f"memory of `rackwatch run` replaying the clip: {rss}",
         f"  (this benchmark itself: {r['bench_peak_rss_mb']:.0f} MB)",
     ]
+    idle = r.get("idle")
+    if idle:
+        def row(name: str) -> str:
+            calls, cpu = idle[f"{name}_model_calls_per_s"], idle[f"{name}_cpu_s_per_s"]
+            return (f"{calls['median']:5.1f} model calls/s, {cpu['median']:.3f} CPU s/s  "
+                    f"(runs: {cpu['min']:.3f} to {cpu['max']:.3f})")
+        saved = "n/a" if idle["cpu_saved_pct"] is None else f"{idle['cpu_saved_pct']:.0f}% less CPU"
+        lines += ["",
+                  f"an empty rack ({idle['camera_fps']:g} fps black camera frames, {idle['seconds']:g} s a run): "
+                  f"idle mode uses {saved}",
+                  f"  idle mode off  {row('awake')}",
+                  f"  idle mode on   {row('idle')}   (idle_fps {idle['idle_fps']:g})"]
     return "\n".join(lines)

@@ -42,6 +42,14 @@ class CameraSettings(Settings):
     fps: float = Field(CAMERA_FPS, gt=0, le=120)
     """The most frames a second to take. At start the model is timed, and the camera is capped lower if the
     model cannot keep up (about 9 fps on a Pi 4, 20 on a Pi 5: see docs/performance.md)."""
+    idle_after_s: float = Field(10.0, ge=1, le=3600)
+    """Idle mode: when nobody has been seen at the rack for this many seconds, the model runs only ``idle_fps``
+    times a second, so a Pi that waits all day runs cool. The first frame that sees a lifter brings back the
+    full rate at once. Only live frames (the camera, ``--speed realtime``) idle; a recording read at full speed
+    is judged frame by frame."""
+    idle_fps: float = Field(2.0, gt=0, le=120)
+    """How many frames a second the model looks at while the rack is idle (one or two are enough to notice a
+    lifter stepping in); at or above ``fps`` idle mode changes nothing."""
 
 
 class SourceError(RuntimeError):

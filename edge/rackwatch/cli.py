@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, help="model threads for those runs (default: the [model] threads)")
     bench.add_argument("--broker", help="mqtt://HOST:PORT (default: a private Mosquitto on a free port)")
     bench.add_argument("--no-rss", action="store_true", help="skip measuring `rackwatch run`'s memory")
+    bench.add_argument("--idle-seconds", type=float, default=4.0, metavar="S",
+                       help="seconds of empty rack per run to measure idle mode's saving (default 4; 0 skips it)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
     doctor = sub.add_parser("doctor", help="check camera, model, GPIO, broker, clock, disk and heat; say what to fix")
@@ -360,7 +362,8 @@ def cmd_bench(args, config) -> int:
                             camera_size=args.camera_size or max(config.camera.width, config.camera.height),
                             runtime=args.runtime or config.model.runtime or None,
                             threads=args.threads or config.model.threads or None,
-                            measure_rss=not args.no_rss, progress=progress)
+                            measure_rss=not args.no_rss, idle_seconds=max(args.idle_seconds, 0.0),
+                            camera=config.camera, progress=progress)
     except RuntimeError as exc:
         raise SourceError(str(exc)) from None
     print(json.dumps(figures, indent=2) if args.json else bench.format_report(figures))

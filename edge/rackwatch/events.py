@@ -250,7 +250,15 @@ class SetEvent(Event):
 
 
 class StateEvent(Event):
-    """The rack's current state (retained on MQTT, so a new dashboard sees it at once)."""
+    """The rack's current state (retained on MQTT, so a new dashboard sees it at once).
+
+    ``camera`` says whether the camera is aimed well enough to judge (``ready``) or ``needs attention``, and
+    ``camera_reason`` why, in the words of ``rackwatch aim``; both null until the rack has seen a lifter stand
+    still (and absent from racks older than these fields). ``idle`` is true while the rack rests with nobody at
+    it (see :class:`rackwatch.service.IdleMode`).
+    """
+
+    model_config = ConfigDict(json_schema_extra=_optional_fields)
 
     type: Literal["state"] = "state"
     phase: Phase
@@ -259,6 +267,20 @@ class StateEvent(Event):
     exercise: Exercise
     set_id: str | None
     reps_in_set: int = Field(ge=0)
+    camera: Literal["ready", "needs attention"] | None = Field(
+        default=None, description="Whether the camera's aim lets the rack judge: ready or needs attention; null "
+                                  "until a lifter has stood at the rack. (Added in schema 1; may be absent from "
+                                  "older racks.)",
+        json_schema_extra={"optional": True})
+    camera_reason: str | None = Field(
+        default=None, description="Why the camera needs attention (or that it is ready), in words an installer "
+                                  "can act on; null with camera. (Added in schema 1; may be absent.)",
+        json_schema_extra={"optional": True})
+    idle: bool | None = Field(
+        default=None, description="True while the rack rests (nobody seen for a while: the model runs at a frame "
+                                  "or two a second until a lifter steps in); null where the rack never idles (a "
+                                  "recording judged frame by frame). (Added in schema 1; may be absent.)",
+        json_schema_extra={"optional": True})
 
 
 class HealthEvent(Event):

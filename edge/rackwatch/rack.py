@@ -6,7 +6,8 @@ everything that only a real run needs:
 * the broker: ``--broker mqtt://HOST:PORT`` and the config's ``[mqtt]`` table become the link's settings
   (:func:`link_settings`); a warning when the broker does not answer at start, a line when it does again;
 * the state folder and the lifter's settings given on the command line;
-* the camera's frame rate, capped at what the model keeps up with on this machine (:func:`camera_fps`);
+* the camera's frame rate, capped at what the model keeps up with on this machine (:func:`camera_fps`), and
+  idle mode (:class:`~rackwatch.service.IdleMode`) for live frames, the camera's or a recording's in real time;
 * the panel: on a Pi with a ``[panel]`` table, the gpiozero panel on the Pi's pins (:func:`host.gpio_pin_factory`);
   ``--virtual-panel`` for the terminal's stand-in;
 * logging, and SIGTERM/SIGINT, which close the set and shut down (a second one stops waiting for the broker);
@@ -38,7 +39,7 @@ from .load import SettingsStore
 from .mqtt import LinkSettings, MqttSettings, RackLink, check_tls_files
 from .outbox import Outbox, OutboxError
 from .pose import Interpreter, measure_invoke_ms
-from .service import RackService
+from .service import IdleMode, RackService
 from .settings import problems
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,10 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
             except Exception as exc:   # a rack that judges without its lights beats one that does not start
                 print(f"rackwatch: the panel could not be set up ({type(exc).__name__}: {exc}); running without "
                       "it. Check the wiring and the [panel.pins] of the config.", file=sys.stderr)
+    # Live frames idle while nobody is at the rack; a recording read at full speed is judged frame by frame.
+    live = args.source == "picamera" or args.speed == "realtime"
     service = RackService(link, store, interpreter, frames, rack=rack, analysis=config.analysis, panel=panel,
-                          health_interval=args.health_every)
+                          health_interval=args.health_every, idle=IdleMode.from_settings(camera) if live else None)
 
     def on_signal(signum, _frame):
         if service.stopping:   # asked twice: stop waiting for the broker
@@ -335,7 +338,8 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
             panel.close()
         outbox.close()
     c = service.counts
-    print(f"rackwatch: {c['frames']} frames, {c['rep']} reps, {c['set']} sets published", file=sys.stderr)
+    rested = f" ({service.idle.skipped} more let go while idle)" if service.idle and service.idle.skipped else ""
+    print(f"rackwatch: {c['frames']} frames{rested}, {c['rep']} reps, {c['set']} sets published", file=sys.stderr)
     return status
 
 

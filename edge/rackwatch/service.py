@@ -54,6 +54,7 @@ from pydantic import ValidationError
 
 from . import commands as cmds
 from . import events
+from .aim import AimSettings, AimSurvey
 from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import Frame, FrameSource
 from .host import SystemdNotifier, cpu_temperature, throttled
@@ -63,6 +64,57 @@ from .pose import Interpreter, PoseEstimator
 from .sinks import EventSink, Link
 
 log = logging.getLogger(__name__)
+
+
+# -- idle mode --------------------------------------------------------------------------------------------------------
+
+class IdleMode:
+    """Lets the model rest while nobody is at the rack: which live frames to judge.
+
+    A rack waits most of the day. When no lifter has been seen for ``idle_after_s`` seconds, only ``idle_fps``
+    frames a second are judged (one or two are plenty to notice someone stepping in) and the rest are let go
+    unjudged, so the Pi runs cool. The first judged frame that sees a lifter brings back the full rate at once:
+    a lifter who walks in and squats straight away is seen within ``1 / idle_fps`` seconds, well before the
+    rack has calibrated on their standing posture, so no rep is lost.
+
+    Times are the frames' own (:attr:`Frame.t`), so a recording gives the same answer on any machine. Frames let
+    go are counted in :attr:`skipped`, not as dropped: nothing fell behind.
+    """
+
+    def __init__(self, idle_after_s: float, idle_fps: float):
+        self.idle_after_s = idle_after_s
+        self.period = 1.0 / idle_fps
+        self.idle = False
+        self.skipped = 0
+        self._last_seen: float | None = None   # frame time the lifter was last seen (or the first frame's)
+        self._next_due: float | None = None    # while idle: the time from which the next frame is judged
+
+    @classmethod
+    def from_settings(cls, camera: Any) -> "IdleMode":
+        """From the ``[camera]`` table (:class:`rackwatch.camera.CameraSettings`)."""
+        return cls(camera.idle_after_s, camera.idle_fps)
+
+    def wants(self, t: float) -> bool:
+        """Whether the frame taken at ``t`` is to be judged; counts it in :attr:`skipped` when not."""
+        if self._last_seen is None:
+            self._last_seen = t   # the rack starts awake: whoever is already there is found at full rate
+        self.idle = t - self._last_seen >= self.idle_after_s
+        if not self.idle:
+            return True
+        if self._next_due is None or t >= self._next_due:
+            # On the beat, not from this frame: a 25 fps camera idling at 2 fps judges every 12th or 13th frame.
+            beat = self._next_due + self.period if self._next_due is not None else t + self.period
+            self._next_due = beat if beat > t else t + self.period
+            return True
+        self.skipped += 1
+        return False
+
+    def judged(self, t: float, lifter_seen: bool) -> None:
+        """What the judged frame at ``t`` showed: a lifter wakes the rack."""
+        if lifter_seen:
+            self._last_seen = t
+            self._next_due = None
+            self.idle = False
 
 
 # -- the service ----------------------------------------------------------------------------------------------------
@@ -82,13 +134,18 @@ class RackService:
         ``VirtualPanel``) made by the caller (who closes it); or ``None`` and
     :param pin_factory: a gpiozero pin factory: the service builds a ``RackPanel`` on it from ``panel_settings``
         (and closes it). Tests pass ``MockFactory(pin_class=MockPWMPin)``.
+    :param idle: an :class:`IdleMode` for live frames (the camera, a recording played in real time), so that the
+        model rests while nobody is at the rack; ``None`` judges every frame (a recording read at full speed:
+        the same file gives the same reps).
     """
 
     def __init__(self, sink: EventSink, store: SettingsStore, interpreter: Interpreter,
                  frames: FrameSource | None = None, *, rack: str, analysis: AnalysisSettings = AnalysisSettings(),
                  panel: Panel | None = None, pin_factory: Any = None, panel_settings: Any = None,
-                 health_interval: float = 5.0, notifier: SystemdNotifier | None = None, out: TextIO | None = None):
+                 health_interval: float = 5.0, notifier: SystemdNotifier | None = None, out: TextIO | None = None,
+                 idle: IdleMode | None = None):
         self.sink = sink
+        self.idle = idle
         self.link = sink if isinstance(sink, Link) else None   # commands in, connected, outbox depth
         self.rack = rack
         self.store = store
@@ -99,6 +156,11 @@ class RackService:
         self.estimator = PoseEstimator(interpreter, analysis.min_score,
                                        bgr_frames=frames is None or frames.channels == "bgr")
         self.analyzer = LiftAnalyzer(rack=self.rack, lifter=store.settings, settings=analysis)
+        # The camera's aim, judged as `rackwatch aim` judges it, from the poses the rack finds anyway.
+        self._aim = AimSurvey(None, analysis, analyzer=self.analyzer)
+        self._aim_calibration: object | None = None
+        self._aim_judged_t: float | None = None
+        self.camera: tuple[str, str] | None = None   # ("ready" or "needs attention", why) for the state
         self._owns_panel = panel is None and pin_factory is not None
         if self._owns_panel:
             from .panel import PanelSettings, RackPanel
@@ -116,7 +178,8 @@ class RackService:
         # Time spent judging and handing events to the sink, for `rackwatch bench`; a clock read or two a frame.
         self.analysis_s = self.publish_s = 0.0
         self._window_start = time.monotonic()
-        self._window_frames = 0
+        self._window_frames = 0     # frames taken from the source, judged or let go while idle
+        self._window_judged = 0     # frames the model looked at
         self._window_infer_s = 0.0
 
     # -- life cycle ----------------------------------------------------------------------------------------------
@@ -159,7 +222,15 @@ class RackService:
         for frame in self.frames.frames():
             if self._stop.is_set():
                 break
+            if self.idle is not None and not self.idle.wants(frame.t):
+                # Frames still flow and count in the health's fps: the camera is fine, only the model rests (an
+                # idle rack must not look like a slow one on the dashboard).
+                self._window_frames += 1
+                self.notifier.watchdog()
+                continue
             self.handle_frame(frame)
+            if self.idle is not None:
+                self.idle.judged(frame.t, self.analyzer.lifter_seen)
 
     def handle_frame(self, frame: Frame) -> list[dict]:
         """One frame through the pipeline; returns the events it caused (already published)."""
@@ -167,10 +238,12 @@ class RackService:
         pose = self.estimator.estimate(frame.image)
         self._window_infer_s += time.perf_counter() - begun
         self._window_frames += 1
+        self._window_judged += 1
         self.counts["frames"] += 1
         with self._lock:
             begun = time.perf_counter()
             new = self.analyzer.update(frame.t, pose, frame.image.shape[0])
+            self._watch_aim(frame, pose, new)
             self.analysis_s += time.perf_counter() - begun
             for event in new:
                 self._emit(event)
@@ -273,15 +346,23 @@ class RackService:
 
     def _publish_state(self) -> None:
         state = self.analyzer.state()
+        extra: dict[str, Any] = {"idle": self._idle_now}
+        if self.camera is not None:
+            extra.update(camera=self.camera[0], camera_reason=self.camera[1])
+        state = state.model_copy(update=extra)
         self._publish(state)
         self.counts["state"] += 1
-        self._state_key = (state.phase, state.set_id, state.reps_in_set)
+        self._state_key = (state.phase, state.set_id, state.reps_in_set, self.camera, state.idle)
         self._seen_published = state.lifter_seen
         self._seen_since = None
 
+    @property
+    def _idle_now(self) -> bool | None:
+        return self.idle.idle if self.idle is not None else None
+
     def _publish_state_if_changed(self, t: float, seen_debounce_s: float = 0.5) -> None:
         a = self.analyzer
-        if (a.phase, a.set_id, a.reps_in_set) != self._state_key:
+        if (a.phase, a.set_id, a.reps_in_set, self.camera, self._idle_now) != self._state_key:
             self._publish_state()
         elif a.lifter_seen != self._seen_published:
             # The lifter coming or going must hold for a moment, so a missed frame does not flood the broker.
@@ -292,16 +373,47 @@ class RackService:
         else:
             self._seen_since = None
 
+    # -- the camera's aim -----------------------------------------------------------------------------------------
+
+    AIM_WINDOW_S = 30.0
+    """The aim is judged on the frames with someone in them of the last this many seconds..."""
+    AIM_FIRST_S = 2.0
+    AIM_EVERY_S = 10.0
+    """...each time the lifter has stood still, and at the latest ``AIM_FIRST_S`` after someone came into view,
+    then every ``AIM_EVERY_S`` while someone is there (a lifter whose feet are cut off never stands still for
+    the rack: it cannot see their feet)."""
+
+    def _watch_aim(self, frame: Frame, pose: Any, new: list) -> None:
+        """Note the frame for the aim while someone is in view; judge the aim as `rackwatch aim` does.
+
+        The lifter standing still is when the rack calibrates on their standing posture: the moment the view
+        (feet in the picture, camera square to the lifter) can best be told. A few numbers a frame are kept; the
+        judging itself runs once per calibration or ``AIM_EVERY_S``, not per frame.
+        """
+        if not self._aim.note(frame.t, pose, frame.image, new, only_with_lifter=True):
+            return
+        calibration = self.analyzer.tracker.calibration
+        since = self._aim_judged_t if self._aim_judged_t is not None else self._aim.looks[0].t
+        wait = self.AIM_EVERY_S if self._aim_judged_t is not None else self.AIM_FIRST_S
+        if (calibration is None or calibration is self._aim_calibration) and frame.t - since < wait:
+            return
+        self._aim_calibration, self._aim_judged_t = calibration, frame.t
+        fps = self.frames.fps if self.frames is not None else AimSettings().min_fps
+        report = self._aim.report(fps)
+        self.camera = ("ready" if report.camera_ready else "needs attention", report.reason)
+        self._aim.forget_before(frame.t - self.AIM_WINDOW_S)
+
     def publish_health(self) -> events.HealthEvent:
         now = time.monotonic()
         elapsed = max(now - self._window_start, 1e-6)
-        frames = self._window_frames
+        frames, judged = self._window_frames, self._window_judged
         event = events.HealthEvent(
-            rack=self.rack, fps=frames / elapsed, inference_ms=1000.0 * self._window_infer_s / frames if frames else 0.0,
+            rack=self.rack, fps=frames / elapsed,
+            inference_ms=1000.0 * self._window_infer_s / judged if judged else 0.0,
             dropped_frames=self.frames.dropped if self.frames is not None else 0, cpu_temp_c=cpu_temperature(),
             throttled=throttled(), outbox_depth=self.link.outbox_depth if self.link is not None else 0,
             **(self.link.losses() if self.link is not None else {}))
-        self._window_start, self._window_frames, self._window_infer_s = now, 0, 0.0
+        self._window_start, self._window_frames, self._window_judged, self._window_infer_s = now, 0, 0, 0.0
         self._publish(event)
         self.counts["health"] += 1
         return event

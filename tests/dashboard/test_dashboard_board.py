@@ -45,6 +45,20 @@ def test_a_tile_shows_the_set_the_load_and_the_camera():
     assert (gone["status"], gone["activity"], gone["lifter_seen"]) == ("offline", "idle", False)
 
 
+def test_a_tile_says_when_the_rack_finds_its_camera_needs_attention_and_why():
+    now, health = utcnow(), samples.health("rack01")
+    side = "The camera sees the lifter from the side: knee cave cannot be judged from there, only reps counted."
+    state = samples.state("rack01", camera="needs attention", camera_reason=side)
+    tile = tile_view(snapshot(state=state, health=health, health_time=now), RULES, now)
+    assert tile["camera"] == f"camera needs attention: {side}" and tile["attention"]
+    slow = tile_view(snapshot(state=state, health=samples.health("rack01", fps=2.0), health_time=now), RULES, now)
+    assert slow["camera"].startswith(f"camera needs attention: {side}; ") and "low frame rate" in slow["camera"]
+    ready = samples.state("rack01", camera="ready", camera_reason="camera ready")
+    assert tile_view(snapshot(state=ready, health=health, health_time=now), RULES, now)["camera"] == "camera ready"
+    gone = tile_view(snapshot(online=False, state=state, health=health, health_time=now), RULES, now)
+    assert gone["camera"] == "—" and not gone["attention"]
+
+
 def test_many_updates_of_one_rack_reach_a_browser_as_a_handful():
     async def scenario():
         board = Board(RULES, flush_s=0.2)

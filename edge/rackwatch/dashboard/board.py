@@ -58,8 +58,13 @@ def tile_view(snapshot: dict[str, Any], rules: AlertRules, now: datetime | None 
         camera = "waiting for the first health report"
     elif online and snapshot.get("health_time") and now - snapshot["health_time"] > HEALTH_STALE:
         problems = ["no health report for over 30 s", *problems]
+    # The rack's own judgement of its camera's aim (rackwatch aim's checks, in the state), before the health's.
+    aim = state.get("camera_reason") if state.get("camera") == "needs attention" else None
     if not online:
         camera = "—"
+    elif aim:
+        problems = [aim, *problems]
+        camera = "camera needs attention: " + "; ".join(problems)
     elif problems:
         camera = "needs attention: " + "; ".join(problems)
     elif health is not None:

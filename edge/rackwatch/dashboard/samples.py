@@ -49,9 +49,11 @@ def rep(rack: str, set_id: str, number: int, verdict: str = "clean", *, load_kg:
 
 
 def state(rack: str, *, set_id: str | None = None, reps_in_set: int = 0, lifter_seen: bool = True,
-          phase: str = "standing", load_kg: float | None = 100.0, one_rm_kg: float | None = 140.0) -> dict[str, Any]:
+          phase: str = "standing", load_kg: float | None = 100.0, one_rm_kg: float | None = 140.0,
+          camera: str | None = None, camera_reason: str | None = None) -> dict[str, Any]:
     return make_event("state", rack, phase=phase, lifter_seen=lifter_seen, load=load(load_kg, one_rm_kg),
-                      exercise="squat", set_id=set_id, reps_in_set=reps_in_set)
+                      exercise="squat", set_id=set_id, reps_in_set=reps_in_set, camera=camera,
+                      camera_reason=camera_reason)
 
 
 def set_summary(rack: str, set_id: str, reps: int, clean_reps: int, *, load_kg: float = 100.0,
