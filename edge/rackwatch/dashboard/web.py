@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from . import auth
-from .alerts import KIND_TITLES
+from .alerts import KIND_TITLES, loss_lines
 from .board import Board, sse_frame, tile_view
 from .store import Store
 
@@ -257,7 +257,7 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
     @app.get("/health", response_class=HTMLResponse)
     def health_page(request: Request, ctx: Context = Depends(signed_in)):
         invalid_count, invalid = store.invalid_messages()
-        racks = [(r, tile_view(r, board.rules)) for r in store.racks()]
+        racks = [(r, tile_view(r, board.rules), loss_lines(r["health"])) for r in store.racks()]
         return page(request, "health.html", ctx, racks=racks, invalid_count=invalid_count, invalid=invalid,
                     ingester=ingester)
 
