@@ -129,9 +129,11 @@ class Store:
         batch = _Batch()
         messages = list(messages)
         with self.session.begin() as db:
-            # One query loads the batch's racks; the dict holds them (the session only holds them weakly).
+            # One query loads the batch's racks, as plain rows (no ORM unit of work per rack at the commit).
             names = {m.topic.split("/")[1] for m in messages if m.topic.count("/") >= 2}
-            batch.racks = {row.rack: row for row in db.scalars(select(Rack).where(Rack.rack.in_(names)))}
+            racks = Rack.__table__
+            batch.racks = {row.rack: _RackRow(row._mapping)
+                           for row in db.connection().execute(select(racks).where(racks.c.rack.in_(names)))}
             checked = []
             for message in messages:
                 event = self._check(db, message, batch)
@@ -141,6 +143,7 @@ class Store:
             for table, rows in batch.rows.items():
                 if rows:
                     db.connection().execute(table.__table__.insert(), rows)
+            _write_racks(db, batch.racks.values())
             result = batch.result
             for rack in result.racks:
                 result.racks[rack] = rack_snapshot(self._rack(db, rack, batch))
@@ -216,11 +219,13 @@ class Store:
         except Exception:
             return False
 
-    def _rack(self, db: Session, rack: str, batch: "_Batch") -> Rack:
+    def _rack(self, db: Session, rack: str, batch: "_Batch") -> "_RackRow":
         row = batch.racks.get(rack)
         if row is None:
             _insert_ignore(db, Rack, {"rack": rack})   # another dashboard process may be adding it too
-            row = batch.racks[rack] = db.get(Rack, rack)
+            racks = Rack.__table__
+            found = db.connection().execute(select(racks).where(racks.c.rack == rack)).first()
+            row = batch.racks[rack] = _RackRow(found._mapping)
         return row
 
     def _availability(self, db: Session, rack: str, online: bool, when: datetime, batch: "_Batch") -> None:
@@ -242,11 +247,11 @@ class Store:
                                 result)
         return result.alerts
 
-    def _on_state(self, db, row: Rack, payload, when, batch: "_Batch") -> None:
+    def _on_state(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         if row.state_time is None or when >= row.state_time:
             row.state, row.state_time = json.dumps(payload), when
 
-    def _on_rep(self, db, row: Rack, payload, when, batch: "_Batch") -> None:
+    def _on_rep(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         load = payload.get("load") or {}
         legs = payload["valgus"]
         batch.add(Rep, id=payload["id"], rack=row.rack, set_id=payload["set_id"], rep=payload["rep"], time=when,
@@ -271,7 +276,7 @@ class Store:
         for alert in rep_alerts(payload, caves, self.rules):
             self._raise(db, alert, batch.result)
 
-    def _on_set(self, db, row: Rack, payload, when, batch: "_Batch") -> None:
+    def _on_set(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         load = payload.get("load") or {}
         batch.add(SetSummary, id=payload["id"], rack=row.rack, set_id=payload["set_id"], time=when,
              exercise=payload["exercise"], reps=payload["reps"], clean_reps=payload["clean_reps"],
@@ -279,7 +284,7 @@ class Store:
              percent_1rm=load.get("percent_1rm"), worst_rep=payload["worst_rep"],
              weaker_side=payload["weaker_side"], advice=payload["advice"].get("text"))
 
-    def _on_health(self, db, row: Rack, payload, when, batch: "_Batch") -> None:
+    def _on_health(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         batch.add(Health, id=payload["id"], rack=row.rack, time=when, fps=payload["fps"],
              inference_ms=payload["inference_ms"], dropped_frames=payload["dropped_frames"],
              cpu_temp_c=payload["cpu_temp_c"], throttled=payload["throttled"],
@@ -292,7 +297,7 @@ class Store:
         if alert and not self._open_alert(db, row.rack, "unhealthy"):
             self._raise(db, alert, batch.result)
 
-    def _on_reply(self, db, row: Rack, payload, when, batch: "_Batch") -> None:
+    def _on_reply(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         batch.add(Reply, id=payload["id"], rack=row.rack, time=when, command_id=payload["command_id"],
              command=payload["command"], status=payload["status"], reason=payload["reason"])
 
@@ -524,12 +529,42 @@ class _Checked:
     message: Message
 
 
+class _RackRow:
+    """A rack's row as plain attributes (what ``rack_snapshot`` and the handlers read), remembering which columns
+    changed: only those are written back, so two dashboard processes do not undo each other's changes."""
+
+    def __init__(self, values) -> None:
+        self.__dict__.update(values)
+        self.__dict__["changed"] = set()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get(name) != value:
+            self.changed.add(name)
+        self.__dict__[name] = value
+
+
+def _write_racks(db: Session, rows) -> None:
+    """Write the changed columns of the racks' rows back: one executemany UPDATE per set of changed columns."""
+    from sqlalchemy import bindparam
+
+    racks = Rack.__table__
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.changed:
+            columns = tuple(sorted(row.changed))
+            groups.setdefault(columns, []).append({"_rack": row.rack, **{c: getattr(row, c) for c in columns}})
+    for columns, params in groups.items():
+        statement = (racks.update().where(racks.c.rack == bindparam("_rack"))
+                     .values({c: bindparam(c) for c in columns}))
+        db.connection().execute(statement, params)
+
+
 @dataclass
 class _Batch:
     """What one ``ingest`` call gathers: its result, the racks' rows, the rows to insert together per table, and
     the caves counted per (rack, set) so far."""
     result: IngestResult = field(default_factory=IngestResult)
-    racks: dict[str, Rack] = field(default_factory=dict)
+    racks: dict[str, _RackRow] = field(default_factory=dict)
     rows: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
     caves: dict[tuple[str, str], int] = field(default_factory=dict)
 
