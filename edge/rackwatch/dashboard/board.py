@@ -2,9 +2,9 @@
 
 The ingester hands the board each rack it changed (:meth:`Board.apply`); the board only marks the tile dirty.
 A flusher wakes as soon as the ingester has applied a batch, works out what each dirty tile shows now, and sends
-only the tiles that look different (a rep's descent, bottom and ascent look alike on a tile: one update, not three), together in one
-``tiles`` event. The event is encoded once, as the bytes of a server-sent event, and the same bytes go to every
-browser. A tile's HTML is drawn again only when what it shows changed. So a rack that sends twenty states a second
+only the tiles that look different (a rep's descent, bottom and ascent look alike on a tile: one update, not
+three), together in one ``tiles`` event. The event is encoded once, as the bytes of a server-sent event, and the
+same bytes go to every browser. A tile's HTML is drawn again only when what it shows changed. So a rack that sends twenty states a second
 still costs each browser at most five updates a second (a tile sent less than ``flush_s``, 0.2 s, ago waits its
 turn, its changes coalesced), and a change is on screen within a second, most within the batch that stored it.
 
