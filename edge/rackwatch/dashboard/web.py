@@ -167,9 +167,10 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
                 # A browser (re)connecting gets the whole board first.
                 yield sse_frame("tiles", board.tiles_message(board.snapshots, render_tile) or '{"tiles": []}')
                 while True:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), 15)
-                    except asyncio.TimeoutError:
+                    try:   # (asyncio.timeout, not wait_for: no task made per update and stream)
+                        async with asyncio.timeout(15):
+                            item = await queue.get()
+                    except TimeoutError:
                         yield b": ping\n\n"
                         continue
                     if item is None:
