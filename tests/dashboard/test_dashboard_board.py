@@ -80,7 +80,8 @@ def test_many_updates_of_one_rack_reach_a_browser_as_a_handful():
         return received
 
     received = asyncio.run(scenario())
-    tiles = [json.loads(data)["tiles"] for kind, data in received if kind == "tiles"]
+    tiles = [json.loads(update.data)["tiles"] for update, frame in received if update.kind == "tiles"]
+    assert all(frame.startswith(b"event: tiles\ndata: {") for update, frame in received if update.kind == "tiles")
     assert 2 <= len(tiles) <= 8                              # at most five a second, not a hundred
     assert tiles[-1] == [{"rack": "rack01", "html": "<b>99</b>", "event": tiles[-1][0]["event"]}]
     assert tiles[-1][0]["event"] is not None                 # the newest state, with its event id

@@ -104,6 +104,28 @@ def test_an_unhealthy_rack_raises_one_open_alert_until_acknowledged(store):
     assert "waiting to be sent" in store.alerts(open_only=True)[0].message
 
 
+def test_events_lost_on_a_rack_or_its_full_disk_raise_an_unhealthy_alert(store):
+    store.ingest([message(samples.health("rack01"))])
+    store.ingest([message(samples.health("rack01", events_dropped=0, pump_failures=0))])
+    assert store.alerts() == []                                      # counters at zero: nothing lost
+    store.ingest([message(samples.health("rack01", events_dropped=3, pump_failures=1))])
+    alerts = store.alerts()
+    assert [a.kind for a in alerts] == ["unhealthy"]
+    assert "3 more reps, sets or replies dropped" in alerts[0].message
+    assert "1 more failures sending from the outbox" in alerts[0].message
+    store.acknowledge(alerts[0].id, "sam")
+    store.ingest([message(samples.health("rack01", events_dropped=3, pump_failures=1))])
+    assert store.alerts(open_only=True) == []                        # the same counts again: no new loss
+    store.ingest([message(samples.health("rack01", events_dropped=3, pump_failures=1, disk_full=True,
+                                         events_in_memory=12))])
+    [full] = store.alerts(open_only=True)
+    assert full.message == "The rack's disk is full (12 events held in memory)."
+    store.ingest([message(samples.health("rack02", events_refused=2))])   # the first report seen: since zero
+    assert [a.message for a in store.alerts(open_only=True) if a.rack == "rack02"] == [
+        "2 events the broker refused for good (its access list)."]
+    assert store.rack("rack01")["health"]["disk_full"] is True       # what the health page shows
+
+
 def test_a_rack_offline_past_the_grace_period_raises_one_alert(store):
     store.ingest([Message("rackwatch/rack01/availability", b"online")])
     store.ingest([Message("rackwatch/rack01/availability", b"offline")])

@@ -1,9 +1,12 @@
 """The live board: one tile per rack, kept in memory and pushed to every open browser.
 
 The ingester hands the board each rack it changed (:meth:`Board.apply`); the board only marks the tile dirty.
-A flusher wakes every ``flush_s`` (0.2 s) and sends the dirty tiles once, together in one ``tiles`` event encoded
-once for all browsers, so a rack that sends twenty states a second still costs each browser at most five updates
-a second, and a change is on screen within a second.
+A flusher wakes as soon as the ingester has applied a batch, works out what each dirty tile shows now, and sends
+only the tiles that look different (a rep's descent, bottom and ascent look alike on a tile: one update, not
+three), together in one ``tiles`` event. The event is encoded once, as the bytes of a server-sent event, and the
+same bytes go to every browser. A tile's HTML is drawn again only when what it shows changed. So a rack that sends twenty states a second
+still costs each browser at most five updates a second (a tile sent less than ``flush_s``, 0.2 s, ago waits its
+turn, its changes coalesced), and a change is on screen within a second, most within the batch that stored it.
 
 What a tile shows is decided by :func:`tile_view` (pure, tested without a browser): online or offline, idle or in
 a set, lifter seen, load and % of one-rep max, reps so far, the last rep's verdict as a colour (``clean``,
@@ -16,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -92,8 +97,26 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
     return f"rep {rep['rep']}: {words}"
 
 
+@dataclass(frozen=True)
+class Update:
+    """One server-sent event for every browser: its kind (``tiles`` or ``alerts``), its JSON text, and the bytes
+    on the wire (encoded once, shared by all the streams)."""
+    kind: str
+    data: str
+
+    @property
+    def frame(self) -> bytes:
+        return sse_frame(self.kind, self.data)
+
+
+def sse_frame(kind: str, data: str) -> bytes:
+    """A server-sent event's bytes (the JSON text is one line: ``json.dumps`` escapes newlines)."""
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
 class Board:
-    """The tiles in memory, and the browsers listening (each an ``asyncio.Queue`` of ``(kind, JSON text)``)."""
+    """The tiles in memory, and the browsers listening (each an ``asyncio.Queue`` of :class:`Update` and the
+    bytes to send, or ``None`` to end a stream)."""
 
     def __init__(self, rules: AlertRules, *, flush_s: float = 0.2, client_queue: int = 500):
         self.rules = rules
@@ -102,6 +125,10 @@ class Board:
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.last_event: dict[str, str] = {}      # rack -> id of the newest event applied (the load test's probe)
         self._dirty: set[str] = set()
+        self._drawn: dict[str, tuple[dict[str, Any], str]] = {}   # rack -> (what its tile shows, its HTML)
+        self._sent: dict[str, dict[str, Any]] = {}                # rack -> what the last update sent showed
+        self._sent_at: dict[str, float] = {}                      # rack -> when (monotonic) it was sent
+        self._wake = asyncio.Event()
         self._alerts_dirty = False
         self._clients: set[asyncio.Queue] = set()
 
@@ -116,9 +143,11 @@ class Board:
             self._dirty.add(rack)
         if result.alerts:
             self._alerts_dirty = True
+        self._wake.set()
 
     def alerts_changed(self) -> None:
         self._alerts_dirty = True
+        self._wake.set()
 
     def tiles(self) -> list[dict[str, Any]]:
         return [tile_view(self.snapshots[r], self.rules) for r in sorted(self.snapshots)]
@@ -138,38 +167,62 @@ class Board:
         return len(self._clients)
 
     async def run(self, render_tile: Callable[[dict], str], render_alerts: Callable[[], str]) -> None:
-        """Send dirty tiles (and the alert list when it changed) every ``flush_s``; every 5 s redraw all tiles,
-        so a rack that went quiet shows it."""
-        ticks = 0
-        every_5s = max(1, round(5 / self.flush_s))
+        """Send dirty tiles (and the alert list when it changed) as soon as a batch is applied, each tile at most
+        once per ``flush_s``; every 5 s look at every tile again, so a rack that went quiet shows it (only the
+        tiles that changed are sent)."""
+        next_look = time.monotonic() + 5
         while True:
-            await asyncio.sleep(self.flush_s)
-            ticks += 1
-            if ticks % every_5s == 0:
+            try:   # a tile that waits its turn is sent at the latest half a flush_s after it
+                await asyncio.wait_for(self._wake.wait(), self.flush_s / 2)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if time.monotonic() >= next_look:
                 self._dirty.update(self.snapshots)
+                next_look = time.monotonic() + 5
             try:
                 await self._flush(render_tile, render_alerts)
             except Exception:   # a broken template must not stop the board for everyone
                 log.exception("could not push the board's updates")
+            await asyncio.sleep(0.02)   # batches close together go out together (≤ 50 updates a second a browser)
 
-    def tiles_message(self, racks, render_tile) -> str:
-        """One ``tiles`` event for these racks, encoded once for every browser: ``{"tiles": [{"rack", "html",
-        "event"}, ...]}`` (``event`` is the id of the rack's newest event: the load test times it)."""
-        return json.dumps({"tiles": [{"rack": rack, "html": render_tile(tile_view(self.snapshots[rack], self.rules)),
-                                      "event": self.last_event.get(rack)} for rack in sorted(racks)]})
+    def tiles_message(self, racks, render_tile, *, changed_only: bool = False) -> str | None:
+        """One ``tiles`` event for these racks: ``{"tiles": [{"rack", "html", "event"}, ...]}`` (``event`` is the
+        id of the rack's newest event: the load test times it). With ``changed_only``, only the tiles that look
+        different from the last ones sent, and None when none does."""
+        tiles = []
+        for rack in sorted(racks):
+            view = tile_view(self.snapshots[rack], self.rules)
+            if changed_only:
+                if self._sent.get(rack) == view:
+                    continue
+                self._sent[rack], self._sent_at[rack] = view, time.monotonic()
+            drawn = self._drawn.get(rack)
+            if drawn is not None and drawn[0] == view:
+                html = drawn[1]
+            else:
+                html = render_tile(view)
+                self._drawn[rack] = (view, html)
+            tiles.append({"rack": rack, "html": html, "event": self.last_event.get(rack)})
+        return json.dumps({"tiles": tiles}) if tiles else None
 
     async def _flush(self, render_tile, render_alerts) -> None:
         messages = []
-        dirty, self._dirty = self._dirty, set()
+        now = time.monotonic()
+        dirty = {rack for rack in self._dirty if now - self._sent_at.get(rack, 0.0) >= self.flush_s}
+        self._dirty -= dirty   # the others were sent less than flush_s ago: they wait, coalesced
         if dirty:
-            messages.append(("tiles", self.tiles_message(dirty, render_tile)))
+            data = self.tiles_message(dirty, render_tile, changed_only=True)
+            if data is not None:
+                messages.append(Update("tiles", data))
         if self._alerts_dirty:
             self._alerts_dirty = False
-            messages.append(("alerts", json.dumps({"html": await asyncio.to_thread(render_alerts)})))
+            messages.append(Update("alerts", json.dumps({"html": await asyncio.to_thread(render_alerts)})))
+        items = [(message, message.frame) for message in messages]   # encoded once for every browser
         for queue in list(self._clients):
-            for message in messages:
+            for item in items:
                 try:
-                    queue.put_nowait(message)
+                    queue.put_nowait(item)
                 except asyncio.QueueFull:   # a browser that stopped reading: end its stream; it reconnects
                     self._clients.discard(queue)
                     while not queue.empty():

@@ -123,22 +123,38 @@ class Store:
     # -- ingestion ----------------------------------------------------------------------------------------------
 
     def ingest(self, messages: Iterable[Message]) -> IngestResult:
-        result = IngestResult()
+        """Store a batch in one transaction: every message checked, the new events inserted together (one
+        ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` for the batch), and the rows drawn from them (reps,
+        sets, health, replies) inserted together per table."""
+        batch = _Batch()
         messages = list(messages)
         with self.session.begin() as db:
-            # One query loads the batch's racks into the session, instead of one per message.
-            racks = {m.topic.split("/")[1] for m in messages if m.topic.count("/") >= 2}
-            list(db.scalars(select(Rack).where(Rack.rack.in_(racks))))
+            # One query loads the batch's racks, as plain rows (no ORM unit of work per rack at the commit).
+            names = {m.topic.split("/")[1] for m in messages if m.topic.count("/") >= 2}
+            racks = Rack.__table__
+            batch.racks = {row.rack: _RackRow(row._mapping)
+                           for row in db.connection().execute(select(racks).where(racks.c.rack.in_(names)))}
+            checked = []
             for message in messages:
-                self._ingest_one(db, message, result)
+                event = self._check(db, message, batch)
+                if event is not None:
+                    checked.append(event)
+            self._store_events(db, checked, batch)
+            for table, rows in batch.rows.items():
+                if rows:
+                    db.connection().execute(table.__table__.insert(), rows)
+            _write_racks(db, batch.racks.values())
+            result = batch.result
             for rack in result.racks:
-                result.racks[rack] = rack_snapshot(db.get(Rack, rack))
+                result.racks[rack] = rack_snapshot(self._rack(db, rack, batch))
         return result
 
-    def _ingest_one(self, db: Session, message: Message, result: IngestResult) -> None:
+    def _check(self, db: Session, message: Message, batch: "_Batch") -> "_Checked | None":
+        """A rack's event ready to store, or None: availability is applied here, anything broken kept aside."""
+        result = batch.result
         parts = message.topic.split("/")
         if len(parts) >= 3 and parts[0] == self.topic_root and parts[2] == "cmd":
-            return   # commands to racks (ours or another tool's) are not the racks' messages
+            return None   # commands to racks (ours or another tool's) are not the racks' messages
         if len(parts) != 3 or parts[0] != self.topic_root or not parts[1]:
             return self._invalid(db, message, "the topic is not <root>/<rack>/<kind>", result)
         rack, leaf = parts[1], parts[2]
@@ -146,28 +162,41 @@ class Store:
             text = message.payload.decode("utf-8", "replace")
             if text not in ("online", "offline"):
                 return self._invalid(db, message, "availability must be 'online' or 'offline'", result)
-            return self._availability(db, rack, text == "online", message.received_at, result)
+            return self._availability(db, rack, text == "online", message.received_at, batch)
         if leaf not in EVENT_LEAVES:
             return self._invalid(db, message, f"unknown topic kind {leaf!r}", result)
         try:
             payload = json.loads(message.payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             return self._invalid(db, message, f"not UTF-8 JSON: {exc}", result)
-        error = contract_error(payload, leaf, rack)
+        error = contract_error(payload, leaf, rack, message.payload)
         if error:
             return self._invalid(db, message, error, result)
-        when = parse_time(payload["time"])
-        new = _insert_ignore(db, Event, {"id": payload["id"], "rack": rack, "type": leaf, "time": when,
-                                         "received_at": message.received_at, "payload": json.dumps(payload)})
-        if not new:
-            result.duplicates += 1
-            return
-        result.stored += 1
-        result.stored_events.append(payload)
-        row = self._rack(db, rack)
-        row.last_seen = max(row.last_seen or when, when)
-        getattr(self, f"_on_{leaf}")(db, row, payload, when, result)
-        result.racks[rack] = {}
+        return _Checked(rack, leaf, payload, parse_time(payload["time"]), message)
+
+    def _store_events(self, db: Session, checked: list["_Checked"], batch: "_Batch") -> None:
+        """Insert the batch's events by id, all at once; only those that went in change anything else."""
+        result = batch.result
+        first: dict[str, _Checked] = {}
+        for event in checked:
+            first.setdefault(event.payload["id"], event)
+        new_ids: set[str] = set()
+        if first:
+            rows = [{"id": e.payload["id"], "rack": e.rack, "type": e.leaf, "time": e.when,
+                     "received_at": e.message.received_at, "payload": e.message.payload.decode("utf-8")}
+                    for e in first.values()]
+            new_ids = _insert_many_ignore(db, Event, rows)
+        for event in checked:
+            event_id = event.payload["id"]
+            if event_id not in new_ids or first[event_id] is not event:
+                result.duplicates += 1   # QoS 1 delivered it twice, or another dashboard process stored it
+                continue
+            result.stored += 1
+            result.stored_events.append(event.payload)
+            row = self._rack(db, event.rack, batch)
+            row.last_seen = max(row.last_seen or event.when, event.when)
+            getattr(self, f"_on_{event.leaf}")(db, row, event.payload, event.when, batch)
+            result.racks[event.rack] = {}
 
     def _invalid(self, db: Session, message: Message, error: str, result: IngestResult) -> None:
         result.invalid += 1
@@ -190,18 +219,20 @@ class Store:
         except Exception:
             return False
 
-    def _rack(self, db: Session, rack: str) -> Rack:
-        row = db.get(Rack, rack)
+    def _rack(self, db: Session, rack: str, batch: "_Batch") -> "_RackRow":
+        row = batch.racks.get(rack)
         if row is None:
             _insert_ignore(db, Rack, {"rack": rack})   # another dashboard process may be adding it too
-            row = db.get(Rack, rack)
+            racks = Rack.__table__
+            found = db.connection().execute(select(racks).where(racks.c.rack == rack)).first()
+            row = batch.racks[rack] = _RackRow(found._mapping)
         return row
 
-    def _availability(self, db: Session, rack: str, online: bool, when: datetime, result: IngestResult) -> None:
-        row = self._rack(db, rack)
+    def _availability(self, db: Session, rack: str, online: bool, when: datetime, batch: "_Batch") -> None:
+        row = self._rack(db, rack, batch)
         if row.online != online or row.availability_at is None:   # a retained copy keeps the time it went
             row.online, row.availability_at = online, when
-        result.racks[rack] = {}
+        batch.result.racks[rack] = {}
 
     def raise_offline_alerts(self, grace_s: float) -> list[NewAlert]:
         """Alert on racks offline for longer than ``grace_s`` (a rack restarting for an update is not news),
@@ -216,14 +247,14 @@ class Store:
                                 result)
         return result.alerts
 
-    def _on_state(self, db, row: Rack, payload, when, result) -> None:
+    def _on_state(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         if row.state_time is None or when >= row.state_time:
             row.state, row.state_time = json.dumps(payload), when
 
-    def _on_rep(self, db, row: Rack, payload, when, result) -> None:
+    def _on_rep(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         load = payload.get("load") or {}
         legs = payload["valgus"]
-        _add(db, Rep, id=payload["id"], rack=row.rack, set_id=payload["set_id"], rep=payload["rep"], time=when,
+        batch.add(Rep, id=payload["id"], rack=row.rack, set_id=payload["set_id"], rep=payload["rep"], time=when,
              exercise=payload["exercise"], verdict=payload["verdict"], severity=payload["severity"],
              load_value=load.get("value"), units=load.get("units"), one_rm=load.get("one_rm"),
              percent_1rm=load.get("percent_1rm"),
@@ -235,21 +266,26 @@ class Store:
             row.last_rep, row.last_rep_time = json.dumps(payload), when
         caves = 0
         if payload["verdict"] == "cave":
-            caves = db.scalar(select(func.count()).select_from(Rep).where(
-                Rep.rack == row.rack, Rep.set_id == payload["set_id"], Rep.verdict == "cave"))
+            # The set's caves: those stored before this batch (one query per set), then this batch's, counted here.
+            key = (row.rack, payload["set_id"])
+            if key not in batch.caves:
+                batch.caves[key] = db.scalar(select(func.count()).select_from(Rep).where(
+                    Rep.rack == row.rack, Rep.set_id == payload["set_id"], Rep.verdict == "cave"))
+            batch.caves[key] += 1
+            caves = batch.caves[key]
         for alert in rep_alerts(payload, caves, self.rules):
-            self._raise(db, alert, result)
+            self._raise(db, alert, batch.result)
 
-    def _on_set(self, db, row: Rack, payload, when, result) -> None:
+    def _on_set(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
         load = payload.get("load") or {}
-        _add(db, SetSummary, id=payload["id"], rack=row.rack, set_id=payload["set_id"], time=when,
+        batch.add(SetSummary, id=payload["id"], rack=row.rack, set_id=payload["set_id"], time=when,
              exercise=payload["exercise"], reps=payload["reps"], clean_reps=payload["clean_reps"],
              load_value=load.get("value"), units=load.get("units"),
              percent_1rm=load.get("percent_1rm"), worst_rep=payload["worst_rep"],
              weaker_side=payload["weaker_side"], advice=payload["advice"].get("text"))
 
-    def _on_health(self, db, row: Rack, payload, when, result) -> None:
-        _add(db, Health, id=payload["id"], rack=row.rack, time=when, fps=payload["fps"],
+    def _on_health(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
+        batch.add(Health, id=payload["id"], rack=row.rack, time=when, fps=payload["fps"],
              inference_ms=payload["inference_ms"], dropped_frames=payload["dropped_frames"],
              cpu_temp_c=payload["cpu_temp_c"], throttled=payload["throttled"],
              outbox_depth=payload["outbox_depth"])
@@ -259,10 +295,10 @@ class Store:
         row.health, row.health_time = json.dumps(payload), when
         alert = health_alert(payload, previous, self.rules)
         if alert and not self._open_alert(db, row.rack, "unhealthy"):
-            self._raise(db, alert, result)
+            self._raise(db, alert, batch.result)
 
-    def _on_reply(self, db, row: Rack, payload, when, result) -> None:
-        _add(db, Reply, id=payload["id"], rack=row.rack, time=when, command_id=payload["command_id"],
+    def _on_reply(self, db, row: "_RackRow", payload, when, batch: "_Batch") -> None:
+        batch.add(Reply, id=payload["id"], rack=row.rack, time=when, command_id=payload["command_id"],
              command=payload["command"], status=payload["status"], reason=payload["reason"])
 
     def _open_alert(self, db: Session, rack: str, kind: str) -> bool:
@@ -438,21 +474,27 @@ class Store:
             return deleted
 
 
-def contract_error(payload: Any, leaf: str, rack: str) -> str | None:
-    """Why ``payload`` on ``<root>/<rack>/<leaf>`` breaks the contract, or None when it fits."""
-    from jsonschema import ValidationError
+def contract_error(payload: Any, leaf: str, rack: str, raw: bytes | None = None) -> str | None:
+    """Why ``payload`` on ``<root>/<rack>/<leaf>`` breaks the contract, or None when it fits.
 
-    from rackwatch import contract
+    The check is the typed events' own parser (:func:`rackwatch.events.parse_event`, pydantic-core: tens of µs
+    an event), the same contract the JSON Schemas in ``contract/`` are generated from; ``raw`` is the payload's
+    JSON text when the caller has it (parsed as it came, not encoded again)."""
+    from pydantic import ValidationError
+
+    from rackwatch.events import parse_event
 
     if not isinstance(payload, dict):
         return "the payload is not a JSON object"
     if payload.get("type") != leaf:
         return f"type {payload.get('type')!r} on the {leaf} topic"
     try:
-        contract.validate(payload, leaf)
+        parse_event(raw if raw is not None else payload)
     except ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "payload"
-        return f"{where}: {exc.message}"[:1000]
+        first = exc.errors()[0]
+        # The first place is the event type pydantic picked (the ``type`` field, already checked): not news.
+        where = "/".join(str(p) for p in first["loc"][1:] if first["loc"]) or "payload"
+        return f"{where}: {first['msg']}"[:1000]
     if payload["rack"] != rack:
         return f"rack {payload['rack']!r} published on rack {rack!r}'s topic"
     return None
@@ -477,9 +519,69 @@ def _is(column, value):
     return case((column == value, 1), else_=0)
 
 
-def _add(db: Session, table, **values: Any) -> None:
-    """Insert one row with a plain (Core) INSERT: several times cheaper than the ORM's unit of work per event."""
-    db.connection().execute(table.__table__.insert(), [values])
+@dataclass
+class _Checked:
+    """A message that passed the checks: a rack's event, decoded, ready to store."""
+    rack: str
+    leaf: str
+    payload: dict[str, Any]
+    when: datetime
+    message: Message
+
+
+class _RackRow:
+    """A rack's row as plain attributes (what ``rack_snapshot`` and the handlers read), remembering which columns
+    changed: only those are written back, so two dashboard processes do not undo each other's changes."""
+
+    def __init__(self, values) -> None:
+        self.__dict__.update(values)
+        self.__dict__["changed"] = set()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get(name) != value:
+            self.changed.add(name)
+        self.__dict__[name] = value
+
+
+def _write_racks(db: Session, rows) -> None:
+    """Write the changed columns of the racks' rows back: one executemany UPDATE per set of changed columns."""
+    from sqlalchemy import bindparam
+
+    racks = Rack.__table__
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.changed:
+            columns = tuple(sorted(row.changed))
+            groups.setdefault(columns, []).append({"_rack": row.rack, **{c: getattr(row, c) for c in columns}})
+    for columns, params in groups.items():
+        statement = (racks.update().where(racks.c.rack == bindparam("_rack"))
+                     .values({c: bindparam(c) for c in columns}))
+        db.connection().execute(statement, params)
+
+
+@dataclass
+class _Batch:
+    """What one ``ingest`` call gathers: its result, the racks' rows, the rows to insert together per table, and
+    the caves counted per (rack, set) so far."""
+    result: IngestResult = field(default_factory=IngestResult)
+    racks: dict[str, _RackRow] = field(default_factory=dict)
+    rows: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
+    caves: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, table, **values: Any) -> None:
+        """A row to insert with the batch's other rows of ``table`` (one executemany per table)."""
+        self.rows.setdefault(table, []).append(values)
+
+
+def _insert_many_ignore(db: Session, table, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert rows whose primary key is free (one statement for the lot); returns the keys that went in."""
+    if db.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    key = next(iter(table.__table__.primary_key.columns))
+    statement = insert(table.__table__).on_conflict_do_nothing(index_elements=[key.name]).returning(key)
+    return set(db.connection().execute(statement, rows).scalars())
 
 
 def _insert_ignore(db: Session, table, values: dict[str, Any], key: str | None = None) -> bool:

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from . import auth
-from .alerts import KIND_TITLES
-from .board import Board, tile_view
+from .alerts import KIND_TITLES, loss_lines
+from .board import Board, sse_frame, tile_view
 from .store import Store
 
 HERE = Path(__file__).parent
@@ -156,20 +155,32 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
     def board_page(request: Request, ctx: Context = Depends(signed_in)):
         return page(request, "board.html", ctx, tiles=board.tiles(), alerts=store.alerts(open_only=True, limit=50))
 
-    @app.get("/stream", response_class=EventSourceResponse)
+    @app.get("/stream")
     async def stream(ctx: Context = Depends(signed_in)):
-        queue = board.subscribe()
-        try:
-            # A browser (re)connecting gets the whole board first.
-            yield ServerSentEvent(event="tiles", raw_data=board.tiles_message(board.snapshots, render_tile))
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                kind, data = item
-                yield ServerSentEvent(event=kind, raw_data=data)
-        finally:
-            board.unsubscribe(queue)
+        """Server-sent events: the board's updates as the bytes the board encoded once for every browser (no
+        per-browser encoding), and a comment every 15 s so that proxies keep a quiet stream open."""
+        import asyncio
+
+        async def updates():
+            queue = board.subscribe()
+            try:
+                # A browser (re)connecting gets the whole board first.
+                yield sse_frame("tiles", board.tiles_message(board.snapshots, render_tile) or '{"tiles": []}')
+                while True:
+                    try:   # (asyncio.timeout, not wait_for: no task made per update and stream)
+                        async with asyncio.timeout(15):
+                            item = await queue.get()
+                    except TimeoutError:
+                        yield b": ping\n\n"
+                        continue
+                    if item is None:
+                        return
+                    yield item[1]
+            finally:
+                board.unsubscribe(queue)
+
+        return StreamingResponse(updates(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # -- alerts -------------------------------------------------------------------------------------------------
 
@@ -247,7 +258,7 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
     @app.get("/health", response_class=HTMLResponse)
     def health_page(request: Request, ctx: Context = Depends(signed_in)):
         invalid_count, invalid = store.invalid_messages()
-        racks = [(r, tile_view(r, board.rules)) for r in store.racks()]
+        racks = [(r, tile_view(r, board.rules), loss_lines(r["health"])) for r in store.racks()]
         return page(request, "health.html", ctx, racks=racks, invalid_count=invalid_count, invalid=invalid,
                     ingester=ingester)
 
