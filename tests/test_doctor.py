@@ -102,7 +102,6 @@ def test_a_missing_and_a_corrupt_model_are_problems_with_what_to_do(tmp_path):
 
 
 def test_a_recording_in_place_of_the_camera_is_checked_with_its_aim(tmp_path):
-    pytest.importorskip("cv2")
     result = doctor("--check", "model", "--check", "camera", "--check", "aim", "--json",
                     "--source", FOOTAGE / "khammingfatt" / "Correct_Demo.mp4")
     report = json.loads(result.stdout)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import real_parts
 from conftest import FOOTAGE
 from mqtt_broker import Subscriber, assert_contract, sample_health, sample_rep, sample_state, wait_until
 from rackwatch.mqtt import LinkSettings, RackLink
@@ -33,11 +34,9 @@ class SmallDisk:
         path.mkdir(parents=True)
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
                               capture_output=True, text=True)
-        if done.returncode != 0:
-            reason = f"cannot mount a small tmpfs here ({done.stderr.strip() or done.returncode}); run as root"
-            if os.environ.get("CI") == "true":
-                pytest.fail(reason)
-            pytest.skip(reason)
+        real_parts.require(done.returncode == 0,
+                           f"a small tmpfs cannot be mounted here ({done.stderr.strip() or done.returncode})",
+                           "run the tests as root (CI does), so that they can mount one")
         self.filler = path / "filler"
 
     def fill(self) -> None:
