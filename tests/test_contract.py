@@ -60,7 +60,7 @@ def test_the_committed_schemas_are_what_the_types_generate():
 KEYWORDS = {"$schema", "$id", "$ref", "$defs", "title", "description", "default", "type", "enum", "const",
             "properties", "required", "additionalProperties", "items", "anyOf", "oneOf", "allOf", "not", "if", "then",
             "else", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-            "pattern", "format"}
+            "pattern", "format", "propertyNames"}
 
 
 @pytest.mark.parametrize("name", contract.SCHEMAS)

@@ -256,11 +256,14 @@ def format_report(video: str, result) -> str:
             for side in ("left", "right"):
                 v = rep.valgus.leg(side)
                 where = v.peak_phase[:3] if v and v.cave > 0 else ""
-                legs.append("-" if v is None else f"{v.severity:<8} {v.cave:+.2f} {where}")
+                legs.append(f"({rep.valgus.unjudged.get(side, 'free leg')})" if v is None
+                            else f"{v.severity:<8} {v.cave:+.2f} {where}")
             lines.append(f"{rep.rep:4d}  {rep.t_bottom:5.1f}s  {rep.depth:5.2f}  {rep.descent_s:6.1f}s "
                          f"{rep.ascent_s:6.1f}s  {legs[0]:<20} {legs[1]:<20} {rep.verdict}")
             if rep.unjudged_reason:
                 lines.append(f"      {rep.unjudged_reason}")
+            else:
+                lines += [f"      {side} knee not judged: {rep.valgus.why_unjudged(side)}" for side in rep.valgus.unjudged]
         lines.append("")
         lines.append("knee cave: how far the knee moved inside the ankle, in leg lengths (+ = inward), "
                      "and where it peaked (des/bot/asc)")
@@ -338,6 +341,12 @@ def format_eval(scores, summary) -> str:
     for leg, t in summary["cave"].items():
         lines.append(f"| {leg} | {t['tp']} | {t['fp']} | {t['fn']} | {t['tn']} | {t['unjudged']} | "
                      f"{_pct(t['precision'])} | {_pct(t['recall'])} | {_pct(t['f1'])} |")
+    unjudged = [(s.clip, u) for s in scores for u in s.unjudged]
+    if unjudged:
+        lines += ["", "Legs not judged, and why:", "", "| clip | rep | bottom | leg | label | reason |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {clip} | {u['rep']} | {u['t_bottom']:.1f} s | {u['leg']} | {u['label'] or '-'} | {u['reason']} |"
+                  for clip, u in unjudged]
     return "\n".join(lines)
 
 

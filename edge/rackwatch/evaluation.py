@@ -58,6 +58,8 @@ class ClipScore:
     reps_found: int
     reps_matched: int
     cave: dict[str, Tally] = field(default_factory=lambda: {leg: Tally() for leg in LEGS})
+    unjudged: list[dict] = field(default_factory=list)
+    """Every leg of a found rep that rackwatch declined to judge: rep, t_bottom, leg, reason, and the label."""
     error: str | None = None
 
     @property
@@ -68,7 +70,7 @@ class ClipScore:
         return {"clip": self.clip, "view": self.view, "exercise": self.exercise,
                 "reps_labelled": self.reps_labelled, "reps_found": self.reps_found,
                 "reps_matched": self.reps_matched, "count_exact": self.count_exact, "error": self.error,
-                "cave": {leg: t.as_dict() for leg, t in self.cave.items()}}
+                "cave": {leg: t.as_dict() for leg, t in self.cave.items()}, "unjudged": self.unjudged}
 
 
 def score_clip(label: dict, rep_events: list[RepEvent], match_window_s: float = 0.6) -> ClipScore:
@@ -76,6 +78,7 @@ def score_clip(label: dict, rep_events: list[RepEvent], match_window_s: float = 
     score = ClipScore(clip=label["clip"], view=label["view"], exercise=label["exercise"],
                       reps_labelled=len(label["reps"]), reps_found=len(rep_events), reps_matched=0)
     unused = list(rep_events)
+    truth_of: dict[int, dict] = {}
     for labelled in label["reps"]:
         t = labelled["bottom"] / fps
         near = [e for e in unused if abs(e.t_bottom - t) <= match_window_s]
@@ -83,6 +86,7 @@ def score_clip(label: dict, rep_events: list[RepEvent], match_window_s: float = 
             continue
         found = min(near, key=lambda e: abs(e.t_bottom - t))
         unused.remove(found)
+        truth_of[id(found)] = labelled
         score.reps_matched += 1
         for leg in LEGS:
             truth = labelled.get(f"valgus_{leg}")
@@ -103,6 +107,11 @@ def score_clip(label: dict, rep_events: list[RepEvent], match_window_s: float = 
                 tally.fp += 1
             else:
                 tally.tn += 1
+    for event in rep_events:
+        for leg, why in event.valgus.unjudged.items():
+            labelled = truth_of.get(id(event), {})
+            score.unjudged.append({"rep": event.rep, "t_bottom": event.t_bottom, "leg": leg, "reason": why,
+                                   "label": labelled.get(f"valgus_{leg}")})
     return score
 
 

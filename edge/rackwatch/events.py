@@ -51,6 +51,17 @@ Units = Literal["kg", "lb"]
 Phase = Literal["standing", "descent", "bottom", "ascent"]
 Verdict = Literal["clean", "note", "cave", "unjudged"]
 CommandName = Literal["load", "one_rm", "units", "exercise", "identify"]
+UnjudgedWhy = Literal["side_view", "turned", "leg_hidden", "feet_hidden"]
+
+#: Why a leg that should have been judged was not, in words for the lifter, the coach and the installer.
+UNJUDGED_WHY: dict[str, str] = {
+    "side_view": "the camera sees the lifter too far from the side; mount it square to the front of the rack",
+    "turned": "the lifter was turned away from the camera on this rep (knees and hips moved sideways in "
+              "opposite directions); face the camera square",
+    "leg_hidden": "this leg was hidden or not seen clearly enough during the rep",
+    "feet_hidden": "this foot was out of view or not seen clearly enough during the rep; the feet must be in the "
+                   "picture",
+}
 
 #: What the wire's ``time`` looks like (the rack writes milliseconds and ``Z``; others may write an offset).
 TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
@@ -142,6 +153,12 @@ class Event(Wire):
         return self.model_copy(update={"rack": rack})
 
 
+def _optional_fields(schema: dict[str, Any]) -> None:
+    """Leave out of ``required`` the properties marked ``optional`` (fields older racks may not send)."""
+    optional = [name for name, prop in schema["properties"].items() if prop.pop("optional", False)]
+    schema["required"] = [name for name in schema.get("required", []) if name not in optional]
+
+
 class LegValgus(Wire):
     """One judged leg of a rep."""
 
@@ -161,11 +178,19 @@ class LegValgus(Wire):
 
 
 class Valgus(Wire):
-    """Both legs of a rep; ``None`` for a leg that was not judged (the free leg of a single-leg squat, or a
-    camera too far to the side)."""
+    """Both legs of a rep; ``None`` for a leg that was not judged: the free leg of a single-leg squat, or a leg
+    that could not be judged, whose reason is then in ``unjudged``."""
+
+    model_config = ConfigDict(json_schema_extra=_optional_fields)
 
     left: LegValgus | None
     right: LegValgus | None
+    unjudged: dict[Leg, UnjudgedWhy] = Field(
+        default_factory=dict,
+        description="Each leg that should have been judged but could not be, and why: side_view (camera too far "
+                    "to the side), turned (the lifter turned away on this rep), leg_hidden, feet_hidden. (Added in "
+                    "schema 1; may be absent from older racks.)",
+        json_schema_extra={"optional": True})
 
     def leg(self, side: str) -> LegValgus | None:
         """The leg called ``side`` (``left`` or ``right``)."""
@@ -175,11 +200,10 @@ class Valgus(Wire):
         """The legs that were judged, left first."""
         return [v for v in (self.left, self.right) if v is not None]
 
-
-def _optional_fields(schema: dict[str, Any]) -> None:
-    """Leave out of ``required`` the properties marked ``optional`` (fields older racks may not send)."""
-    optional = [name for name, prop in schema["properties"].items() if prop.pop("optional", False)]
-    schema["required"] = [name for name in schema.get("required", []) if name not in optional]
+    def why_unjudged(self, side: str) -> str | None:
+        """In words, why the leg called ``side`` could not be judged; ``None`` if it was (or was not meant to be)."""
+        code = self.unjudged.get(side)
+        return UNJUDGED_WHY[code] if code else None
 
 
 class RepEvent(Event):

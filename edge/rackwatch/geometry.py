@@ -36,6 +36,10 @@ class Leg(NamedTuple):
     """Hip to ankle, straight."""
     shank_px: float
     """Knee to ankle."""
+    confidence: float
+    """The model's score for the less certain of hip and knee (0..1)."""
+    foot_confidence: float
+    """The model's score for the ankle (0..1): a foot out of the picture is guessed with a low score."""
 
 
 class Frame(NamedTuple):
@@ -74,7 +78,7 @@ def fppa(hip: Point, knee: Point, ankle: Point, medial: float) -> float:
     return math.degrees(math.atan2(tx * sy - ty * sx, tx * sx + ty * sy)) * medial
 
 
-def _leg(joints: dict[str, Point], side: str, medial: float | None) -> Leg | None:
+def _leg(joints: dict[str, Point], score: list, side: str, medial: float | None) -> Leg | None:
     hip, knee, ankle = joints.get(f"{side}_hip"), joints.get(f"{side}_knee"), joints.get(f"{side}_ankle")
     if hip is None or knee is None or ankle is None or medial is None:
         return None
@@ -87,7 +91,9 @@ def _leg(joints: dict[str, Point], side: str, medial: float | None) -> Leg | Non
     knee_offset = ((knee[0] - hip[0]) * nx + (knee[1] - hip[1]) * ny) / length * medial
     return Leg(hip=hip, knee=knee, ankle=ankle, fppa_deg=fppa(hip, knee, ankle, medial),
                knee_medial_px=knee_offset, knee_over_ankle_px=(knee[0] - ankle[0]) * medial,
-               length_px=length, shank_px=math.hypot(ankle[0] - knee[0], ankle[1] - knee[1]))
+               length_px=length, shank_px=math.hypot(ankle[0] - knee[0], ankle[1] - knee[1]),
+               confidence=min(score[KP[f"{side}_hip"]], score[KP[f"{side}_knee"]]),
+               foot_confidence=score[KP[f"{side}_ankle"]])
 
 
 def _gap(a: Point | None, b: Point | None) -> float | None:
@@ -131,8 +137,8 @@ def measure_points(xy: list, score: list, min_score: float = DEFAULT_MIN_SCORE) 
     ankle_gap = _gap(left_ankle, right_ankle)
     hip_gap = _gap(left_hip, right_hip)
     shoulder_gap = _gap(joints.get("left_shoulder"), joints.get("right_shoulder"))
-    return Frame(left=_leg(joints, "left", medial_left),
-                 right=_leg(joints, "right", None if medial_left is None else -medial_left),
+    return Frame(left=_leg(joints, score, "left", medial_left),
+                 right=_leg(joints, score, "right", None if medial_left is None else -medial_left),
                  hip_center=hip_center,
                  knee_ankle_ratio=_ratio(knee_gap, ankle_gap), knee_hip_ratio=_ratio(knee_gap, hip_gap),
                  stance_ratio=_ratio(ankle_gap, shoulder_gap), hip_tilt_deg=tilt,

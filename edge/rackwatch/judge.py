@@ -22,13 +22,15 @@ at full precision; they are rounded only when serialised.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from . import events
-from .events import LEGS, SEVERITIES, Advice, LegValgus, RepEvent, SetEvent, Valgus, severity_rank
+from .events import (LEGS, SEVERITIES, UNJUDGED_WHY, Advice, LegValgus, RepEvent, SetEvent, Valgus,
+                     severity_rank)
 from .load import LifterSettings
 from .reps import Rep
 from .settings import Settings
@@ -41,8 +43,16 @@ class JudgeSettings(Settings):
     """Knee cave (leg lengths) from which a rep is marked ``minor``."""
     moderate_cave: float = Field(0.07, ge=0, le=1)
     severe_cave: float = Field(0.12, ge=0, le=1)
-    min_view_width: float = Field(0.18, ge=0, le=10)
+    min_view_width: float = Field(0.12, ge=0, le=10)
     """Standing hip width ÷ hip height below this means the camera looks at the lifter too far from the side."""
+    max_turn_shift: float = Field(0.05, gt=0, le=1)
+    """At the bottom of a rep, knees and hips that both move sideways by more than this (leg lengths), in opposite
+    directions, mean the lifter is turned to the camera (knees forward and hips back, seen at an angle): the rep's
+    knees are not judged."""
+    min_leg_seen: float = Field(0.75, ge=0, le=1)
+    """A leg is judged only if its hip, knee and ankle were all seen in at least this share of the rep's frames..."""
+    min_leg_confidence: float = Field(0.5, ge=0, le=1)
+    """...with the model's median score for them at least this."""
     near_max_percent: float = Field(90.0, gt=0, le=150)
     working_max_percent: float = Field(85.0, gt=0, le=150)
     wide_stance_ratio: float = Field(1.9, gt=0, le=10)
@@ -90,18 +100,45 @@ class LegMeasure:
     medial_shift: float | None
 
 
-def measure_leg(rep: Rep, side: str) -> LegMeasure | None:
-    """The valgus numbers of one leg over one rep, before any judgement; ``None`` if the leg was not seen."""
+def turn_shifts(rep: Rep) -> list[float]:
+    """Per frame of a two-legged rep, the sideways knee shift that comes from seeing the squat at an angle.
+
+    In a squat the knees travel forward and the hips back. Seen square from the front, neither shows sideways;
+    seen at an angle, both knees slide the same way across the picture (relative to the feet) and the hips the
+    other way, so one knee looks caved and the other pushed out. A real cave moves the knees toward each other,
+    and a weight shift moves knees and hips the same way; so the part of the knees' common sideways shift that
+    the hips mirror is taken for the view, and removed (:func:`measure_leg`). Shifts are in leg lengths, +
+    toward the lifter's left; 0 where a knee or the hips are not seen.
+    """
+    out = []
+    for sample in rep.samples:
+        left, right, hips = sample.legs["left"], sample.legs["right"], sample.hip_shift
+        if left is None or right is None or hips is None:
+            out.append(0.0)
+            continue
+        # knee_inside_ankle is + toward the midline: toward the lifter's right for the left knee, left for the right.
+        knees = (right.knee_inside_ankle - left.knee_inside_ankle) / 2
+        out.append(math.copysign(min(abs(knees), abs(hips)), knees) if knees * hips < 0 else 0.0)
+    return out
+
+
+def measure_leg(rep: Rep, side: str, turn: list[float] | None = None) -> LegMeasure | None:
+    """The valgus numbers of one leg over one rep, before any judgement; ``None`` if the leg was not seen.
+
+    ``turn`` (from :func:`turn_shifts`) is removed from the knee's position first, for a two-legged squat.
+    """
     legs = [s.legs[side] for s in rep.samples]
-    peak = _peak([leg.knee_inside_ankle if leg else None for leg in legs])
+    turn = turn or [0.0] * len(legs)
+    toward_left = 1.0 if side == "left" else -1.0   # a shift toward the lifter's left is lateral for the left knee
+    peak = _peak([leg.knee_inside_ankle + toward_left * shift if leg else None for leg, shift in zip(legs, turn)])
     if peak is None:
         return None
     cave, index = peak
     fppa = _peak([leg.fppa_change if leg else None for leg in legs])
-    shift = _peak([leg.medial_shift if leg else None for leg in legs])
+    medial = _peak([leg.medial_shift if leg else None for leg in legs])
     return LegMeasure(cave=cave, peak_phase=rep.phase_of[index], t_peak=rep.samples[index].t,
                       fppa_change_deg=None if fppa is None else fppa[0],
-                      medial_shift=None if shift is None else shift[0])
+                      medial_shift=None if medial is None else medial[0])
 
 
 def grade(cave: float, settings: JudgeSettings) -> str:
@@ -119,14 +156,44 @@ def _shift(severity: str, steps: int) -> str:
     return SEVERITIES[min(max(severity_rank(severity) + steps, 0), len(SEVERITIES) - 1)]
 
 
-OFF_AXIS = ("The camera sees the lifter too far from the side to judge the knees; "
-            "mount it square to the front of the rack.")
-
-
 def view_is_frontal(rep: Rep, settings: JudgeSettings) -> bool:
-    """Whether the camera sees the lifter square enough to judge knee cave at all."""
+    """Whether the camera sees the lifter square enough to judge knee cave at all (from the standing posture)."""
     cal = rep.calibration
     return bool(cal.hip_width) and cal.hip_width / cal.hip_height >= settings.min_view_width
+
+
+def turned_away(rep: Rep, settings: JudgeSettings) -> bool:
+    """Whether the lifter squatted turned to the camera on this rep (see :func:`turn_shifts`).
+
+    Judged per rep, since a lifter may turn between reps: at the bottom, the knees' common sideways shift and the
+    hips' shift point opposite ways and both exceed ``max_turn_shift``.
+    """
+    knees, hips = [], []
+    for sample, phase in zip(rep.samples, rep.phase_of):
+        left, right = sample.legs["left"], sample.legs["right"]
+        if phase != "bottom" or left is None or right is None or sample.hip_shift is None:
+            continue
+        knees.append((right.knee_inside_ankle - left.knee_inside_ankle) / 2)
+        hips.append(sample.hip_shift)
+    if not knees:
+        return False
+    knee, hip = float(np.median(knees)), float(np.median(hips))
+    return knee * hip < 0 and min(abs(knee), abs(hip)) > settings.max_turn_shift
+
+
+def leg_unseen(rep: Rep, side: str, settings: JudgeSettings) -> str | None:
+    """``leg_hidden`` or ``feet_hidden`` when the model did not see this leg well enough over the rep, else ``None``.
+
+    A leg half hidden behind the other (the far leg of a turned lifter) or a foot out of the picture is still
+    given joints by the model, with low scores and wandering positions: a number from it would be a guess.
+    """
+    seen = [s.legs[side] for s in rep.samples if s.legs[side] is not None]
+    share = len(seen) / len(rep.samples)
+    leg = float(np.median([s.confidence for s in seen])) if seen else 0.0
+    foot = float(np.median([s.foot_confidence for s in seen])) if seen else 0.0
+    if share >= settings.min_leg_seen and min(leg, foot) >= settings.min_leg_confidence:
+        return None
+    return "feet_hidden" if foot < leg else "leg_hidden"
 
 
 @dataclass
@@ -153,16 +220,17 @@ class SetJudge:
         if self.lifter.exercise == "single-leg":
             working = self.lifter.working_leg or rep.working_leg() or "left"
             judged_legs = [working]
-        frontal = view_is_frontal(rep, s)
+        view = self.why_unjudged(rep)
+        two_legged = self.lifter.exercise == "squat"
+        turn = turn_shifts(rep) if two_legged and view is None else None
         percent = self.lifter.percent_of_max
-        valgus: dict[str, LegValgus | None] = {}
-        for side in LEGS:
-            numbers = measure_leg(rep, side) if side in judged_legs else None
+        valgus: dict[str, LegValgus | None] = {side: None for side in LEGS}
+        unjudged: dict[str, str] = {}
+        for side in judged_legs:
+            why = view or leg_unseen(rep, side, s)
+            numbers = None if why else measure_leg(rep, side, turn)
             if numbers is None:
-                valgus[side] = None
-                continue
-            if not frontal:
-                valgus[side] = None
+                unjudged[side] = why or "leg_hidden"
                 continue
             measured = grade(numbers.cave, s)
             severity = measured
@@ -189,13 +257,21 @@ class SetJudge:
         event = RepEvent(
             rack=self.rack, set_id=self.set_id, rep=len(self.reps) + 1, exercise=self.lifter.exercise,
             working_leg=working, t_start=rep.t_start, t_bottom=rep.t_bottom, t_end=rep.t_end,
-            load=self.lifter.load_info(), valgus=Valgus(**valgus),
+            load=self.lifter.load_info(), valgus=Valgus(**valgus, unjudged=unjudged),
             severity=severity if judged else None, verdict=verdict if judged else "unjudged", depth=rep.depth,
             descent_s=rep.descent_s, ascent_s=rep.ascent_s, ascent_speed=rep.ascent_speed,
             stance_ratio=rep.calibration.stance_ratio, hip_shift=float(np.median(shifts)) if shifts else None,
-            unjudged_reason=None if frontal else OFF_AXIS)
+            unjudged_reason=None if judged else _reason(unjudged))
         self.reps.append(event)
         return event
+
+    def why_unjudged(self, rep: Rep) -> str | None:
+        """Why no leg of this rep can be judged from where the camera sees it, or ``None`` if they can."""
+        if not view_is_frontal(rep, self.settings):
+            return "side_view"
+        if self.lifter.exercise == "squat" and turned_away(rep, self.settings):
+            return "turned"
+        return None
 
     def summary(self) -> SetEvent | None:
         """The set event, or ``None`` for a set without reps."""
@@ -225,6 +301,7 @@ class SetJudge:
         if shifts and self.lifter.exercise == "squat" and abs(float(np.median(shifts))) > s.hip_shift_limit:
             toward = "left" if np.median(shifts) > 0 else "right"
             remarks.append(f"Hips drift toward the {toward} at the bottom: a sign of tired or weak hip stabilisers.")
+        remarks += _unjudged_remarks(reps)
         if velocity_loss is not None and velocity_loss > s.velocity_loss_limit:
             remarks.append(f"The last rep came up {velocity_loss:.0f}% slower than the first ones: "
                            "fatigue is setting in.")
@@ -242,30 +319,45 @@ class SetJudge:
                         cues=cues, advice=advice)
 
 
+def _unjudged_remarks(reps: list[RepEvent]) -> list[str]:
+    """One remark per reason a leg went unjudged in the set, naming the reps and legs."""
+    where: dict[str, list[str]] = {}
+    for r in reps:
+        for side, code in r.valgus.unjudged.items():
+            where.setdefault(code, []).append(f"{r.rep} ({side})")
+    return [f"Not judged on rep {', '.join(places)}: {UNJUDGED_WHY[code]}." for code, places in where.items()]
+
+
+def _reason(unjudged: dict[str, str]) -> str:
+    """One sentence for a rep with no judged leg."""
+    texts = list(dict.fromkeys(UNJUDGED_WHY[code] for code in unjudged.values()))
+    text = "; ".join(texts) if texts else "no leg was seen well enough to judge"
+    return f"Knees not judged: {text}."
+
+
 def _weaker_side(reps: list[RepEvent], margin: float) -> str | None:
     """The leg that caves clearly more over the set, if any."""
-    means = {}
-    for side in LEGS:
-        caves = [r.valgus.leg(side).cave for r in reps if r.valgus.leg(side)]
-        if caves:
-            means[side] = float(np.mean(caves))
-    if len(means) < 2:
+    both = [r for r in reps if r.valgus.left and r.valgus.right]   # compare the legs on the same reps only
+    if not both:
         return None
+    means = {side: float(np.mean([r.valgus.leg(side).cave for r in both])) for side in LEGS}
     side = max(means, key=means.get)
     other = "left" if side == "right" else "right"
-    caves_often = sum(1 for r in reps if r.valgus.leg(side) and r.valgus.leg(side).measured != "none")
+    caves_often = sum(1 for r in both if r.valgus.leg(side).measured != "none")
     return side if means[side] - means[other] > margin and caves_often >= 1 else None
 
 
 def _advice(reps: list[RepEvent], lifter: LifterSettings, settings: JudgeSettings) -> Advice:
+    """Advice on the load, drawn only from the reps whose knees were judged."""
     verdicts = [r.verdict for r in reps]
+    judged = [v for v in verdicts if v != "unjudged"]
     severe = any(r.severity == "severe" for r in reps)
     caves = verdicts.count("cave")
     value, step, units = lifter.load, lifter.plate_step, lifter.units
-    if caves == 0 and verdicts.count("note") == 0 and "unjudged" not in verdicts:
-        next_load = None if value is None else value + step
-        text = f"Every rep clean. After three clean sets at this load, add {step:g}-{2 * step:g} {units} next time."
-        return Advice(action="add", next_load=next_load, text=text)
+    if not judged:
+        return Advice(action="hold", next_load=value,
+                      text="The knees could not be judged on any rep, so there is no advice on the load: see why "
+                           "in the set's remarks.")
     if severe or caves >= settings.deload_after_caves:
         keep = 1 - settings.deload_percent / 100
         next_load = None if value is None else max(0.0, round(value * keep / step) * step)
@@ -274,5 +366,13 @@ def _advice(reps: list[RepEvent], lifter: LifterSettings, settings: JudgeSetting
         return Advice(action="reduce", next_load=next_load,
                       text=f"The knees caved badly or {often}: drop about {settings.deload_percent:g}% and rebuild "
                            "clean reps before adding weight.")
-    return Advice(action="hold", next_load=value,
-                  text="The knees wobbled: stay at this load until every rep of every set is clean.")
+    if caves or "note" in judged:
+        return Advice(action="hold", next_load=value,
+                      text="The knees wobbled: stay at this load until every rep of every set is clean.")
+    if len(judged) < len(verdicts):
+        return Advice(action="hold", next_load=value,
+                      text=f"The {len(judged)} judged reps were clean, but {len(verdicts) - len(judged)} could not "
+                           "be judged: stay at this load until a whole set is seen clean.")
+    next_load = None if value is None else value + step
+    text = f"Every rep clean. After three clean sets at this load, add {step:g}-{2 * step:g} {units} next time."
+    return Advice(action="add", next_load=next_load, text=text)

@@ -133,6 +133,10 @@ class LegSample(NamedTuple):
     fppa_change: float
     ankle: tuple[float, float]
     """Where the ankle is, in leg lengths from the image origin (to see which foot stays planted)."""
+    confidence: float
+    """The model's score for the less certain of hip and knee."""
+    foot_confidence: float
+    """The model's score for the ankle."""
 
 
 class Sample(NamedTuple):
@@ -533,7 +537,8 @@ def _sample(t: float, depth: float, frame: geometry.Frame, cal: Calibration) -> 
             medial_shift=(leg.knee_medial_px - cal.knee_medial[side]) / length,
             knee_inside_ankle=(leg.knee_over_ankle_px - cal.knee_over_ankle[side]) / length,
             fppa_change=leg.fppa_deg - cal.fppa[side],
-            ankle=(leg.ankle[0] / length, leg.ankle[1] / length))
+            ankle=(leg.ankle[0] / length, leg.ankle[1] / length),
+            confidence=leg.confidence, foot_confidence=leg.foot_confidence)
     shift = None
     if frame.hip_over_feet_px is not None and cal.hip_over_feet is not None:
         shift = (frame.hip_over_feet_px - cal.hip_over_feet) / cal.hip_height
