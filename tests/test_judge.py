@@ -4,6 +4,7 @@ import pytest
 
 from rackwatch.judge import JudgeSettings, SetJudge, grade
 from rackwatch.load import LifterSettings
+from rackwatch.pose import KP, Pose
 
 from conftest import standing_pose
 from test_reps import run, squat, stand
@@ -137,3 +138,83 @@ def test_the_judge_keeps_full_precision_and_only_the_wire_is_rounded(moderate_re
     summary = judge.summary()
     assert summary.reps == 3 and summary.worst_rep == 1   # the same cave three times: the first is the worst
     assert summary.to_wire()["load"]["percent_1rm"] == 60.0
+
+
+# -- what can be judged ------------------------------------------------------------------------------------------
+
+def _moved(poses, knees_px=0.0, hips_px=0.0, scores=None):
+    """The same poses with knees and hips moved sideways in proportion to depth (+ = image right), and scores."""
+    out = []
+    for pose in poses:
+        xy, score = pose.xy.copy(), pose.score.copy()
+        share = (900.0 - xy[KP["left_hip"], 1]) / 400.0   # standing_pose: hips 400 px above the ankles at rest
+        share = (1 - share) / 0.5                          # 0 standing, 1 at the bottom of squat()
+        for side in ("left", "right"):
+            xy[KP[f"{side}_knee"], 0] += knees_px * share
+            xy[KP[f"{side}_hip"], 0] += hips_px * share
+        for name, value in (scores or {}).items():
+            score[KP[name]] = value
+        out.append(Pose(xy=xy, score=score))
+    return out
+
+
+def _rep(poses):
+    (rep,) = run(poses)
+    return SetJudge(rack=None).judge(rep)
+
+
+def test_a_lifter_turned_to_the_camera_is_not_judged():
+    # Seen at an angle, both knees slide one way across the picture as they go forward, the hips the other way.
+    event = _rep(stand(1) + _moved(squat(), knees_px=50, hips_px=-50) + stand(1))
+    assert event.verdict == "unjudged" and event.severity is None
+    assert event.valgus.left is None and event.valgus.right is None
+    assert event.valgus.unjudged == {"left": "turned", "right": "turned"}
+    assert "turned" in event.unjudged_reason
+
+
+def test_a_slight_angle_is_taken_out_of_the_knees_not_read_as_a_cave():
+    plain = _rep(stand(1) + squat() + stand(1))
+    angled = _rep(stand(1) + _moved(squat(), knees_px=12, hips_px=-12) + stand(1))
+    assert not angled.valgus.unjudged
+    for leg in ("left", "right"):
+        assert angled.valgus.leg(leg).cave == pytest.approx(plain.valgus.leg(leg).cave, abs=0.005)
+
+
+def test_a_weight_shift_is_not_mistaken_for_an_angle():
+    # Knees and hips moving the same way is the lifter shifting over one foot: the knees are judged as they are,
+    # so the knee that moved toward the midline reads caved.
+    event = _rep(stand(1) + _moved(squat(), knees_px=40, hips_px=40) + stand(1))
+    assert not event.valgus.unjudged
+    assert event.valgus.right.cave > 0.07 and event.valgus.left.cave < 0   # right knee: image left side
+
+
+@pytest.mark.parametrize("joint, score, why", [("right_knee", 0.1, "leg_hidden"), ("right_knee", 0.4, "leg_hidden"),
+                                               ("right_ankle", 0.4, "feet_hidden")])
+def test_a_leg_not_seen_well_is_not_judged_and_says_why(joint, score, why):
+    event = _rep(stand(1) + _moved(squat(), scores={joint: score}) + stand(1))
+    assert event.valgus.right is None and event.valgus.unjudged == {"right": why}
+    assert event.valgus.left is not None and event.verdict == "clean"
+    assert event.valgus.why_unjudged("right")
+
+
+def test_no_advice_is_drawn_from_reps_that_were_not_judged():
+    judge = SetJudge(rack=None, lifter=LifterSettings(load=100, one_rm=140))
+    for _ in range(3):
+        (rep,) = run(stand(1) + _moved(squat(), knees_px=50, hips_px=-50) + stand(1))
+        judge.judge(rep)
+    summary = judge.summary()
+    assert summary.clean_reps == 0 and summary.advice.action == "hold" and summary.advice.next_load == 100
+    assert "wobbled" not in summary.advice.text and "could not be judged" in summary.advice.text
+    assert any("Not judged on rep 1 (left)" in r for r in summary.remarks)
+    assert not summary.cues and summary.weaker_side is None
+
+
+def test_clean_judged_reps_beside_unjudged_ones_hold_the_load():
+    judge = SetJudge(rack=None, lifter=LifterSettings(load=100, one_rm=140))
+    judge.judge(one_rep())
+    judge.judge(one_rep())
+    (hidden_rep,) = run(stand(1) + _moved(squat(), scores={"left_knee": 0.4, "right_knee": 0.4}) + stand(1))
+    judge.judge(hidden_rep)
+    summary = judge.summary()
+    assert summary.clean_reps == 2 and summary.advice.action == "hold"
+    assert "2 judged reps were clean" in summary.advice.text
