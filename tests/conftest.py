@@ -58,6 +58,28 @@ def interpreter():
     return load_interpreter(find_model())
 
 
+@pytest.fixture(scope="session")
+def analysed_at(interpreter, footage_dir):
+    """``get(clip, fps=None)``: a labelled clip analysed by the real model, at its own rate or thinned to ``fps``
+    (as ``rackwatch analyze --fps``), once per session; returns the result and every frame's ``(t, pose,
+    height)`` so that a test can replay the poses through the analysis without the model."""
+    from rackwatch.load import LifterSettings
+    from rackwatch.recording import analyze_recording
+
+    cache = {}
+
+    def get(clip: dict, fps: float | None = None):
+        key = (clip["clip"], fps)
+        if key not in cache:
+            poses = []
+            result = analyze_recording(footage_dir / clip["clip"], interpreter, fps=fps,
+                                       lifter=LifterSettings(exercise=clip["exercise"]),
+                                       on_frame=lambda f, p, e: poses.append((f.t, p, f.image.shape[0])))
+            cache[key] = (result, poses)
+        return cache[key]
+    return get
+
+
 def standing_pose(*, hip_height: float = 400.0, knee_in: float = 0.0, depth: float = 0.0, x: float = 500.0,
                   stance: float = 120.0, shoulder_drop: float = 0.0, score: float = 0.9) -> Pose:
     """A front-view lifter drawn by numbers (pixels; image y points down).

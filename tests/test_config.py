@@ -93,7 +93,7 @@ BAD = [
     ("[analysis.reps]\nstart_depth = 0.05\n", ["[analysis.reps]", "end_depth < start_depth <= min_depth"]),
     ("[analysis.reps]\nmin_depth = 1.2\n", ["[analysis.reps] min_depth", "less than 1"]),
     ("[analysis.reps]\nupright_ratio = 3.0\n", ["[analysis.reps]", "upright_ratio < max_height_to_shank"]),
-    ("[analysis.reps]\nsteady_frames = 5.0\n", ["[analysis.reps] steady_frames", "whole number"]),
+    ("[analysis.judge]\ndeload_after_caves = 2.5\n", ["[analysis.judge] deload_after_caves", "whole number"]),
     ("[analysis.reps]\nstart_depht = 0.1\n", ["[analysis.reps] has no setting 'start_depht'", "start_depth"]),
     ("[analysis.smoothing]\nmin_cutoff_hz = 0\n", ["[analysis.smoothing] min_cutoff_hz", "more than 0"]),
     # the panel

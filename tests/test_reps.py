@@ -1,32 +1,39 @@
 """The rep tracker on synthetic lifters: every case a gym throws at it, with a known right answer."""
 
 import numpy as np
+import pytest
 
 from rackwatch import geometry
 from rackwatch.pose import KP, Pose
-from rackwatch.reps import RepTracker
+from rackwatch.reps import RepSettings, RepTracker
 
 from conftest import standing_pose
 
 FPS = 30
 
 
-def stand(seconds, **kw):
-    return [standing_pose(**kw)] * int(seconds * FPS)
+def stand(seconds, fps=FPS, **kw):
+    return [standing_pose(**kw)] * int(seconds * fps)
 
 
-def squat(depth=0.5, down=1.0, up=1.0, **kw):
-    descent = [standing_pose(depth=d, **kw) for d in np.linspace(0, depth, int(down * FPS))]
-    ascent = [standing_pose(depth=d, **kw) for d in np.linspace(depth, 0, int(up * FPS))]
+def squat(depth=0.5, down=1.0, up=1.0, fps=FPS, **kw):
+    descent = [standing_pose(depth=d, **kw) for d in np.linspace(0, depth, int(down * fps))]
+    ascent = [standing_pose(depth=d, **kw) for d in np.linspace(depth, 0, int(up * fps))]
     return descent + ascent
 
 
-def run(poses):
-    tracker = RepTracker()
+def run(poses, fps=FPS, settings=RepSettings()):
+    tracker = RepTracker(settings)
     reps = []
     for i, pose in enumerate(poses):
-        reps += tracker.update(i / FPS, geometry.measure(pose))
+        reps += tracker.update(i / fps, geometry.measure(pose))
     return reps + tracker.finish()
+
+
+def noisy(poses, px=1.5, seed=0):
+    """The model's jitter: every joint moved by a few pixels, independently in every frame."""
+    rng = np.random.default_rng(seed)
+    return [Pose(xy=p.xy + rng.normal(0, px, p.xy.shape).astype(np.float32), score=p.score) for p in poses]
 
 
 def hidden(pose: Pose) -> Pose:
@@ -182,3 +189,72 @@ def test_live_phase_goes_standing_descent_bottom_ascent_standing():
         if not phases or phases[-1] != tracker.phase:
             phases.append(tracker.phase)
     assert phases == ["standing", "descent", "bottom", "ascent", "standing"]
+
+
+# -- the rack's frame rate: the same reps at 8-10 fps as at 30 ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fps", [30, 25, 10, 9, 8])
+def test_counts_and_bottoms_hold_at_the_racks_frame_rate(fps):
+    # Five reps of varied pace and depth, the last one quick (0.4 s down, 0.4 s up), with the model's jitter.
+    poses, bottoms = stand(1, fps), []
+    for depth, down, up in [(0.5, 1.0, 1.0), (0.3, 0.8, 0.6), (0.6, 1.5, 1.2), (0.25, 0.5, 0.5), (0.45, 0.4, 0.4)]:
+        bottoms.append((len(poses) + int(down * fps) - 1) / fps)   # the descent's last frame is the deepest
+        poses += squat(depth, down, up, fps) + stand(0.3, fps)
+    reps = run(noisy(poses + stand(1, fps)), fps)
+    assert len(reps) == 5
+    # Within a frame of the lifter's deepest moment, plus half the median's span (its lag), at any rate.
+    assert [r.t_bottom for r in reps] == pytest.approx(bottoms, abs=1 / fps + RepSettings().steady_s / 2 + 0.02)
+
+
+@pytest.mark.parametrize("fps", [30, 10, 8])
+def test_a_rep_ends_at_the_first_frame_back_up_whatever_the_frame_rate(fps):
+    # The median that steadies the hip height spans a time, not a number of frames: at 10 fps five frames
+    # would be half a second, and the rep would end 0.2 s after the lifter stood up. It lags by half its span.
+    poses = stand(1, fps) + squat(fps=fps) + stand(1, fps)
+    (rep,) = run(poses, fps)
+    end_depth = RepSettings().end_depth
+    first_up = next(i for i in range(int(2 * fps), len(poses)) if 1 - _height(poses[i]) / 400 < end_depth) / fps
+    assert first_up <= rep.t_end <= first_up + RepSettings().steady_s / 2 + 1 / fps + 1e-9
+
+
+def _height(pose):
+    return pose.xy[KP["left_ankle"], 1] - (pose.xy[KP["left_hip"], 1] + pose.xy[KP["right_hip"], 1]) / 2
+
+
+def test_a_one_frame_glitch_of_the_model_does_not_start_or_split_a_rep_at_30_fps():
+    # Standing, the model puts the hips a third of the way down for one frame; and at the bottom of a rep it
+    # puts them back at standing height for one frame: neither is a movement of the lifter.
+    poses = stand(1) + squat() + stand(1)
+    poses[15] = standing_pose(depth=0.35)
+    poses[60] = standing_pose(depth=0.0)
+    reps = run(poses)
+    assert len(reps) == 1 and reps[0].t_start > 1.0
+
+
+@pytest.mark.parametrize("fps", [30, 10, 8])
+def test_a_recording_that_stops_a_frame_short_of_standing_counts_its_last_rep(fps):
+    # The recording stops one frame before the frame that would have ended its last rep (at 8 fps an eighth of a
+    # second), the lifter still rising a hair short of standing: the rack would close it at its next frame.
+    whole = stand(1, fps) + squat(fps=fps) + stand(1, fps) + squat(fps=fps) + stand(1, fps)
+    ends = [r.t_end for r in run(whole, fps)]
+    assert len(ends) == 2
+    cut = round(ends[1] * fps) - 1
+    assert len(run(whole[:cut + 1], fps)) == 2
+
+
+@pytest.mark.parametrize("fps", [30, 10, 8])
+@pytest.mark.parametrize("stop_depth, rising", [(0.2, True), (0.3, True), (0.5, False), (0.08, False)])
+def test_a_recording_that_stops_mid_rep_does_not_count_it(fps, stop_depth, rising):
+    # Cut off on the way up but still well down, at the bottom, or hovering a little below standing: the rep's
+    # end was not seen.
+    last = squat(fps=fps)
+    if rising:
+        cut = next(i for i in range(len(last) // 2, len(last)) if 1 - _height(last[i]) / 400 < stop_depth)
+        tail = last[:cut + 1]
+    else:
+        tail = last[:len(last) // 2] + [standing_pose(depth=max(stop_depth, 0.5))] * int(0.5 * fps)
+        if stop_depth < 0.5:   # back up to just under standing, then hovering there
+            tail += [standing_pose(depth=d) for d in np.linspace(0.5, stop_depth, fps)]
+            tail += [standing_pose(depth=stop_depth)] * int(0.5 * fps)
+    assert len(run(stand(1, fps) + squat(fps=fps) + stand(1, fps) + tail, fps)) == 1

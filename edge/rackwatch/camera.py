@@ -12,6 +12,7 @@ so the rack never falls behind real time.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -236,6 +237,47 @@ class Scaled:
                 size = (round(width * scale), round(height * scale))
                 frame = Frame(frame.index, frame.t, cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA))
             yield frame
+
+    @property
+    def dropped(self) -> int:
+        return self.source.dropped
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class Thinned:
+    """Another source's frames thinned to ``fps`` a second, the way a slower camera would have taken them.
+
+    A frame is kept whenever the recording's own time reaches the next tick of a ``1 / fps`` clock started at its
+    first frame, so a 29.97 fps recording thinned to 10 keeps every third or fourth frame and exactly ten a
+    second. Kept frames keep their recording's ``index`` and ``t``: what a rack at ``fps`` would have seen, at the
+    moment it would have seen it (``rackwatch analyze|eval --fps``). A rate at or above the source's own keeps
+    every frame; :attr:`fps` says the rate delivered.
+    """
+
+    def __init__(self, source: FrameSource, fps: float):
+        if not fps > 0:
+            raise SourceError(f"A frame rate to thin to must be above 0, not {fps:g}.")
+        self.source = source
+        self.fps = min(fps, source.fps)
+        self.channels = source.channels
+        # Roughly what will come: the progress bar's total (frames keep their recording's index).
+        self.frame_count = source.frame_count
+        self._period = 1.0 / fps
+
+    def frames(self) -> Iterator[Frame]:
+        start: float | None = None
+        next_tick = 0
+        for frame in self.source.frames():
+            if start is None:
+                start = frame.t
+            # Ticks counted, not summed: no drift over a long recording. The small allowance keeps a frame that
+            # falls on a tick (frame 3 of a 30 fps file at 10 fps: 3/30 s) from missing it by rounding.
+            tick = math.floor((frame.t - start) / self._period + 1e-6)
+            if tick >= next_tick:
+                next_tick = tick + 1
+                yield frame
 
     @property
     def dropped(self) -> int:

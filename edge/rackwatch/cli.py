@@ -46,6 +46,21 @@ def _weight(text: str) -> float:
     return value
 
 
+def _frame_rate(text: str) -> float:
+    """A frame rate to thin a recording to; above the recording's own rate every frame is kept."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of frames a second") from None
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a frame rate above 0, e.g. 10 for a Pi 4")
+    return value
+
+
+FPS_HELP = ("thin the recording to N frames a second first, as a rack that slow sees it (a Pi 4 judges about 9-10, "
+            "a Pi 5 about 20); N at or above the recording's own rate keeps every frame")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rackwatch", description="Squat-rack form monitor.")
     parser.add_argument("--version", action="version", version=f"rackwatch {__version__}")
@@ -66,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--overlay", metavar="OUT.mp4", help="also write the video with skeleton and knee lines")
     analyze.add_argument("--rep-frames", metavar="DIR",
                          help="also save a picture of each rep at its worst moment (DIR/rep-01.png, ...)")
+    analyze.add_argument("--fps", type=_frame_rate, metavar="N", help=FPS_HELP)
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = sub.add_parser("eval", help="score rep counts and knee-cave calls against labelled footage")
@@ -75,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--camera-size", type=int, metavar="PIXELS",
                           help="first scale frames down to this long side, as the Pi camera delivers them "
                                "(320 with the default [camera] size)")
+    evaluate.add_argument("--fps", type=_frame_rate, metavar="N", help=FPS_HELP)
 
     run = sub.add_parser("run", help="run the rack: camera (or a video in its place) to MQTT events and the panel")
     run.add_argument("--source", default="picamera",
@@ -223,7 +240,7 @@ def cmd_analyze(args, config) -> int:
 
     try:
         result = analyze_recording(args.video, interpreter, lifter=lifter, settings=config.analysis,
-                                   on_start=on_start, on_frame=on_frame)
+                                   fps=args.fps, on_start=on_start, on_frame=on_frame)
     finally:
         if progress:
             progress.done()
@@ -232,7 +249,9 @@ def cmd_analyze(args, config) -> int:
     pictures = []
     if args.rep_frames:
         from .overlay import write_rep_frames
-        pictures = write_rep_frames(args.video, args.rep_frames, result.reps, poses, fps, config.analysis.min_score)
+        # Frames keep their recording's index when thinned: the pictures are found at the recording's own rate.
+        pictures = write_rep_frames(args.video, args.rep_frames, result.reps, poses, result.recorded_fps,
+                                    config.analysis.min_score)
     if args.json:
         # The events that closing the recording produced (the set summary) were not printed frame by frame.
         for event in result.events[printed:]:
@@ -247,8 +266,9 @@ def cmd_analyze(args, config) -> int:
 
 
 def format_report(video: str, result) -> str:
+    thinned = f", thinned from {result.recorded_fps:.1f}" if result.fps < result.recorded_fps else ""
     lines = [f"{video}: {len(result.reps)} reps in {result.frames / result.fps:.1f} s "
-             f"({result.frames} frames at {result.fps:.1f} fps)", ""]
+             f"({result.frames} frames at {result.fps:.1f} fps{thinned})", ""]
     if result.reps:
         lines.append(" rep  bottom   depth  descent  ascent  left knee            right knee           verdict")
         for rep in result.reps:
@@ -303,7 +323,7 @@ def cmd_eval(args, config) -> int:
         try:
             result = analyze_recording(folder / label["clip"], interpreter,
                                        lifter=LifterSettings(exercise=label["exercise"]),
-                                       settings=config.analysis, camera_size=args.camera_size)
+                                       settings=config.analysis, camera_size=args.camera_size, fps=args.fps)
             scores.append(score_clip(label, result.reps))
         except SourceError as exc:
             score = score_clip(label, [])
@@ -313,8 +333,10 @@ def cmd_eval(args, config) -> int:
             print(f"  analysed {label['clip']}", file=sys.stderr)
     summary = totals(scores)
     if args.json:
-        print(json.dumps({"clips": [s.as_dict() for s in scores], "total": summary}, indent=2))
+        print(json.dumps({"clips": [s.as_dict() for s in scores], "total": summary, "fps": args.fps}, indent=2))
     else:
+        if args.fps:
+            print(f"Each clip thinned to {args.fps:g} frames a second (or its own rate, if lower).\n")
         print(format_eval(scores, summary))
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .analysis import AnalysisSettings, LiftAnalyzer
-from .camera import Frame, FrameSource, Prefetched, Scaled, SourceError, open_source
+from .camera import Frame, FrameSource, Prefetched, Scaled, SourceError, Thinned, open_source
 from .events import Event, RepEvent, SetEvent
 from .load import LifterSettings
 from .pose import Interpreter, Pose, PoseEstimator
@@ -26,6 +26,9 @@ class RecordingResult:
     events: list[Event]
     frames: int
     fps: float
+    """The rate the frames were judged at: the recording's own, or the rate it was thinned to."""
+    recorded_fps: float
+    """The recording's own rate, which its frames' ``index`` counts in; the same as ``fps`` unless thinned."""
 
     @property
     def reps(self) -> list[RepEvent]:
@@ -38,16 +41,21 @@ class RecordingResult:
 
 def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: LifterSettings = LifterSettings(),
                       settings: AnalysisSettings = AnalysisSettings(), rack: str | None = None,
-                      camera_size: int | None = None,
+                      camera_size: int | None = None, fps: float | None = None,
                       on_start: Callable[[FrameSource], None] | None = None,
                       on_frame: Callable[[Frame, Pose, list[Event]], None] | None = None) -> RecordingResult:
     """Run the whole pipeline over one recording.
 
     ``on_start`` (optional) sees the opened source before the first frame (its ``fps`` and ``frame_count``), and
     ``on_frame`` every frame with its pose and the events it caused: the progress bar and the overlay writer hang
-    off them. ``camera_size`` scales frames down to that long side first, as the Pi camera would deliver them.
+    off them. ``camera_size`` scales frames down to that long side first, as the Pi camera would deliver them;
+    ``fps`` thins the recording to that many frames a second first, as a rack that slow would see it
+    (:class:`~rackwatch.camera.Thinned`; at or above the recording's own rate every frame is kept).
     """
     source = open_source(path)
+    recorded_fps = source.fps
+    if fps is not None:
+        source = Thinned(source, fps)
     source = Prefetched(Scaled(source, camera_size) if camera_size else source)
     if on_start:
         on_start(source)
@@ -70,4 +78,4 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: Lif
     if seen == 0:
         raise NobodyThere(f"Nobody was found in {path}: the lifter's hips, knees and ankles must be in view. "
                           "Check that the recording shows a person from the front, head to feet.")
-    return RecordingResult(events=out, frames=frames, fps=source.fps)
+    return RecordingResult(events=out, frames=frames, fps=source.fps, recorded_fps=recorded_fps)

@@ -15,6 +15,11 @@ How it works, in the order things happen at the rack:
 3. **Phases.** Within a finished rep, frames at ≥ 90 % (``bottom_share``) of the rep's greatest depth are the
    *bottom*; before that is the *descent*, after it the *ascent*.
 
+**Frame rate.** The rack judges 8-10 frames a second (a Pi 4), recordings 24-30: every span is a time in seconds,
+never a number of frames (``max_jump`` alone is per frame: it is a distance, not a span), so the same lifter gives
+the same reps at either rate (``rackwatch eval --fps``). A rep's start and end are known only to a frame period,
+and a recording that stops a frame short of a rep's end still counts it (:meth:`RepTracker.finish`).
+
 Every threshold is a field of :class:`RepSettings`. The few bare numbers left define a reported figure rather
 than decide whether something counts (the 5 % band of :attr:`Rep.t_bottom`, the 10th-90th percentile spread of
 :meth:`Rep.working_leg`); docs/valgus.md lists them and says why.
@@ -53,7 +58,10 @@ class RepSettings(Settings):
     min_depth: float = Field(0.18, gt=0, lt=1)
     """A rep must reach at least this depth to count."""
     min_rep_s: float = Field(0.6, gt=0, le=60)
+    """A rep lasts at least this long from the frame before its start to its end (a frame period is all a rep's
+    timing is known to: 0.1 s at 10 fps)..."""
     max_rep_s: float = Field(12.0, gt=0, le=600)
+    """...and at most this long from its first frame to its end."""
     still_s: float = Field(0.4, gt=0, le=10)
     """How long the lifter must hold still to (re)calibrate."""
     still_tolerance: float = Field(0.04, gt=0, lt=1)
@@ -73,14 +81,18 @@ class RepSettings(Settings):
     floor_memory_s: float = Field(2.0, ge=0, le=60)
     """How long where the feet stood is remembered while only one foot is in view (a side view may never show
     both)."""
-    steady_frames: int = Field(5, ge=1, le=15)
-    """Hip height is the running median of this many frames: one- and two-frame glitches of the model vanish."""
+    steady_s: float = Field(0.15, ge=0, le=1)
+    """Hip height is the running median of the frames of this long (0: no median): a glitch of the model shorter
+    than half of it vanishes. In seconds, not frames, so that a rack at 10 fps lags no more than a recording at 30
+    (five frames were 0.15 s at 30 fps but half a second at 10, enough to miss the end of a rep)."""
     max_gap_s: float = Field(1.0, gt=0, le=60)
     """A rep survives missing joints for this long (the model often loses knees at the bottom of a side view)."""
     max_feet_drift: float = Field(0.35, gt=0, le=10)
     """Ankles may slide this many leg lengths during a rep (a walk is far more)."""
     max_jump: float = Field(0.5, gt=0, le=10)
-    """A hip jump of this many leg lengths in one frame means the model found someone else."""
+    """A hip jump of this many standing hip heights from one frame to the next means the model found someone
+    else. Per frame, not per second: the other person is as far away whatever the frame rate, while the lifter's
+    own hips move under 0.2 between frames even at 8 fps."""
     min_torso_share: float = Field(0.35, ge=0, lt=1)
     """At the bottom, shoulders stay at least this share of their standing height above the hips."""
     bottom_share: float = Field(0.9, gt=0, lt=1)
@@ -217,6 +229,8 @@ class Rep:
 @dataclass
 class _Pending:
     t_start: float
+    t_before: float
+    """The frame before the start, the last one seen short of ``start_depth``: the rep began after it."""
     samples: list[Sample] = field(default_factory=list)
     ankles_start: tuple[float, float] | None = None
     feet_drift: float = 0.0
@@ -242,8 +256,10 @@ class RepTracker:
         self._rep: _Pending | None = None
         self._armed = False  # a rep may only start from standing
         self._last_hip: geometry.Point | None = None
-        self._recent_heights: deque[float] = deque(maxlen=settings.steady_frames)
+        self._recent_heights: deque[tuple[float, float]] = deque()   # (when, hip height) over ``steady_s``
         self._last_seen_t: float | None = None
+        self._previous_t: float | None = None   # the time of the last frame tracked with a hip height
+        self._last_raw: tuple[float, float | None] | None = None   # the newest frame's hip height, unsteadied
         self._still_calibrated = False
         self._tallest = (0.0, 0.0)  # (when, hip height): the tallest the lifter has stood lately
         self._floor: tuple[float, float] | None = None  # (when, image y): where the standing foot was last seen
@@ -258,7 +274,8 @@ class RepTracker:
                 self._recent_heights.clear()
                 self._abandon()
             self._last_seen_t = t
-        height = self._steady(raw)
+        height = self._steady(t, raw)
+        self._last_raw = (t, raw)
         self.lifter_seen = height is not None
         if self.calibration is None:
             self._before_calibration.append((t, frame, height))
@@ -271,10 +288,13 @@ class RepTracker:
         return self._track(t, frame, height)
 
     def finish(self) -> list[Rep]:
-        """The recording ended: a rep still under way is incomplete and is not counted.
+        """The recording ended: a rep still under way is incomplete and is not counted, unless it is all but done.
 
         A short recording may end before the lifter ever stood still long enough to calibrate; then the most
         upright frames seen stand in for the calibration, and the reps found with it are returned.
+
+        A rep whose recording stops in the last few centimetres of its ascent counts (:meth:`_closes_with_an_ascent`):
+        the rack, seeing the next frame, would have closed it.
         """
         reps: list[Rep] = []
         if self.calibration is None and self._before_calibration:
@@ -293,6 +313,8 @@ class RepTracker:
                 self.calibration = _calibrate(opening[-1][0], [f for f, _ in best],
                                               statistics.median(h for _, h in best), None)
                 reps = self._replay()
+        if self._rep is not None and self._closes_with_an_ascent(self._rep):
+            reps += self._close(self._rep.samples[-1].t)
         self._rep = None
         self.phase = "standing"
         return reps
@@ -316,12 +338,15 @@ class RepTracker:
         self._floor = (t, lowest)
         return height
 
-    def _steady(self, height: float | None) -> float | None:
-        """Hip height with one- and two-frame glitches of the model removed (a running median, ``steady_frames``)."""
+    def _steady(self, t: float, height: float | None) -> float | None:
+        """Hip height with brief glitches of the model removed: the median of the last ``steady_s`` seconds."""
         if height is None:
             return None
-        self._recent_heights.append(height)
-        return statistics.median(self._recent_heights)
+        recent = self._recent_heights
+        recent.append((t, height))
+        while t - recent[0][0] >= self.settings.steady_s and len(recent) > 1:
+            recent.popleft()
+        return statistics.median(h for _, h in recent)
 
     # -- calibration ----------------------------------------------------------------------------------------
 
@@ -380,6 +405,25 @@ class RepTracker:
         later = [depth for t, depth in seen if t - t0 <= self.settings.still_s]
         return first < self.settings.start_depth and later[-1] > first + self.settings.end_depth / 2
 
+    def _closes_with_an_ascent(self, rep: _Pending) -> bool:
+        """Whether a rep under way when the recording stops has been seen all but to its end.
+
+        The mirror of :meth:`_opens_with_a_descent`: the lifter was last seen shallower than a rep's
+        ``start_depth`` and still rising (by half of ``end_depth`` over the last ``still_s``). A rep ends at the
+        first frame within ``end_depth`` of standing; a recording (or a rack at 8 fps) that stops a frame short of
+        it has still seen the bottom and the ascent. One cut off deeper, or at the bottom, has not.
+
+        The last frame's own hip height is taken, not the median of the last ``steady_s``: the median waits for
+        later frames to outvote a glitch, and after the last frame there are none. (Rising at half a standing
+        hip height a second, the median of an 8 fps rack lags 0.035 behind the lifter.)
+        """
+        s, last = self.settings, rep.samples[-1]
+        if self._last_raw is None or self._last_raw[0] != last.t or self._last_raw[1] is None:
+            return False
+        depth = 1 - self._last_raw[1] / self.calibration.hip_height
+        earlier = [x.depth for x in rep.samples if last.t - x.t <= s.still_s]
+        return depth < s.start_depth and earlier[0] > max(depth, last.depth) + s.end_depth / 2
+
     # -- rep detection --------------------------------------------------------------------------------------
 
     def _track(self, t: float, frame: geometry.Frame, height: float | None) -> list[Rep]:
@@ -393,11 +437,13 @@ class RepTracker:
             self._abandon()
             rep = None
         depth = 1 - height / cal.hip_height
+        previous_t, self._previous_t = self._previous_t, t
         if rep is None:
             if depth < s.end_depth:
                 self._armed = True
             if depth >= s.start_depth and self._armed:
-                self._rep = rep = _Pending(t_start=t, ankles_start=_ankles(frame))
+                self._rep = rep = _Pending(t_start=t, t_before=t if previous_t is None else previous_t,
+                                           ankles_start=_ankles(frame))
             else:
                 self.phase = "standing"
                 return []
@@ -430,8 +476,11 @@ class RepTracker:
         s, pending = self.settings, self._rep
         self._rep = None
         self.phase = "standing"
-        duration = t - pending.t_start
-        real = (pending.max_depth >= s.min_depth and s.min_rep_s <= duration <= s.max_rep_s
+        # Between frames a rep's true start and end are known only to a frame period: too quick means too quick
+        # even from the frame before its start (at 10 fps that is 0.1 s, at 30 a thirtieth), too slow means too
+        # slow even from its first frame.
+        real = (pending.max_depth >= s.min_depth and s.min_rep_s <= t - pending.t_before
+                and t - pending.t_start <= s.max_rep_s
                 and pending.feet_drift <= s.max_feet_drift and pending.torso_ok)
         if not real:
             return []
