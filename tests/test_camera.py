@@ -382,3 +382,31 @@ def test_scaled_source_delivers_camera_sized_frames(footage_dir):
     assert len(frames) == 143
     assert {f.image.shape[:2] for f in frames} == {(360, 640)}
     assert [f.index for f in frames] == list(range(143))
+
+
+def test_distant_source_shrinks_the_picture_onto_a_plain_background(image_folder):
+    from rackwatch.camera import Distant
+
+    folder, originals = image_folder
+    source = Distant(open_source(folder), 4)
+    try:
+        frames = list(source.frames())
+    finally:
+        source.close()
+    assert [f.image.shape for f in frames] == [im.shape for im in originals]
+    for frame, original in zip(frames, originals):
+        height, width = original.shape[:2]
+        inside = (frame.image != Distant.BACKGROUND).any(axis=2)
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        # What is not background is the picture, a quarter of its size, low in the frame and centred.
+        assert rows[-1] - rows[0] + 1 <= height / 4 + 1 and cols[-1] - cols[0] + 1 <= width / 4 + 1
+        assert rows[0] > height / 2 and abs((cols[0] + cols[-1]) / 2 - width / 2) <= 2
+        assert frame.image.mean() != pytest.approx(original.mean(), abs=0.5)
+
+
+@pytest.mark.parametrize("distance", [0.5, 11])
+def test_a_distance_that_makes_no_sense_is_refused(image_folder, distance):
+    from rackwatch.camera import Distant
+
+    with pytest.raises(SourceError, match="makes no sense"):
+        Distant(open_source(image_folder[0]), distance)

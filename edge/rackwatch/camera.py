@@ -246,6 +246,47 @@ class Scaled:
         self.source.close()
 
 
+class Distant:
+    """Another source's frames as a camera ``distance`` times further back would take them.
+
+    Each frame is shrunk by ``distance`` and set on a plain grey background of its own size, standing on the
+    floor line (the feet stay at the same share of the height, as they do when a camera backs away at the same
+    height). The lifter then fills 1/``distance`` of the picture with 1/``distance`` of the pixels: how rackwatch
+    fares on a lifter small in the frame (``rackwatch eval --distance``).
+    """
+
+    BACKGROUND = 110
+
+    def __init__(self, source: FrameSource, distance: float):
+        if not 1 <= distance <= 10:
+            raise SourceError(f"A distance of {distance:g} makes no sense: use 1 (as filmed) to 10 times further.")
+        self.source = source
+        self.fps = source.fps
+        self.channels = source.channels
+        self.frame_count = source.frame_count
+        self.distance = distance
+
+    def frames(self) -> Iterator[Frame]:
+        import cv2
+
+        for frame in self.source.frames():
+            height, width = frame.image.shape[:2]
+            small = cv2.resize(frame.image, (max(1, round(width / self.distance)), max(1, round(height / self.distance))),
+                               interpolation=cv2.INTER_AREA)
+            canvas = np.full_like(frame.image, self.BACKGROUND)
+            top = round((height - small.shape[0]) * 0.8)   # the floor line stays low in the picture
+            left = (width - small.shape[1]) // 2
+            canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+            yield Frame(frame.index, frame.t, canvas)
+
+    @property
+    def dropped(self) -> int:
+        return self.source.dropped
+
+    def close(self) -> None:
+        self.source.close()
+
+
 class Thinned:
     """Another source's frames thinned to ``fps`` a second, the way a slower camera would have taken them.
 

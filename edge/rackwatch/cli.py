@@ -61,6 +61,16 @@ FPS_HELP = ("thin the recording to N frames a second first, as a rack that slow 
             "a Pi 5 about 20); N at or above the recording's own rate keeps every frame")
 
 
+def _distance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: 1 (as filmed) to 10 times further back")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rackwatch", description="Squat-rack form monitor.")
     parser.add_argument("--version", action="version", version=f"rackwatch {__version__}")
@@ -92,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="first scale frames down to this long side, as the Pi camera delivers them "
                                "(320 with the default [camera] size)")
     evaluate.add_argument("--fps", type=_frame_rate, metavar="N", help=FPS_HELP)
+    evaluate.add_argument("--distance", type=_distance, metavar="K",
+                          help="shrink every frame K times on a grey background, as a camera K times further back "
+                               "would see the lifter (1 to 10)")
 
     run = sub.add_parser("run", help="run the rack: camera (or a video in its place) to MQTT events and the panel")
     run.add_argument("--source", default="picamera",
@@ -323,7 +336,8 @@ def cmd_eval(args, config) -> int:
         try:
             result = analyze_recording(folder / label["clip"], interpreter,
                                        lifter=LifterSettings(exercise=label["exercise"]),
-                                       settings=config.analysis, camera_size=args.camera_size, fps=args.fps)
+                                       settings=config.analysis, camera_size=args.camera_size, fps=args.fps,
+                                       distance=args.distance)
             scores.append(score_clip(label, result.reps))
         except SourceError as exc:
             score = score_clip(label, [])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .analysis import AnalysisSettings, LiftAnalyzer
-from .camera import Frame, FrameSource, Prefetched, Scaled, SourceError, Thinned, open_source
+from .camera import Distant, Frame, FrameSource, Prefetched, Scaled, SourceError, Thinned, open_source
 from .events import Event, RepEvent, SetEvent
 from .load import LifterSettings
 from .pose import Interpreter, Pose, PoseEstimator
@@ -41,7 +41,7 @@ class RecordingResult:
 
 def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: LifterSettings = LifterSettings(),
                       settings: AnalysisSettings = AnalysisSettings(), rack: str | None = None,
-                      camera_size: int | None = None, fps: float | None = None,
+                      camera_size: int | None = None, fps: float | None = None, distance: float | None = None,
                       on_start: Callable[[FrameSource], None] | None = None,
                       on_frame: Callable[[Frame, Pose, list[Event]], None] | None = None) -> RecordingResult:
     """Run the whole pipeline over one recording.
@@ -50,12 +50,16 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: Lif
     ``on_frame`` every frame with its pose and the events it caused: the progress bar and the overlay writer hang
     off them. ``camera_size`` scales frames down to that long side first, as the Pi camera would deliver them;
     ``fps`` thins the recording to that many frames a second first, as a rack that slow would see it
-    (:class:`~rackwatch.camera.Thinned`; at or above the recording's own rate every frame is kept).
+    (:class:`~rackwatch.camera.Thinned`; at or above the recording's own rate every frame is kept);
+    ``distance`` shrinks the lifter as a camera that many times further back would see them
+    (:class:`~rackwatch.camera.Distant`).
     """
     source = open_source(path)
     recorded_fps = source.fps
     if fps is not None:
         source = Thinned(source, fps)
+    if distance is not None:
+        source = Distant(source, distance)
     source = Prefetched(Scaled(source, camera_size) if camera_size else source)
     if on_start:
         on_start(source)
