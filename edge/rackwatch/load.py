@@ -330,6 +330,26 @@ def _weight_from(data: Any) -> Weight | None:
     return Weight(value, data["units"])
 
 
+def why_unchanged(settings: LifterSettings, what: str, steps: int) -> tuple[str | None, str]:
+    """Why ``steps`` plate steps on ``what`` (``load`` or ``one_rm``) left ``settings`` as they were, for the panel
+    to say: ``(stopped_by, reason)``, where ``stopped_by`` names the other number when it is what stopped the
+    press (``one_rm`` stops the load going up, ``load`` stops the max going down), else ``None``."""
+    units = settings.units
+    if what == "load":
+        if steps > 0 and settings.entered_one_rm is not None:
+            return "one_rm", (f"the load is at the one-rep max ({format_weight(settings.one_rm, units)}): raise the "
+                              "one-rep max first for a new best")
+        if steps > 0:
+            return None, f"the heaviest load the rack accepts is {format_weight(MAX_LOAD[units], units)}"
+        return None, "the load is already 0"
+    if settings.entered_one_rm is None:
+        return None, "no one-rep max to lower" if steps < 0 else "no change"
+    if steps < 0:
+        return "load", (f"the one-rep max is at the load on the bar ({format_weight(settings.load or 0, units)}): "
+                        "lower the load first")
+    return None, f"the heaviest one-rep max the rack accepts is {format_weight(MAX_LOAD[units], units)}"
+
+
 Listener = Callable[[LifterSettings], None]
 
 
