@@ -4,6 +4,8 @@ The lifter uses three buttons:
 
 * **up** and **down** change the number being entered by one plate step per press (2.5 kg or 5 lb). Held down,
   they repeat, and after a couple of seconds they jump four steps at a time, so 140 kg is a few seconds away.
+  The load stops at the one-rep max, and the max at the load (a load above the max would be judged as a near-max
+  single): a press beyond gets the limit's low buzz and the display names what is in the way (``1REP``/``LOAD``).
 * **mode** chooses what up and down change: the bar load, the one-rep max, the units, the exercise, and round
   to the load again. After a quiet spell the panel goes back to the load by itself, so the next lifter's first
   press always changes the bar load.
