@@ -13,6 +13,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gpiozero.tones import Tone
 
@@ -564,3 +566,33 @@ def test_real_unjudged_reps_show_as_unjudged_on_both_panels(footage_dir, interpr
             assert rack.show_rep(rep) == FEEDBACK["unjudged"] and lit(rack) == set()
             virtual.show_rep(rep)
             assert out.getvalue().splitlines()[-1].endswith(f"rep counted but not judged: {rep.unjudged_reason}")
+
+
+@given(presses=st.lists(st.sampled_from(["mode", "up", "down", "up4", "down4"]), max_size=40))
+def test_any_presses_show_the_exact_mass_and_units_switches_never_move_it(presses):
+    # The panel's controls without hardware: every press through the same PanelControls as the buttons.
+    from fractions import Fraction
+
+    from rackwatch.load import above
+    from rackwatch.panel import PanelControls, display_text
+
+    store = SettingsStore()
+    controls = PanelControls(store)
+    for press_ in presses:
+        before = store.settings
+        if press_ == "mode":
+            controls.next_mode()
+            continue
+        result = controls.adjust(+1 if press_.startswith("up") else -1, 4 if press_.endswith("4") else 1)
+        after = store.settings
+        assert result.changed == (after != before)
+        assert not above(after.entered_load, after.entered_one_rm)
+        if controls.mode == "units":
+            assert after.units != before.units
+            assert after.in_units(before.units) == before   # the very weights entered, not rounded
+        if after.load is not None:
+            # Shown: the mass entered, in the units shown, to a tenth (whole from 1000 up).
+            exact = after.entered_load.kg / (Fraction("0.45359237") if after.units == "lb" else 1)
+            shown = float(display_text(after, "load"))
+            assert abs(shown - float(exact)) <= (0.5 if shown >= 1000 else 0.05 + 1e-9)
+    controls.close()
