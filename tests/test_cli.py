@@ -204,6 +204,29 @@ def test_a_load_beyond_what_the_rack_accepts_is_refused_with_the_limit():
     assert_clear_failure(result, "1000 kg")
 
 
+def test_analyze_refuses_a_load_above_the_max_and_says_which_flag_fixes_it():
+    result = rackwatch("analyze", str(CLIP), "--load", "125", "--one-rm", "100")
+    assert_clear_failure(result, "The load of 125 kg is above the one-rep max of 100 kg",
+                         "--one-rm 125 or more", "--load 100 or less")
+    assert "XNNPACK" not in result.stderr   # refused before the model was loaded
+    result = rackwatch("analyze", str(CLIP), "--load", "225", "--one-rm", "220", "--units", "lb")
+    assert_clear_failure(result, "225 lb", "220 lb")
+
+
+def test_run_refuses_a_load_above_the_max_saved_on_the_rack(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "settings.json").write_text('{"load": 80, "one_rm": 100, "units": "kg"}')
+    result = rackwatch("run", "--source", str(CLIP), "--state-dir", str(state), "--broker", "mqtt://127.0.0.1:9",
+                       "--load", "120")
+    assert_clear_failure(result, "The load of 120 kg is above the one-rep max saved on this rack of 100 kg",
+                         "--one-rm 120 or more")
+    assert json.loads((state / "settings.json").read_text())["load"] == 80   # nothing changed
+    result = rackwatch("run", "--source", str(CLIP), "--state-dir", str(state), "--broker", "mqtt://127.0.0.1:9",
+                       "--load", "120", "--one-rm", "110")
+    assert_clear_failure(result, "The load of 120 kg is above the one-rep max of 110 kg")
+
+
 @pytest.mark.parametrize("command", ["analyze", "bench"])
 def test_without_a_video_on_a_rack_the_missing_sample_clip_is_explained(command, monkeypatch, capsys):
     from rackwatch import cli, paths

@@ -13,14 +13,16 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gpiozero.tones import Tone
 
 import real_parts
 from mqtt_broker import sample_rep
-from rackwatch.load import SettingsStore
-from rackwatch.panel import (FEEDBACK, MODES, PanelPins, PanelSettings, PanelTiming, RackPanel, display_chars,
-                             feedback_for)
+from rackwatch.load import LifterSettings, SettingsStore
+from rackwatch.panel import (FEEDBACK, LIMIT, MODES, TICK, PanelPins, PanelSettings, PanelTiming, RackPanel,
+                             display_chars, feedback_for)
 from rackwatch.virtual_panel import VirtualPanel
 
 PINS = PanelPins()
@@ -201,7 +203,8 @@ def test_mode_button_cycles_through_what_up_and_down_edit(panel, store, factory)
     assert panel.controls.mode == "units"
     eventually(lambda: shown(panel) == "KG")
     press(factory, PINS.up)
-    assert (store.settings.units, store.settings.load, store.settings.one_rm) == ("lb", 220, 265)
+    # The same masses shown in lb to a tenth (not rounded to 5 lb plates: 100 kg is not 220 lb).
+    assert store.settings.units == "lb" and store.settings.in_units("kg") == LifterSettings(load=100, one_rm=120)
     assert shown(panel) == "LB"
 
     press(factory, PINS.mode)
@@ -212,7 +215,58 @@ def test_mode_button_cycles_through_what_up_and_down_edit(panel, store, factory)
 
     press(factory, PINS.mode)
     assert panel.controls.mode == "load"
-    eventually(lambda: shown(panel) == "220")
+    eventually(lambda: shown(panel) == "220.5")
+
+
+def test_plate_steps_work_in_the_units_shown_and_switches_never_move_the_load(panel, store, factory):
+    store.set_load(10)
+    press(factory, PINS.mode)
+    press(factory, PINS.mode)
+    assert panel.controls.mode == "units"
+    for _ in range(10):   # kg -> lb -> kg ... : 10 kg stays 10 kg, shown as 22 lb (never 20 lb)
+        press(factory, PINS.up)
+        assert store.settings.units == "lb" and store.settings.in_units("kg").load == 10
+        press(factory, PINS.down)
+        assert store.settings.units == "kg" and store.settings.load == 10
+    press(factory, PINS.up)
+    for _ in range(2):
+        press(factory, PINS.mode)
+    assert panel.controls.mode == "load"
+    eventually(lambda: shown(panel) == "22")
+    press(factory, PINS.up)          # 22.05 lb -> the next 5 lb plate step
+    assert store.settings.load == 25 and shown(panel) == "25"
+    press(factory, PINS.down)
+    press(factory, PINS.down)
+    assert store.settings.load == 15 and shown(panel) == "15"
+    assert format(store.settings.in_units("kg").load, ".2f") == "6.80"
+
+
+def test_the_load_stops_at_the_one_rep_max_with_the_low_buzz_and_names_it(panel, store, factory):
+    store.set_load(97.5)
+    store.set_one_rm(100)
+    press(factory, PINS.up)
+    assert store.settings.load == 100 and shown(panel) == "100"
+    eventually(lambda: tune_finished(panel))
+    silence(factory)
+    press(factory, PINS.up)          # a load above the max would be judged as a near-max single: refused
+    assert store.settings.load == 100 and store.settings.percent_of_max == 100
+    assert shown(panel) == "1REP"    # what is in the way...
+    eventually(lambda: shown(panel) == "100")   # ...then the load again
+    eventually(lambda: tune_finished(panel))
+    assert notes(factory) == ["A4", None]       # the limit's low buzz
+
+    press(factory, PINS.mode)        # the max stops at the load going down, naming the load
+    eventually(lambda: shown(panel) == "100")
+    press(factory, PINS.down)
+    assert store.settings.one_rm == 100 and shown(panel) == "LOAD"
+    press(factory, PINS.up)
+    assert store.settings.one_rm == 102.5   # raise the max (a new best), then the load follows
+    press(factory, PINS.mode)
+    press(factory, PINS.mode)
+    press(factory, PINS.mode)
+    assert panel.controls.mode == "load"
+    press(factory, PINS.up)
+    assert store.settings.load == 102.5
 
 
 def test_the_mode_button_beeps_its_position(panel, factory):
@@ -285,10 +339,36 @@ def test_a_new_rep_replaces_the_last_light(panel):
     assert lit(panel) == {"green"}
 
 
-def test_a_rep_without_a_known_verdict_shows_nothing(panel, factory):
-    assert panel.show_rep(rep_showing("unjudged")).light is None
-    assert not panel.tune_player.is_playing   # no tune was started (a started one would be playing now)
-    assert lit(panel) == set() and notes(factory) == []
+def unjudged_rep(reason="knees not judged: the camera sees the lifter from the side; face it"):
+    from rackwatch.events import Valgus
+    return rep_showing("unjudged").model_copy(update={"valgus": Valgus(left=None, right=None), "severity": None,
+                                                      "unjudged_reason": reason})
+
+
+def test_an_unjudged_rep_is_its_own_state_never_a_green(panel, factory):
+    panel.show_rep(rep_showing("clean"))
+    eventually(lambda: tune_finished(panel))
+    silence(factory)
+    feedback = panel.show_rep(unjudged_rep())
+    assert feedback == FEEDBACK["unjudged"] == feedback_for("unjudged") and feedback.light is None
+    assert lit(panel) == set()   # the last rep's green went out: nothing says "clean"
+    eventually(lambda: tune_finished(panel))
+    assert notes(factory) == ["E5", None, "B5", None]   # its own tune, rising like a question
+    tunes = {verdict: f.tune for verdict, f in FEEDBACK.items()}
+    assert len(set(tunes.values())) == len(tunes) == 4 and tunes["unjudged"] not in (LIMIT, TICK)
+    # A verdict this panel does not know (a newer judge) is shown the same way, never as clean.
+    assert feedback_for("wobbly") == FEEDBACK["unjudged"] and feedback_for(None) == FEEDBACK["unjudged"]
+
+
+def test_the_virtual_panel_says_why_a_rep_was_not_judged():
+    out = io.StringIO()
+    with VirtualPanel(SettingsStore(), out=out) as panel:
+        panel.show_rep(unjudged_rep())
+        assert out.getvalue().splitlines()[-1] == (
+            "rep 3: no light, buzzer: E5 0.08s, rest, B5 0.12s - rep counted but not judged: knees not judged: "
+            "the camera sees the lifter from the side; face it")
+        panel.show_rep(rep_showing("clean"))
+        assert out.getvalue().splitlines()[-1].startswith("rep 3: GREEN light")
 
 
 def test_the_buzzer_can_be_switched_off(store, factory):
@@ -412,7 +492,12 @@ def test_virtual_keys_change_the_same_store(store):
         panel.handle_key("+")
         assert store.settings.one_rm == 5
         panel.handle_key("u")
-        assert store.settings.units == "lb" and store.settings.load == 10
+        assert store.settings.units == "lb" and store.settings.in_units("kg").load == 5
+        assert out.getvalue().splitlines()[-1] == \
+            "[   11] editing one-rep max  (load 11, one-rep max 11, lb, squat)"
+        panel.handle_key("-")   # the max is at the load: refused, saying why
+        assert out.getvalue().splitlines()[-1] == \
+            "[   11] the one-rep max is at the load on the bar (11 lb): lower the load first (low buzz)"
         assert panel.handle_key("q") is False and panel.quit_requested.is_set()
     assert "[    5] editing bar load" in out.getvalue()
     assert "editing one-rep max" in out.getvalue()
@@ -423,7 +508,8 @@ def test_virtual_panel_shows_the_same_feedback_as_the_rack():
     with VirtualPanel(SettingsStore(), out=out) as panel:
         for verdict in FEEDBACK:
             assert panel.show_rep(rep_showing(verdict, rep=1)) == feedback_for(verdict)
-            assert f"{FEEDBACK[verdict].light.upper()} light" in out.getvalue().splitlines()[-1]
+            light = FEEDBACK[verdict].light
+            assert f"{light.upper() + ' light' if light else 'no light'}" in out.getvalue().splitlines()[-1]
         panel.set_status(lifter_seen=False, broker_ok=False, fault=False)
         assert "slow blink" in out.getvalue().splitlines()[-1]
 
@@ -463,3 +549,50 @@ def test_virtual_panel_reads_single_keys_from_a_terminal(store):
     finally:
         terminal.close()
         os.close(master)
+
+
+@pytest.mark.footage
+def test_real_unjudged_reps_show_as_unjudged_on_both_panels(footage_dir, interpreter, store, factory):
+    # The side-view clip: the camera cannot see the knees move in, so its reps are counted but not judged.
+    from rackwatch.recording import analyze_recording
+
+    reps = analyze_recording(footage_dir / "rohanx01" / "squat_side.mp4", interpreter).reps
+    unjudged = [rep for rep in reps if rep.verdict == "unjudged"]
+    assert unjudged and all(rep.unjudged_reason for rep in unjudged)
+    out = io.StringIO()
+    with RackPanel(store, pin_factory=factory, timing=FAST) as rack, VirtualPanel(store, out=out) as virtual:
+        for rep in unjudged:
+            rack.show_rep(rep_showing("clean"))
+            assert rack.show_rep(rep) == FEEDBACK["unjudged"] and lit(rack) == set()
+            virtual.show_rep(rep)
+            assert out.getvalue().splitlines()[-1].endswith(f"rep counted but not judged: {rep.unjudged_reason}")
+
+
+@given(presses=st.lists(st.sampled_from(["mode", "up", "down", "up4", "down4"]), max_size=40))
+def test_any_presses_show_the_exact_mass_and_units_switches_never_move_it(presses):
+    # The panel's controls without hardware: every press through the same PanelControls as the buttons.
+    from fractions import Fraction
+
+    from rackwatch.load import above
+    from rackwatch.panel import PanelControls, display_text
+
+    store = SettingsStore()
+    controls = PanelControls(store)
+    for press_ in presses:
+        before = store.settings
+        if press_ == "mode":
+            controls.next_mode()
+            continue
+        result = controls.adjust(+1 if press_.startswith("up") else -1, 4 if press_.endswith("4") else 1)
+        after = store.settings
+        assert result.changed == (after != before)
+        assert not above(after.entered_load, after.entered_one_rm)
+        if controls.mode == "units":
+            assert after.units != before.units
+            assert after.in_units(before.units) == before   # the very weights entered, not rounded
+        if after.load is not None:
+            # Shown: the mass entered, in the units shown, to a tenth (whole from 1000 up).
+            exact = after.entered_load.kg / (Fraction("0.45359237") if after.units == "lb" else 1)
+            shown = float(display_text(after, "load"))
+            assert abs(shown - float(exact)) <= (0.5 if shown >= 1000 else 0.05 + 1e-9)
+    controls.close()

@@ -333,9 +333,11 @@ def test_commands_change_the_store_the_analyzer_and_the_published_state(tmp_path
 
     try:
         service.handle_command(command("load", id="c1", value=120, units="kg"))
-        service.handle_command(command("one_rm", id="c2", value=330, units="lb"))   # in the rack's kg, to the plate
-        assert (store.settings.load, store.settings.one_rm, store.settings.units) == (120.0, 150.0, "kg")
-        assert service.analyzer.lifter.load == 120.0 and service.analyzer.lifter.one_rm == 150.0
+        service.handle_command(command("one_rm", id="c2", value=330, units="lb"))   # kept as sent, shown in kg
+        assert (store.settings.load, round(store.settings.one_rm, 2), store.settings.units) == (120.0, 149.69, "kg")
+        assert service.analyzer.lifter.load == 120.0 and service.analyzer.lifter.in_units("lb").one_rm == 330
+        with pytest.raises(cmds.CommandRejected, match="a load of 340 lb is above the one-rep max of 330 lb"):
+            service.handle_command(command("load", id="c2b", value=340, units="lb"))
         assert json.loads((tmp_path / "state" / "settings.json").read_text())["load"] == 120.0
         service.handle_command(command("exercise", id="c3", exercise="single-leg"))
         assert service.analyzer.lifter.exercise == "single-leg"
@@ -347,7 +349,7 @@ def test_commands_change_the_store_the_analyzer_and_the_published_state(tmp_path
 
         states = sink.of_type("state")
         assert len(states) == 4   # at the start, then one per change that was accepted
-        assert states[-1].to_wire()["load"] == {"value": 120.0, "units": "kg", "one_rm": 150.0, "percent_1rm": 80.0}
+        assert states[-1].to_wire()["load"] == {"value": 120.0, "units": "kg", "one_rm": 149.69, "percent_1rm": 80.2}
         assert states[-1].exercise == "single-leg"
         for event in sink:
             contract.validate(event)
@@ -376,10 +378,13 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
 
         send("load", {"id": "c1", "value": 120, "units": "kg"})
         assert reply("c1")["status"] == "ok"
-        send("one_rm", {"id": "c2", "value": 330, "units": "lb"})   # converted to the rack's kg, to the plate
+        send("one_rm", {"id": "c2", "value": 330, "units": "lb"})   # kept as sent, shown in the rack's kg
         assert reply("c2")["status"] == "ok"
-        assert (store.settings.load, store.settings.one_rm, store.settings.units) == (120.0, 150.0, "kg")
-        assert service.analyzer.lifter.load == 120.0 and service.analyzer.lifter.one_rm == 150.0
+        assert (store.settings.load, round(store.settings.one_rm, 2), store.settings.units) == (120.0, 149.69, "kg")
+        assert service.analyzer.lifter.load == 120.0 and service.analyzer.lifter.in_units("lb").one_rm == 330
+        send("load", {"id": "c2b", "value": 340, "units": "lb"})   # above the max: refused, saying what to do
+        assert reply("c2b")["reason"] == ("a load of 340 lb is above the one-rep max of 330 lb: lower the load to "
+                                          "330 lb or less, or raise the one-rep max first (for a new best)")
 
         send("exercise", {"id": "c3", "exercise": "single-leg"})
         assert reply("c3")["status"] == "ok" and service.analyzer.lifter.exercise == "single-leg"
@@ -390,7 +395,7 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
         send("load", {"id": "c5", "value": 5000, "units": "kg"})
         assert reply("c5")["status"] == "rejected" and store.settings.load == 120.0
 
-        expected = {"value": 120.0, "units": "kg", "one_rm": 150.0, "percent_1rm": 80.0}
+        expected = {"value": 120.0, "units": "kg", "one_rm": 149.69, "percent_1rm": 80.2}
         wait_until(lambda: link.outbox_depth == 0, what="the outbox to drain")
         late = Subscriber(broker, "rackwatch/rack01/state", client_id="late")
         late.wait_for(lambda s: len(s.received()) >= 1, what="the retained state")

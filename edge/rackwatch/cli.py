@@ -27,7 +27,7 @@ from .camera import SPEEDS, SourceError
 from .config import ConfigError, load_config
 from .doctor import CHECKS as DOCTOR_CHECKS
 from .events import EXERCISES, UNITS
-from .load import LifterSettings
+from .load import AboveOneRepMax, LifterSettings
 from .models import ModelError
 from .pose import PoseError
 
@@ -218,12 +218,14 @@ def cmd_analyze(args, config) -> int:
     args.video = _video(args)
     if args.one_rm is not None and args.load is None:
         raise ConfigError("--one-rm needs --load too: the verdict compares the load with the one-rep max.")
-    interpreter = _interpreter(args, config)
-    progress = None if args.quiet or args.json else _Progress(sys.stderr)
-    try:
+    try:   # before the model loads: a typo is answered at once
         lifter = LifterSettings(load=args.load, one_rm=args.one_rm, units=args.units, exercise=args.exercise)
+    except AboveOneRepMax as exc:
+        raise ConfigError(exc.for_flags(saved=False)) from None
     except ValueError as exc:
         raise ConfigError(f"{exc}.") from None
+    interpreter = _interpreter(args, config)
+    progress = None if args.quiet or args.json else _Progress(sys.stderr)
     overlay = None
     printed = 0
     poses = {}

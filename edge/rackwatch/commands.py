@@ -24,6 +24,13 @@ identify   ``{"id", "seconds"?: 1..60}``                          blink the pane
 ========== ====================================================== ==============================================
 
 Loads are limited to 0-1000 kg or 0-2200 lb (a one-rep max must be above 0): anything else is a typo or an attack.
+A weight in the other units than the rack shows is kept exactly as sent (225 lb stays 225 lb, shown as 102.1 kg:
+never rounded to a plate on the way, so switching the rack to lb shows 225 again). What a command may not do
+depends on the rack's settings as well, so the rack answers it, not :func:`parse_command`: a ``load`` above the
+lifter's one-rep max, or a ``one_rm`` below the load on the bar, is ``rejected`` with a reason that gives both
+numbers and what to send instead (:class:`rackwatch.load.AboveOneRepMax`), e.g. ``a load of 340 lb is above the
+one-rep max of 330 lb: lower the load to 330 lb or less, or raise the one-rep max first (for a new best)``. To
+enter a new best, send ``one_rm`` first, then ``load``.
 The JSON Schema of these payloads is ``contract/command.schema.json``, generated from the models; a test checks
 that both agree on fuzzed payloads.
 

@@ -4,6 +4,8 @@ The lifter uses three buttons:
 
 * **up** and **down** change the number being entered by one plate step per press (2.5 kg or 5 lb). Held down,
   they repeat, and after a couple of seconds they jump four steps at a time, so 140 kg is a few seconds away.
+  The load stops at the one-rep max, and the max at the load (a load above the max would be judged as a near-max
+  single): a press beyond gets the limit's low buzz and the display names what is in the way (``1REP``/``LOAD``).
 * **mode** chooses what up and down change: the bar load, the one-rep max, the units, the exercise, and round
   to the load again. After a quiet spell the panel goes back to the load by itself, so the next lifter's first
   press always changes the bar load.
@@ -39,7 +41,8 @@ from gpiozero.tones import Tone
 from pydantic import Field, field_validator, model_validator
 
 from .events import EXERCISES, UNITS, RepEvent
-from .load import LifterSettings, SettingsStore
+from .load import DISPLAY_DECIMALS, LifterSettings, SettingsStore, why_unchanged
+from .load import format_weight as load_text
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,14 +72,20 @@ FEEDBACK: dict[str, Feedback] = {
                      "the knees moved in, accepted because the load is close to your max"),
     "cave": Feedback("cave", "red", (("A4", 0.6),),
                      "the knees caved in at a load well below your max"),
+    # A rep counted whose knees could not be judged (camera too far to the side, a leg hidden): its own state,
+    # never a green. No verdict light (all three go out, so the last rep's green cannot linger as if this one
+    # were clean) and a tune of its own, rising like a question, so a lifter who is not looking knows the rep
+    # counted but was not judged.
+    "unjudged": Feedback("unjudged", None, (("E5", 0.08), (None, 0.04), ("B5", 0.12)),
+                         "rep counted but not judged"),
 }
 
-#: What a rep without a verdict we know gets: no light, no sound (never a misleading green).
-UNJUDGED = Feedback("unjudged", None, (), "rep counted but not judged")
+#: What a rep gets whose verdict is not one we know (a newer judge): the same as ``unjudged``.
+UNJUDGED = FEEDBACK["unjudged"]
 
 
 def feedback_for(verdict: str | None) -> Feedback:
-    """The light and tune for a rep's ``verdict`` (``clean``, ``note`` or ``cave``)."""
+    """The light and tune for a rep's ``verdict`` (``clean``, ``note``, ``cave`` or ``unjudged``)."""
     return FEEDBACK.get(verdict or "", UNJUDGED)
 
 
@@ -115,12 +124,13 @@ _EXERCISE_TEXT = {"squat": "2LEG", "single-leg": "1LEG"}
 
 
 def format_weight(value: float | None) -> str:
-    """A weight as the display shows it: ``----`` when not entered, whole numbers plain, else one decimal."""
+    """A weight as the display shows it: ``----`` when not entered, else as :func:`rackwatch.load.format_weight`
+    (to 0.1 kg or lb: 100 kg is ``220.5`` lb), whole from 1000 up, where four digits hold no decimal."""
     if value is None:
         return "----"
-    if value == int(value) or value >= 1000:
+    if round(value, DISPLAY_DECIMALS) >= 1000:
         return f"{value:.0f}"
-    return f"{value:.1f}"
+    return load_text(value)
 
 
 def display_text(settings: LifterSettings, mode: str) -> str:
@@ -136,6 +146,17 @@ def display_text(settings: LifterSettings, mode: str) -> str:
 
 def _next(options: tuple[str, ...], current: str, direction: int) -> str:
     return options[(options.index(current) + direction) % len(options)]
+
+
+@dataclass(frozen=True)
+class Press:
+    """What a press of up or down did: ``changed``, or why not (``reason``, in words), and whether the other
+    number stopped it (``stopped_by``: ``one_rm`` when the load is at the one-rep max, ``load`` when the max is at
+    the load; the rack's display then shows that number's label for a moment)."""
+
+    changed: bool
+    stopped_by: str | None = None
+    reason: str | None = None
 
 
 class PanelControls:
@@ -170,12 +191,12 @@ class PanelControls:
             self.on_mode_change(mode)
         return mode
 
-    def adjust(self, direction: int, steps: int = 1) -> bool:
+    def adjust(self, direction: int, steps: int = 1) -> Press:
         """Change the current mode's value up (``direction`` +1) or down (-1) by ``steps`` plate steps.
 
-        Units and exercise have no steps: any press switches to the other option. Returns ``False`` when nothing
-        changed because a limit was reached (a load of 0, the heaviest load allowed, no one-rep max to lower),
-        which the panel answers with a different sound.
+        Units and exercise have no steps: any press switches to the other option. Says whether anything changed
+        and, when a limit stopped the press (a load of 0, the heaviest load allowed, no one-rep max to lower, the
+        load at the one-rep max or the max at the load), why: the panel answers it with a different sound.
         """
         self._pressed()
         before = self.store.settings
@@ -187,7 +208,9 @@ class PanelControls:
             after = self.store.set_units(_next(UNITS, before.units, direction))
         else:
             after = self.store.set_exercise(_next(EXERCISES, before.exercise, direction))
-        return after != before
+        if after != before:
+            return Press(True)
+        return Press(False, *why_unchanged(after, self._mode, direction * steps))
 
     def display_text(self) -> str:
         return display_text(self.store.settings, self._mode)
@@ -608,16 +631,23 @@ class RackPanel:
 
     def _step(self, direction: int, steps: int) -> None:
         try:
-            changed = self.controls.adjust(direction, steps)
+            press = self.controls.adjust(direction, steps)
         except ValueError:
             log.exception("the panel could not change the settings")
-            changed = False
-        self._play(TICK if changed else LIMIT)
+            press = Press(False)
+        self._play(TICK if press.changed else LIMIT)
+        if press.stopped_by is not None:
+            # A 4-digit display cannot say "raise the one-rep max first"; it names what is in the way.
+            self._flash(MODE_LABELS[press.stopped_by])
 
     def _mode_changed(self, mode: str) -> None:
         self._play(MODE_BEEP * (MODES.index(mode) + 1))
+        self._flash(MODE_LABELS[mode])
+
+    def _flash(self, label: str) -> None:
+        """Show ``label`` for ``label_time``, then the value again."""
         if self.display is not None:
-            self._show(MODE_LABELS[mode])
+            self._show(label)
             self._cancel_timer("_label_timer")
             self._label_timer = self._start_timer(self.timing.label_time, self._show_value)
 

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from .camera import open_frames
 from .config import ConfigError
 from .host import gpio_pin_factory
-from .load import SettingsStore
+from .load import AboveOneRepMax, SettingsStore, format_weight
 from .mqtt import LinkSettings, MqttSettings, RackLink, check_tls_files
 from .outbox import Outbox, OutboxError
 from .pose import Interpreter, measure_invoke_ms
@@ -268,15 +268,11 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
         raise ConfigError(str(exc)) from None
 
     store = SettingsStore(state_dir)
-    try:
-        if args.units:
-            store.set_units(args.units)
-        if args.load is not None:
-            store.set_load(args.load)
-        if args.one_rm is not None:
-            store.set_one_rm(args.one_rm)
-        if args.exercise:
-            store.set_exercise(args.exercise)
+    given = {name: value for name, value in (("load", args.load), ("one_rm", args.one_rm)) if value is not None}
+    try:   # all at once: --load 120 --one-rm 130 over a saved max of 100 is a new best, not a refusal
+        store.update(units=args.units, exercise=args.exercise, **given)
+    except AboveOneRepMax as exc:
+        raise ConfigError(exc.for_flags(saved=args.one_rm is None)) from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -344,4 +340,4 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
 
 
 def _text(value: float | None, units: str) -> str:
-    return "not set" if value is None else f"{value:g} {units}"
+    return "not set" if value is None else format_weight(value, units)

@@ -21,7 +21,7 @@ in, it reads whole lines and acts on each character. Try it on its own with::
 
     python -m rackwatch.virtual_panel --demo
 
-where ``--demo`` adds keys ``c``, ``n`` and ``x`` to play a clean, a noted and a caved rep.
+where ``--demo`` adds keys ``c``, ``n``, ``x`` and ``j`` to play a clean, a noted, a caved and an unjudged rep.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import threading
 from typing import Any, Callable, TextIO
 
 from .events import UNITS, RepEvent
-from .load import SettingsStore
-from .panel import (MODE_NAMES, STATUS_PATTERNS, Feedback, PanelControls, PanelTiming, Tune, feedback_for,
+from .load import SettingsStore, format_weight
+from .panel import (MODE_NAMES, STATUS_PATTERNS, UNJUDGED, Feedback, PanelControls, PanelTiming, Tune, feedback_for,
                     status_for)
 
 KEYS = {
@@ -43,7 +43,7 @@ KEYS = {
     "-": "down", "_": "down",
     "m": "mode", "u": "units", "i": "identify", "?": "help", "h": "help", "q": "quit",
 }
-DEMO_KEYS = {"c": "clean", "n": "note", "x": "cave"}
+DEMO_KEYS = {"c": "clean", "n": "note", "x": "cave", "j": "unjudged"}
 # What the arrow keys send in a terminal.
 _ARROWS = {"\x1b[A": "+", "\x1b[B": "-", "\x1bOA": "+", "\x1bOB": "-"}
 
@@ -92,13 +92,15 @@ class VirtualPanel:
     # -- the same API as RackPanel -------------------------------------------------------------------------
 
     def show_rep(self, rep_event: RepEvent) -> Feedback:
-        return self._show_verdict(rep_event.verdict, rep_event.rep)
+        return self._show_verdict(rep_event.verdict, rep_event.rep, rep_event.unjudged_reason)
 
-    def _show_verdict(self, verdict: str | None, rep: int | None = None) -> Feedback:
+    def _show_verdict(self, verdict: str | None, rep: int | None = None, reason: str | None = None) -> Feedback:
         feedback = feedback_for(verdict)
         light = f"{feedback.light.upper()} light" if feedback.light else "no light"
         sound = f", buzzer: {describe_tune(feedback.tune)}" if self.buzzer_enabled and feedback.tune else ""
-        self._print(f"{'rep ' + str(rep) if rep is not None else 'rep'}: {light}{sound} - {feedback.meaning}")
+        # Why a rep was not judged is what the lifter can act on (turn to the camera, step back): say it.
+        why = f": {reason}" if feedback is UNJUDGED and reason else ""
+        self._print(f"{'rep ' + str(rep) if rep is not None else 'rep'}: {light}{sound} - {feedback.meaning}{why}")
         return feedback
 
     def set_status(self, lifter_seen: bool, broker_ok: bool, fault: bool) -> str:
@@ -140,8 +142,9 @@ class VirtualPanel:
         action = KEYS.get(key.lower())
         if action == "up" or action == "down":
             direction = +1 if action == "up" else -1
-            if not self.controls.adjust(direction):
-                self._print(f"[{self.controls.display_text():>5}] limit reached (low buzz)")
+            press = self.controls.adjust(direction)
+            if not press.changed:
+                self._print(f"[{self.controls.display_text():>5}] {press.reason or 'limit reached'} (low buzz)")
         elif action == "mode":
             self.controls.next_mode()
         elif action == "units":
@@ -157,13 +160,14 @@ class VirtualPanel:
                 self.on_quit()
             return False
         elif self.demo and key.lower() in DEMO_KEYS:
-            self._show_verdict(DEMO_KEYS[key.lower()])
+            verdict = DEMO_KEYS[key.lower()]
+            self._show_verdict(verdict, reason="demo: the camera sees the knees side on" if verdict == "unjudged" else None)
         return True
 
     def help(self) -> str:
         keys = "+ up, - down, m mode, u kg/lb, i identify, ? help, q quit"
         if self.demo:
-            keys += "; try a rep: c clean, n noted, x caved"
+            keys += "; try a rep: c clean, n noted, x caved, j not judged"
         return f"keys: {keys}"
 
     def start(self, stdin: TextIO | None = None) -> None:
@@ -256,14 +260,14 @@ class _KeyByKey:
 
 
 def _weight(value: float | None) -> str:
-    return "not set" if value is None else f"{value:g}"
+    return "not set" if value is None else format_weight(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rackwatch.virtual_panel",
                                      description="Try the rack panel in a terminal.")
     parser.add_argument("--state-dir", help="keep the settings in this folder (default: in memory only)")
-    parser.add_argument("--demo", action="store_true", help="add keys c, n and x to try the rep feedback")
+    parser.add_argument("--demo", action="store_true", help="add keys c, n, x and j to try the rep feedback")
     args = parser.parse_args(argv)
     store = SettingsStore(args.state_dir)
     with VirtualPanel(store, demo=args.demo) as panel:
