@@ -193,8 +193,20 @@ def test_a_weight_shift_is_not_mistaken_for_an_angle():
 def test_a_leg_not_seen_well_is_not_judged_and_says_why(joint, score, why):
     event = _rep(stand(1) + _moved(squat(), scores={joint: score}) + stand(1))
     assert event.valgus.right is None and event.valgus.unjudged == {"right": why}
-    assert event.valgus.left is not None and event.verdict == "clean"
-    assert event.valgus.why_unjudged("right")
+    # The left knee was judged clean, but "clean" promises both: the rep is unjudged, and says which knee and why.
+    assert event.valgus.left is not None and event.valgus.left.severity == "none"
+    assert event.verdict == "unjudged" and event.severity == "none"
+    assert event.unjudged_reason.startswith("The right knee was not judged") and event.valgus.why_unjudged("right")
+
+
+def test_a_cave_on_the_judged_leg_stands_when_the_other_is_hidden():
+    poses = _moved(squat(), scores={"right_ankle": 0.4})
+    for i, pose in enumerate(poses):   # the lifter's left knee (image right) moves 40 px in at the bottom
+        share = 1 - abs(i - 30) / 30
+        pose.xy[KP["left_knee"], 0] -= 40 * share
+    event = _rep(stand(1) + poses + stand(1))
+    assert event.valgus.unjudged == {"right": "feet_hidden"}
+    assert event.verdict == "cave" and event.valgus.left.measured in ("moderate", "severe")
 
 
 def test_no_advice_is_drawn_from_reps_that_were_not_judged():

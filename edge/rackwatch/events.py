@@ -209,10 +209,11 @@ class Valgus(Wire):
 class RepEvent(Event):
     """One rep.
 
-    ``severity`` is the worst leg's severity after the load has been taken into account; ``verdict`` is what the
-    rack's LEDs show: ``clean``, ``note`` (a cave tolerated because the load is near the lifter's max) or
-    ``cave``; when the knees could not be judged at all (camera too far to the side) both legs are ``None``,
-    ``severity`` is ``None``, ``verdict`` is ``unjudged`` and ``unjudged_reason`` says why.
+    ``severity`` is the worst judged leg's severity after the load has been taken into account (``None`` when no
+    leg was judged); ``verdict`` is what the rack's LEDs show: ``clean`` (every leg that should be judged was, and
+    none caved), ``note`` (a cave tolerated because the load is near the lifter's max), ``cave`` (a judged leg
+    caved), or ``unjudged`` (no cave seen, but a leg could not be judged: ``valgus.unjudged`` says which and
+    why, ``unjudged_reason`` in a sentence).
     """
 
     model_config = ConfigDict(json_schema_extra=_optional_fields)
@@ -229,11 +230,11 @@ class RepEvent(Event):
     load: Load | None = Field(description="The bar load entered on the panel, or null when none was entered.")
     valgus: Valgus
     severity: Severity | None = Field(
-        description="Worst leg, after taking the load into account; null when the knees could not be judged "
-                    "(verdict unjudged).")
+        description="Worst judged leg, after taking the load into account; null when no leg could be judged.")
     verdict: Verdict = Field(
-        description="What the rack's lights showed: clean, note (a cave tolerated near the lifter's max), cave, or "
-                    "unjudged (the knees could not be judged, e.g. camera too far to the side).")
+        description="What the rack's lights showed: clean (every leg judged, none caved), note (a cave tolerated "
+                    "near the lifter's max), cave (a judged leg caved), or unjudged (no cave seen, but a leg could "
+                    "not be judged: see valgus.unjudged).")
     depth: Annotated[float, Decimals(3)]
     descent_s: Annotated[float, Decimals(3), Field(ge=0)]
     ascent_s: Annotated[float, Decimals(3), Field(ge=0)]

@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 from . import events
 from .events import (LEGS, SEVERITIES, UNJUDGED_WHY, Advice, LegValgus, RepEvent, SetEvent, Valgus,
                      severity_rank)
-from .load import LifterSettings
+from .load import LifterSettings, round_to_plates, step_weight
 from .reps import Rep
 from .settings import Settings
 
@@ -246,10 +246,13 @@ class SetJudge:
         judged = [v for v in valgus.values() if v is not None]
         severity = max((v.severity for v in judged), key=severity_rank, default="none")
         measured = max((v.measured for v in judged), key=severity_rank, default="none")
+        # "clean" is a promise about every leg that should have been judged; a cave on a judged leg stands alone.
         if severity_rank(severity) >= severity_rank("moderate"):
             verdict = "cave"
         elif severity_rank(measured) >= severity_rank("moderate"):
             verdict = "note"
+        elif unjudged:
+            verdict = "unjudged"
         else:
             verdict = "clean"
         shifts = [smp.hip_shift for smp, phase in zip(rep.samples, rep.phase_of)
@@ -258,10 +261,10 @@ class SetJudge:
             rack=self.rack, set_id=self.set_id, rep=len(self.reps) + 1, exercise=self.lifter.exercise,
             working_leg=working, t_start=rep.t_start, t_bottom=rep.t_bottom, t_end=rep.t_end,
             load=self.lifter.load_info(), valgus=Valgus(**valgus, unjudged=unjudged),
-            severity=severity if judged else None, verdict=verdict if judged else "unjudged", depth=rep.depth,
+            severity=severity if judged else None, verdict=verdict, depth=rep.depth,
             descent_s=rep.descent_s, ascent_s=rep.ascent_s, ascent_speed=rep.ascent_speed,
             stance_ratio=rep.calibration.stance_ratio, hip_shift=float(np.median(shifts)) if shifts else None,
-            unjudged_reason=None if judged else _reason(unjudged))
+            unjudged_reason=_reason(unjudged) if verdict == "unjudged" else None)
         self.reps.append(event)
         return event
 
@@ -329,10 +332,12 @@ def _unjudged_remarks(reps: list[RepEvent]) -> list[str]:
 
 
 def _reason(unjudged: dict[str, str]) -> str:
-    """One sentence for a rep with no judged leg."""
-    texts = list(dict.fromkeys(UNJUDGED_WHY[code] for code in unjudged.values()))
-    text = "; ".join(texts) if texts else "no leg was seen well enough to judge"
-    return f"Knees not judged: {text}."
+    """One sentence for a rep whose verdict is ``unjudged``."""
+    codes = list(dict.fromkeys(unjudged.values()))
+    if len(unjudged) == 1:
+        (side, code), = unjudged.items()
+        return f"The {side} knee was not judged: {UNJUDGED_WHY[code]}."
+    return f"Knees not judged: {'; '.join(UNJUDGED_WHY[code] for code in codes)}."
 
 
 def _weaker_side(reps: list[RepEvent], margin: float) -> str | None:
@@ -360,7 +365,7 @@ def _advice(reps: list[RepEvent], lifter: LifterSettings, settings: JudgeSetting
                            "in the set's remarks.")
     if severe or caves >= settings.deload_after_caves:
         keep = 1 - settings.deload_percent / 100
-        next_load = None if value is None else max(0.0, round(value * keep / step) * step)
+        next_load = None if value is None else round_to_plates(value * keep, units)
         often = "on more than one rep" if settings.deload_after_caves == 2 else \
             f"on {settings.deload_after_caves} reps or more"
         return Advice(action="reduce", next_load=next_load,
@@ -373,6 +378,6 @@ def _advice(reps: list[RepEvent], lifter: LifterSettings, settings: JudgeSetting
         return Advice(action="hold", next_load=value,
                       text=f"The {len(judged)} judged reps were clean, but {len(verdicts) - len(judged)} could not "
                            "be judged: stay at this load until a whole set is seen clean.")
-    next_load = None if value is None else value + step
+    next_load = None if value is None else step_weight(value, 1, units)
     text = f"Every rep clean. After three clean sets at this load, add {step:g}-{2 * step:g} {units} next time."
     return Advice(action="add", next_load=next_load, text=text)
