@@ -1,5 +1,7 @@
 """The rep tracker on synthetic lifters: every case a gym throws at it, with a known right answer."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -258,3 +260,4 @@ def test_a_recording_that_stops_mid_rep_does_not_count_it(fps, stop_depth, risin
             tail += [standing_pose(depth=d) for d in np.linspace(0.5, stop_depth, fps)]
             tail += [standing_pose(depth=stop_depth)] * int(0.5 * fps)
     assert len(run(stand(1, fps) + squat(fps=fps) + stand(1, fps) + tail, fps)) == 1
+
