@@ -306,7 +306,7 @@ class RepTracker:
             self._before_calibration.append((t, frame, height))
             while t - self._before_calibration[0][0] > self.settings.pre_calibration_s:
                 self._before_calibration.popleft()
-            if self._try_calibrate(t, frame, height):
+            if self._try_calibrate(t, frame, height) or self._calibrate_provisionally(height):
                 return self._replay()
             return []
         self._try_calibrate(t, frame, height)
@@ -354,6 +354,18 @@ class RepTracker:
             tallest = max(tallest, h)
         best = [(f, h) for _, f, h in opening if h >= (1 - s.still_tolerance) * tallest]
         return _calibrate(opening[-1][0], [f for f, _ in best], statistics.median(h for _, h in best), None)
+
+    def _calibrate_provisionally(self, height: float | None) -> bool:
+        """Calibrate from the opening frames when a rep needs it: the lifter, never still yet, has sunk a rep's
+        ``start_depth`` below how they stood. Each rep is then handed on as it ends, not when the set closes; the
+        first still standing replaces this calibration for the reps after it (see :meth:`update`)."""
+        if height is None or height >= (1 - self.settings.start_depth) * self._tallest[1]:
+            return False   # (a cheap test first: nowhere near a rep below the tallest seen lately)
+        opening = self._opening_calibration()
+        if opening is None or height >= (1 - self.settings.start_depth) * opening.hip_height:
+            return False
+        self.calibration = opening
+        return True
 
     def release_held(self) -> list[Rep]:
         """The reps still waiting out ``plant_after_s``, judged now on what has been seen (the lifter's settings
