@@ -61,8 +61,9 @@ def interpreter():
 @pytest.fixture(scope="session")
 def analysed_at(interpreter, footage_dir):
     """``get(clip, fps=None)``: a labelled clip analysed by the real model, at its own rate or thinned to ``fps``
-    (as ``rackwatch analyze --fps``), once per session; returns the result and every frame's ``(t, pose,
-    height)`` so that a test can replay the poses through the analysis without the model."""
+    (as ``rackwatch analyze --fps``), once per session; returns the result, every frame's ``(t, pose, height)``
+    so that a test can replay the poses through the analysis without the model, and ``(t, event)`` for every
+    event as it came out of the frame at ``t`` (those of the recording's end at its last frame's time)."""
     from rackwatch.load import LifterSettings
     from rackwatch.recording import analyze_recording
 
@@ -71,11 +72,16 @@ def analysed_at(interpreter, footage_dir):
     def get(clip: dict, fps: float | None = None):
         key = (clip["clip"], fps)
         if key not in cache:
-            poses = []
+            poses, emitted = [], []
+
+            def on_frame(frame, pose, events):
+                poses.append((frame.t, pose, frame.image.shape[0]))
+                emitted.extend((frame.t, event) for event in events)
+
             result = analyze_recording(footage_dir / clip["clip"], interpreter, fps=fps,
-                                       lifter=LifterSettings(exercise=clip["exercise"]),
-                                       on_frame=lambda f, p, e: poses.append((f.t, p, f.image.shape[0])))
-            cache[key] = (result, poses)
+                                       lifter=LifterSettings(exercise=clip["exercise"]), on_frame=on_frame)
+            emitted.extend((poses[-1][0], event) for event in result.events[len(emitted):])
+            cache[key] = (result, poses, emitted)
         return cache[key]
     return get
 

@@ -22,7 +22,7 @@ RACK_FPS = 10.0
 
 @pytest.mark.parametrize("clip", USABLE, ids=[c["clip"] for c in USABLE])
 def test_rep_count_at_10_fps_matches_the_labels(analysed_at, clip):
-    result, poses = analysed_at(clip, RACK_FPS)
+    result, poses, _ = analysed_at(clip, RACK_FPS)
     assert result.fps == RACK_FPS
     # Thinned, not merely relabelled: about ten frames a second of the clip were judged.
     assert abs(len(poses) - clip["frames"] / clip["fps"] * RACK_FPS) <= 1.5
@@ -30,3 +30,14 @@ def test_rep_count_at_10_fps_matches_the_labels(analysed_at, clip):
     for found, labelled in zip(result.reps, clip["reps"]):
         assert abs(found.t_bottom - labelled["bottom"] / clip["fps"]) <= 0.6
     assert len(result.sets) == 1 and result.sets[0].reps == len(clip["reps"])
+
+
+@pytest.mark.parametrize("clip", USABLE, ids=[c["clip"] for c in USABLE])
+def test_each_rep_at_10_fps_is_handed_on_within_a_second_of_its_end(analysed_at, clip):
+    # As the rack would publish it: the frame that hands a rep on comes at most a second after the rep ended
+    # (plant_after_s to see that the feet stayed down, and a frame), calibrated or not.
+    result, _, emitted = analysed_at(clip, RACK_FPS)
+    came = [(t, e) for t, e in emitted if e.type == "rep"]
+    assert [e.id for _, e in came] == [e.id for e in result.reps]
+    for t, rep in came:
+        assert 0 <= t - rep.t_end <= 1.0, (rep.rep, rep.t_end, t)

@@ -1,5 +1,7 @@
 """The rep tracker on synthetic lifters: every case a gym throws at it, with a known right answer."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -258,3 +260,61 @@ def test_a_recording_that_stops_mid_rep_does_not_count_it(fps, stop_depth, risin
             tail += [standing_pose(depth=d) for d in np.linspace(0.5, stop_depth, fps)]
             tail += [standing_pose(depth=stop_depth)] * int(0.5 * fps)
     assert len(run(stand(1, fps) + squat(fps=fps) + stand(1, fps) + tail, fps)) == 1
+
+
+# -- live reps without waiting: a lifter who never stands still ------------------------------------------------------
+
+
+def swaying(poses, fps, share=0.04, period_s=0.5):
+    """The lifter never holds still: the hips bob by ``share`` of their height (beyond ``still_tolerance``)."""
+    out = []
+    for i, pose in enumerate(poses):
+        xy = pose.xy.copy()
+        bob = share * 400 * math.sin(2 * math.pi * i / fps / period_s)
+        for name in ("left_hip", "right_hip", "left_shoulder", "right_shoulder"):
+            xy[KP[name], 1] += bob
+        out.append(Pose(xy=xy, score=pose.score))
+    return out
+
+
+@pytest.mark.parametrize("fps", [30, 10])
+def test_a_lifter_who_never_holds_still_gets_each_rep_within_a_second_of_its_end(fps):
+    # Walks up swaying, and squats five times with a third of a second between reps: never still for still_s.
+    poses = swaying(stand(0.8, fps), fps)
+    for _ in range(5):
+        poses += swaying(squat(fps=fps) + stand(0.3, fps), fps)
+    poses += swaying(stand(2, fps), fps)
+    tracker = RepTracker()
+    came = []   # (when update() handed it on, the rep)
+    for i, pose in enumerate(noisy(poses)):
+        came += [(i / fps, rep) for rep in tracker.update(i / fps, geometry.measure(pose))]
+    assert tracker.finish() == []
+    assert len(came) == 5
+    for t, rep in came:
+        assert t - rep.t_end <= 1.0
+    # The first rep was judged from the opening frames: nothing waited for a still moment.
+    assert came[0][1].calibration.t < came[0][1].t_start
+    assert all(abs(rep.depth - 0.5) < 0.08 for _, rep in came)
+
+
+def test_a_later_still_standing_replaces_the_provisional_calibration_for_the_reps_after_it():
+    fps = 30
+    # Two reps swaying (provisional calibration), then the lifter stands still for a second, now 20 px taller in
+    # the picture (the phone was moved closer), and does two more.
+    first = swaying(stand(0.8, fps), fps) + swaying(squat() + stand(0.3, fps) + squat() + stand(0.3, fps), fps)
+    later = stand(1.0, hip_height=420) + squat(hip_height=420) + stand(0.5, hip_height=420)
+    later += squat(hip_height=420) + stand(1, hip_height=420)
+    tracker = RepTracker()
+    came = []
+    for i, pose in enumerate(noisy(first + later)):
+        came += [(i / fps, rep) for rep in tracker.update(i / fps, geometry.measure(pose))]
+    came += [(math.inf, rep) for rep in tracker.finish()]
+    assert len(came) == 4
+    provisional, still = came[1][1].calibration, came[2][1].calibration
+    assert came[0][1].calibration is provisional and provisional.t < 0.8 + 0.5
+    # (The half second between the last two reps is still enough to calibrate again: no matter.)
+    assert came[3][1].calibration.t >= still.t > len(first) / fps
+    assert abs(still.hip_height - 420) < 5 and abs(came[3][1].calibration.hip_height - 420) < 5
+    # It corrects, it does not delay: every rep handed on within a second of its end, none twice.
+    assert all(t - rep.t_end <= 1.0 for t, rep in came)
+    assert all(abs(rep.depth - 0.5) < 0.08 for _, rep in came)

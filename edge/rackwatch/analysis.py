@@ -49,6 +49,7 @@ class LiftAnalyzer:
         self.lifter = lifter
         self._smoother = PoseSmoother(settings.smoothing, settings.min_score)
         self.tracker = RepTracker(settings.reps)
+        self.tracker.single_leg = lifter.exercise == "single-leg"   # its free foot moves: see RepTracker
         self._set: SetJudge | None = None
         self._last_rep_t: float | None = None
         self._t: float | None = None               # the time of the newest frame seen
@@ -89,19 +90,27 @@ class LiftAnalyzer:
         A change within ``change_burst_s`` of the previous one belongs to the same burst: the set that burst
         began (if a rep came since) is not ended again, it carries on with these settings.
         """
+        # A rep just ended belongs to the set so far: the tracker hands it on now (someone at the panel is not
+        # jumping), not ``plant_after_s`` later into the next set.
+        done = [self._judge(rep) for rep in self.tracker.release_held()]
         in_burst = (self._t is not None and self._last_change_t is not None
                     and self._t - self._last_change_t < self.settings.change_burst_s)
         self._last_change_t = self._t
         self.lifter = lifter
+        self.tracker.single_leg = lifter.exercise == "single-leg"
         if in_burst and self._set is not None:
             self._set.lifter = lifter
-            return []
-        return self.end_set()
+            return done
+        return done + self.end_set()
 
     def finish(self) -> list[Event]:
         """The recording ended: judge what the tracker can still tell, and close the set."""
-        out = [self._judge(rep) for rep in self.tracker.finish()]
-        return out + self.end_set()
+        return self.last_reps() + self.end_set()
+
+    def last_reps(self) -> list[Event]:
+        """The recording ends: the reps the tracker can still tell (one waiting out ``plant_after_s``, one a frame
+        short of its end), judged; the set stays open (:meth:`end_set` closes it)."""
+        return [self._judge(rep) for rep in self.tracker.finish()]
 
     def end_set(self) -> list[Event]:
         summary = self._set.summary() if self._set else None

@@ -10,9 +10,15 @@ How it works, in the order things happen at the rack:
    replayed once it exists, so a rep that starts with the recording is not lost.
 2. **Reps.** *Depth* is the share of the standing hip height the lifter has sunk. A rep starts when depth passes
    ``start_depth``, and ends when the lifter is back within ``end_depth`` of standing. Only then is it judged
-   real: deep enough, neither too quick nor too slow, feet planted, torso up (not bending over to pick up a
-   plate), the same person throughout, and no long gap in the joints.
-3. **Phases.** Within a finished rep, frames at ≥ 90 % (``bottom_share``) of the rep's greatest depth are the
+   real: deep enough, neither too quick nor too slow, torso up (not bending over to pick up a plate), the same
+   person throughout, and no long gap in the joints.
+3. **Squats only.** A real rep is held for ``plant_after_s`` and handed on only if the feet stayed planted from
+   ``plant_before_s`` before it to then: jumps (both feet leave the floor), jumping jacks (the feet move apart or
+   together), lunges and steps (one foot moves), walking in or out of view (the whole body grows or shrinks in
+   the picture, the feet with it) drop the hips in the picture too, but are not squats. The reason for each
+   movement turned away is kept in :attr:`RepTracker.rejected`. In a single-leg squat the free foot moves as it
+   likes, so these rules apply to the two-leg squat (:attr:`RepTracker.single_leg`).
+4. **Phases.** Within a finished rep, frames at ≥ 90 % (``bottom_share``) of the rep's greatest depth are the
    *bottom*; before that is the *descent*, after it the *ascent*.
 
 **Frame rate.** The rack judges 8-10 frames a second (a Pi 4), recordings 24-30: every span is a time in seconds,
@@ -21,8 +27,9 @@ the same reps at either rate (``rackwatch eval --fps``). A rep's start and end a
 and a recording that stops a frame short of a rep's end still counts it (:meth:`RepTracker.finish`).
 
 Every threshold is a field of :class:`RepSettings`. The few bare numbers left define a reported figure rather
-than decide whether something counts (the 5 % band of :attr:`Rep.t_bottom`, the 10th-90th percentile spread of
-:meth:`Rep.working_leg`); docs/valgus.md lists them and says why.
+than decide whether something counts (the 5 % band of :attr:`Rep.t_bottom`, the 10th-90th percentile spreads of
+:meth:`Rep.working_leg` and of a foot's travel, the 25 % change of size that only words a rejection as walking);
+docs/valgus.md lists them and says why.
 
 Pure code: frames in, :class:`Rep` objects out. No clock, no camera, no I/O.
 """
@@ -87,8 +94,24 @@ class RepSettings(Settings):
     (five frames were 0.15 s at 30 fps but half a second at 10, enough to miss the end of a rep)."""
     max_gap_s: float = Field(1.0, gt=0, le=60)
     """A rep survives missing joints for this long (the model often loses knees at the bottom of a side view)."""
-    max_feet_drift: float = Field(0.35, gt=0, le=10)
-    """Ankles may slide this many leg lengths during a rep (a walk is far more)."""
+    plant_before_s: float = Field(1.0, ge=0, le=5)
+    """Squats only: the feet must have stayed planted for this long before a rep starts (a lunge steps out first,
+    then sinks; a landing sinks right after the flight)..."""
+    plant_after_s: float = Field(0.5, ge=0, le=2)
+    """...and for this long after it ends (a jump takes off from its dip). A rep is handed on this long after its
+    end, once that is seen."""
+    max_foot_rise: float = Field(0.1, gt=0, le=10)
+    """...: the lower foot may rise this many standing hip heights above where it stood..."""
+    min_flight_s: float = Field(0.2, ge=0, le=2)
+    """...for no longer than this (a 5 cm hop is 0.2 s in the air; the model misplacing both ankles for a frame
+    or two is no jump)..."""
+    max_foot_travel: float = Field(0.15, gt=0, le=10)
+    """...each foot may move this many standing hip heights in the picture (a step, a lunge, a slide is more; the
+    10th-90th percentile spread of its place, so one misplaced ankle is not a step)..."""
+    max_stance_change: float = Field(0.15, gt=0, le=10)
+    """...and the gap between the feet may change by this many (jumping jacks: 0.5 and more). All three apply to
+    the two-leg squat only: in a single-leg squat the free foot moves as it likes, and the model often takes it
+    for the standing one (docs/valgus.md, "Squats only")."""
     max_jump: float = Field(0.5, gt=0, le=10)
     """A hip jump of this many standing hip heights from one frame to the next means the model found someone
     else. Per frame, not per second: the other person is as far away whatever the frame rate, while the lifter's
@@ -232,8 +255,8 @@ class _Pending:
     t_before: float
     """The frame before the start, the last one seen short of ``start_depth``: the rep began after it."""
     samples: list[Sample] = field(default_factory=list)
-    ankles_start: tuple[float, float] | None = None
-    feet_drift: float = 0.0
+    frames: list[tuple[float, geometry.Frame]] = field(default_factory=list)
+    """Every frame from ``plant_before_s`` before the start: where the feet were is judged over them."""
     max_depth: float = 0.0
     deepened_at: float = 0.0
     torso_ok: bool = True
@@ -254,6 +277,12 @@ class RepTracker:
         self._still: deque[tuple[float, geometry.Frame, float]] = deque()
         self._before_calibration: deque[tuple[float, geometry.Frame, float | None]] = deque()
         self._rep: _Pending | None = None
+        self._held: list[tuple[Rep, list[tuple[float, geometry.Frame]]]] = []   # reps waiting out ``plant_after_s``
+        self._lately: deque[tuple[float, geometry.Frame]] = deque()   # the frames of the last ``plant_before_s``
+        self.single_leg = False
+        """A single-leg squat: the free foot may move (set by the analysis from the lifter's exercise)."""
+        self.rejected: deque[tuple[float, float, str]] = deque(maxlen=50)
+        """(start, end, why) of the latest movements that looked like a rep but were not a squat."""
         self._armed = False  # a rep may only start from standing
         self._last_hip: geometry.Point | None = None
         self._recent_heights: deque[tuple[float, float]] = deque()   # (when, hip height) over ``steady_s``
@@ -281,11 +310,11 @@ class RepTracker:
             self._before_calibration.append((t, frame, height))
             while t - self._before_calibration[0][0] > self.settings.pre_calibration_s:
                 self._before_calibration.popleft()
-            if self._try_calibrate(t, frame, height):
+            if self._try_calibrate(t, frame, height) or self._calibrate_provisionally(height):
                 return self._replay()
             return []
         self._try_calibrate(t, frame, height)
-        return self._track(t, frame, height)
+        return self._step(t, frame, height)
 
     def finish(self) -> list[Rep]:
         """The recording ended: a rep still under way is incomplete and is not counted, unless it is all but done.
@@ -297,27 +326,55 @@ class RepTracker:
         the rack, seeing the next frame, would have closed it.
         """
         reps: list[Rep] = []
-        if self.calibration is None and self._before_calibration:
-            upright = [(t, f, h) for t, f, h in self._before_calibration
-                       if h is not None and (s := _shank(f)) and h >= self.settings.upright_ratio * s]
-            if upright:
-                # The standing posture before the first descent: a phone that zooms or tilts during the rep
-                # makes the lifter look taller or shorter at the end, and the rep is judged from its start.
-                opening, tallest = [], 0.0
-                for t, f, h in upright:
-                    if h < (1 - self.settings.start_depth) * tallest:
-                        break
-                    opening.append((t, f, h))
-                    tallest = max(tallest, h)
-                best = [(f, h) for _, f, h in opening if h >= (1 - self.settings.still_tolerance) * tallest]
-                self.calibration = _calibrate(opening[-1][0], [f for f, _ in best],
-                                              statistics.median(h for _, h in best), None)
+        if self.calibration is None:
+            self.calibration = self._opening_calibration()
+            if self.calibration is not None:
                 reps = self._replay()
         if self._rep is not None and self._closes_with_an_ascent(self._rep):
-            reps += self._close(self._rep.samples[-1].t)
+            self._close(self._rep.samples[-1].t)
+        reps += self._release(math.inf)
         self._rep = None
         self.phase = "standing"
         return reps
+
+    def _opening_calibration(self) -> Calibration | None:
+        """A stand-in calibration from the upright frames seen before the first descent, or ``None`` if none.
+
+        For a lifter who never stands still long enough to calibrate (or a recording too short for it). The
+        standing posture before the first descent, not the most upright frames overall: a phone that zooms or
+        tilts during the rep makes the lifter look taller or shorter at the end, and the rep is judged from its
+        start.
+        """
+        s = self.settings
+        upright = [(t, f, h) for t, f, h in self._before_calibration
+                   if h is not None and (shank := _shank(f)) and h >= s.upright_ratio * shank]
+        if not upright:
+            return None
+        opening, tallest = [], 0.0
+        for t, f, h in upright:
+            if h < (1 - s.start_depth) * tallest:
+                break
+            opening.append((t, f, h))
+            tallest = max(tallest, h)
+        best = [(f, h) for _, f, h in opening if h >= (1 - s.still_tolerance) * tallest]
+        return _calibrate(opening[-1][0], [f for f, _ in best], statistics.median(h for _, h in best), None)
+
+    def _calibrate_provisionally(self, height: float | None) -> bool:
+        """Calibrate from the opening frames when a rep needs it: the lifter, never still yet, has sunk a rep's
+        ``start_depth`` below how they stood. Each rep is then handed on as it ends, not when the set closes; the
+        first still standing replaces this calibration for the reps after it (see :meth:`update`)."""
+        if height is None or height >= (1 - self.settings.start_depth) * self._tallest[1]:
+            return False   # (a cheap test first: nowhere near a rep below the tallest seen lately)
+        opening = self._opening_calibration()
+        if opening is None or height >= (1 - self.settings.start_depth) * opening.hip_height:
+            return False
+        self.calibration = opening
+        return True
+
+    def release_held(self) -> list[Rep]:
+        """The reps still waiting out ``plant_after_s``, judged now on what has been seen (the lifter's settings
+        changed: the set they belong to ends)."""
+        return self._release(math.inf)
 
     def _trusted_hip_height(self, t: float, frame: geometry.Frame) -> float | None:
         """This frame's hip height, or ``None`` when the only foot in view is a lifted one.
@@ -387,7 +444,7 @@ class RepTracker:
         self._armed = self._opens_with_a_descent(frames)
         done: list[Rep] = []
         for t, frame, height in frames:
-            done += self._track(t, frame, height)
+            done += self._step(t, frame, height)
         return done
 
     def _opens_with_a_descent(self, frames: list) -> bool:
@@ -424,15 +481,83 @@ class RepTracker:
         earlier = [x.depth for x in rep.samples if last.t - x.t <= s.still_s]
         return depth < s.start_depth and earlier[0] > max(depth, last.depth) + s.end_depth / 2
 
+    # -- squats only -----------------------------------------------------------------------------------------
+
+    def _step(self, t: float, frame: geometry.Frame, height: float | None) -> list[Rep]:
+        """One frame for the rep under way and for the reps waiting to be handed on."""
+        self._lately.append((t, frame))
+        while t - self._lately[0][0] > self.settings.plant_before_s:
+            self._lately.popleft()
+        for _, seen in self._held:
+            seen.append((t, frame))
+        self._track(t, frame, height)
+        return self._release(t)
+
+    def _release(self, t: float) -> list[Rep]:
+        """The held reps whose ``plant_after_s`` after their end has passed, if their feet stayed planted."""
+        out = []
+        while self._held and t - self._held[0][0].t_end >= self.settings.plant_after_s:
+            rep, seen = self._held.pop(0)
+            why = self._not_a_squat(rep, seen)
+            if why is None:
+                out.append(rep)
+            else:
+                self.rejected.append((rep.t_start, rep.t_end, why))
+        return out
+
+    def _not_a_squat(self, rep: Rep, seen: list[tuple[float, geometry.Frame]]) -> str | None:
+        """Why the movement around ``rep`` (from ``plant_before_s`` before it to ``plant_after_s`` after) was not a
+        squat with the feet planted, or ``None`` if it was. Two-leg squats only (see
+        :attr:`RepSettings.max_stance_change`).
+
+        Distances are in standing hip heights, each foot's travel the 10th-90th percentile spread of its place
+        (so that a few misplaced ankles are no step); "both feet off the floor" must hold for ``min_flight_s``.
+        """
+        if self.single_leg:
+            return None
+        s, h = self.settings, rep.calibration.hip_height
+        travel = {}
+        for side in LEGS:
+            ankles = [f.leg(side).ankle for _, f in seen if f.leg(side) is not None]
+            if len(ankles) >= 3:
+                travel[side] = math.hypot(_spread([a[0] for a in ankles]), _spread([a[1] for a in ankles])) / h
+        moved = [side for side, d in travel.items() if d > s.max_foot_travel]
+        if len(moved) == 1:
+            return f"the {moved[0]} foot stepped ({travel[moved[0]]:.2f} hip heights): a lunge or a step, not a squat"
+        # The lower foot in the picture is the one on the floor: both feet off the floor lift it too. Only frames
+        # with both ankles seen count, a lone ankle may be a lifted one.
+        both = [(t, f) for t, f in seen if f.left is not None and f.right is not None]
+        if len(both) < 3:
+            return None
+        lowest = [(t, max(f.left.ankle[1], f.right.ankle[1])) for t, f in both]
+        floor = statistics.median(y for _, y in lowest)
+        rise = _held_for([(t, (floor - y) / h) for t, y in lowest], s.min_flight_s)
+        gaps = [abs(f.left.ankle[0] - f.right.ankle[0]) / h for _, f in both]
+        if rise > s.max_foot_rise or moved:
+            # Feet higher in the picture and the body smaller (or lower and larger) is walking away (or toward);
+            # the size only chooses the words: the feet have already decided.
+            widths = [f.hip_width_px for _, f in both if f.hip_width_px]
+            if widths and np.percentile(widths, 90) > (1 + _RESIZED) * np.percentile(widths, 10):
+                return ("the whole body grew or shrank in the picture, the feet moving with it: walking toward or "
+                        "away from the camera, not a squat")
+            if rise > s.max_foot_rise:
+                return f"both feet left the floor ({rise:.2f} hip heights): a jump, not a squat"
+        if _spread(gaps) > s.max_stance_change:
+            return (f"the feet moved apart or together ({_spread(gaps):.2f} hip heights): jumping jacks or a "
+                    "shuffle, not a squat")
+        if moved:
+            return "both feet moved: walking, not a squat"
+        return None
+
     # -- rep detection --------------------------------------------------------------------------------------
 
-    def _track(self, t: float, frame: geometry.Frame, height: float | None) -> list[Rep]:
+    def _track(self, t: float, frame: geometry.Frame, height: float | None) -> None:
         s, cal = self.settings, self.calibration
         rep = self._rep
         if height is None or not self._same_person(t, frame):
             if rep is not None and t - rep.last_seen > s.max_gap_s:
                 self._abandon()
-            return []
+            return
         if rep is not None and t - rep.last_seen > s.max_gap_s:
             self._abandon()
             rep = None
@@ -443,19 +568,16 @@ class RepTracker:
                 self._armed = True
             if depth >= s.start_depth and self._armed:
                 self._rep = rep = _Pending(t_start=t, t_before=t if previous_t is None else previous_t,
-                                           ankles_start=_ankles(frame))
+                                           frames=list(self._lately)[:-1])
             else:
                 self.phase = "standing"
-                return []
+                return
         rep.samples.append(_sample(t, depth, frame, cal))
+        rep.frames.append((t, frame))
         rep.last_seen = t
         if depth > rep.max_depth + s.deepening:   # still going down, not model wobble
             rep.deepened_at = t
         rep.max_depth = max(rep.max_depth, depth)
-        ankles = _ankles(frame)
-        if ankles is not None and rep.ankles_start is not None:
-            drift = max(abs(now - then) for now, then in zip(ankles, rep.ankles_start)) / cal.hip_height
-            rep.feet_drift = max(rep.feet_drift, drift)
         torso = _torso_height(frame)
         if torso is not None and cal.torso_height and depth >= s.bottom_share * rep.max_depth:
             rep.torso_ok = torso >= s.min_torso_share * cal.torso_height
@@ -469,10 +591,11 @@ class RepTracker:
         if depth >= s.end_depth:
             if t - rep.t_start > s.max_rep_s:
                 self._abandon()
-            return []
-        return self._close(t)
+            return
+        self._close(t)
 
-    def _close(self, t: float) -> list[Rep]:
+    def _close(self, t: float) -> None:
+        """The rep under way has ended at ``t``: held for ``plant_after_s`` if it is real, else dropped."""
         s, pending = self.settings, self._rep
         self._rep = None
         self.phase = "standing"
@@ -481,12 +604,12 @@ class RepTracker:
         # slow even from its first frame.
         real = (pending.max_depth >= s.min_depth and s.min_rep_s <= t - pending.t_before
                 and t - pending.t_start <= s.max_rep_s
-                and pending.feet_drift <= s.max_feet_drift and pending.torso_ok)
+                and pending.torso_ok)
         if not real:
-            return []
+            return
         rep = Rep(t_start=pending.t_start, t_end=t, samples=pending.samples, calibration=self.calibration)
         rep.phase_of = _phases(rep.samples, s.bottom_share)
-        return [rep]
+        self._held.append((rep, pending.frames))
 
     def _abandon(self) -> None:
         self._rep = None
@@ -528,18 +651,34 @@ def _shank(frame: geometry.Frame) -> float | None:
     return max(lengths) if lengths else None
 
 
-def _ankles(frame: geometry.Frame) -> tuple[float, float] | None:
-    if frame.left is None or frame.right is None:
-        return None
-    return frame.left.ankle[0], frame.right.ankle[0]
-
-
 def _torso_height(frame: geometry.Frame) -> float | None:
     legs = [leg for leg in (frame.left, frame.right) if leg is not None]
     shoulders = frame.shoulder_y
     if not legs or shoulders is None:
         return None
     return sum(leg.hip[1] for leg in legs) / len(legs) - shoulders
+
+
+def _spread(values: list[float]) -> float:
+    """The 10th-90th percentile spread: how far something moved, with a few misplaced frames left out."""
+    return float(np.percentile(values, 90) - np.percentile(values, 10))
+
+
+_RESIZED = 0.25
+"""A body whose hip width in the picture changed by more than this share walked toward or away from the camera.
+Only the words of a rejection hang on it (see :meth:`RepTracker._not_a_squat`)."""
+
+
+def _held_for(values: list[tuple[float, float]], seconds: float) -> float:
+    """The highest value held for ``seconds``: reached by every frame from some frame to the first one at least
+    ``seconds`` later (a frame alone, with the next ones missing, holds nothing)."""
+    best = -math.inf
+    for i, (t, _) in enumerate(values):
+        for j in range(i, len(values)):
+            if values[j][0] - t >= seconds - 1e-6:   # (a tenth of a second at 10 fps is 0.09999...)
+                best = max(best, min(v for _, v in values[i:j + 1]))
+                break
+    return best
 
 
 def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previous: Calibration | None) -> Calibration:
@@ -599,3 +738,4 @@ def _phases(samples: list[Sample], bottom_share: float) -> list[str]:
     deep = np.flatnonzero(depths >= bottom_share * depths.max())
     first, last = int(deep[0]), int(deep[-1])
     return ["descent" if i < first else "ascent" if i > last else "bottom" for i in range(len(samples))]
+

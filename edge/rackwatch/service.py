@@ -272,7 +272,14 @@ class RackService:
                 log.exception("could not close the frame source")
         if self._started:
             with self._lock:
-                for event in self.analyzer.finish():
+                # The last reps first, with the state that counts them (a rep is handed on a moment after its
+                # end, so the last one may only come now), then the set's summary and the state without a set.
+                last = self.analyzer.last_reps()
+                for event in last:
+                    self._emit(event)
+                if last:
+                    self._publish_state()
+                for event in self.analyzer.end_set():
                     self._emit(event)
                 self._publish_state()
             if self._window_frames:
