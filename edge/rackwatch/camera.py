@@ -213,7 +213,28 @@ def open_source(spec: str | Path, fps: float = 30.0) -> FrameSource:
     return VideoFile(path)
 
 
-class Scaled:
+class Reshaped:
+    """Another source's frames, changed on the way through: the base of :class:`Scaled`, :class:`Distant` and
+    :class:`Thinned`, which say how in :meth:`frames`."""
+
+    def __init__(self, source: FrameSource):
+        self.source = source
+        self.fps = source.fps
+        self.channels = source.channels
+        self.frame_count = source.frame_count
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    @property
+    def dropped(self) -> int:
+        return self.source.dropped
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class Scaled(Reshaped):
     """Another source's frames scaled down so their long side is ``long_side`` pixels (never up).
 
     What the Pi camera's ISP does for free; on a recording it shows how rackwatch fares on the frames a rack
@@ -221,10 +242,7 @@ class Scaled:
     """
 
     def __init__(self, source: FrameSource, long_side: int):
-        self.source = source
-        self.fps = source.fps
-        self.channels = source.channels
-        self.frame_count = source.frame_count
+        super().__init__(source)
         self.long_side = long_side
 
     def frames(self) -> Iterator[Frame]:
@@ -238,15 +256,8 @@ class Scaled:
                 frame = Frame(frame.index, frame.t, cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA))
             yield frame
 
-    @property
-    def dropped(self) -> int:
-        return self.source.dropped
 
-    def close(self) -> None:
-        self.source.close()
-
-
-class Distant:
+class Distant(Reshaped):
     """Another source's frames as a camera ``distance`` times further back would take them.
 
     Each frame is shrunk by ``distance`` and set on a plain grey background of its own size, standing on the
@@ -260,10 +271,7 @@ class Distant:
     def __init__(self, source: FrameSource, distance: float):
         if not 1 <= distance <= 10:
             raise SourceError(f"A distance of {distance:g} makes no sense: use 1 (as filmed) to 10 times further.")
-        self.source = source
-        self.fps = source.fps
-        self.channels = source.channels
-        self.frame_count = source.frame_count
+        super().__init__(source)
         self.distance = distance
 
     def frames(self) -> Iterator[Frame]:
@@ -279,15 +287,8 @@ class Distant:
             canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
             yield Frame(frame.index, frame.t, canvas)
 
-    @property
-    def dropped(self) -> int:
-        return self.source.dropped
 
-    def close(self) -> None:
-        self.source.close()
-
-
-class Thinned:
+class Thinned(Reshaped):
     """Another source's frames thinned to ``fps`` a second, the way a slower camera would have taken them.
 
     A frame is kept whenever the recording's own time reaches the next tick of a ``1 / fps`` clock started at its
@@ -300,11 +301,8 @@ class Thinned:
     def __init__(self, source: FrameSource, fps: float):
         if not fps > 0:
             raise SourceError(f"A frame rate to thin to must be above 0, not {fps:g}.")
-        self.source = source
+        super().__init__(source)   # frame_count stays: the progress bar's total (frames keep their index)
         self.fps = min(fps, source.fps)
-        self.channels = source.channels
-        # Roughly what will come: the progress bar's total (frames keep their recording's index).
-        self.frame_count = source.frame_count
         self._period = 1.0 / fps
 
     def frames(self) -> Iterator[Frame]:
@@ -319,13 +317,6 @@ class Thinned:
             if tick >= next_tick:
                 next_tick = tick + 1
                 yield frame
-
-    @property
-    def dropped(self) -> int:
-        return self.source.dropped
-
-    def close(self) -> None:
-        self.source.close()
 
 
 class LiveCamera:
