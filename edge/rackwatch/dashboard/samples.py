@@ -68,6 +68,10 @@ def set_summary(rack: str, set_id: str, reps: int, clean_reps: int, *, load_kg: 
 
 def health(rack: str, *, fps: float = 14.9, cpu_temp_c: float | None = 55.0, throttled: bool | None = False,
            outbox_depth: int = 0, dropped_frames: int = 0, **losses: Any) -> dict[str, Any]:
-    """A health report; ``losses`` sets the loss fields (``events_dropped=3``, ``disk_full=True``, ...)."""
+    """A health report, with this rackwatch's version as a rack sends it; ``losses`` sets the loss fields
+    (``events_dropped=3``, ``disk_full=True``, ...)."""
+    from rackwatch import __version__
+
     return make_event("health", rack, fps=fps, inference_ms=41.0, dropped_frames=dropped_frames,
-                      cpu_temp_c=cpu_temp_c, throttled=throttled, outbox_depth=outbox_depth, **losses)
+                      cpu_temp_c=cpu_temp_c, throttled=throttled, outbox_depth=outbox_depth,
+                      software_version=__version__, **losses)
