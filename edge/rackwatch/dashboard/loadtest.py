@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import os
 import re
 import secrets
 import shutil
@@ -122,32 +123,91 @@ class RackSimulator:
 
 async def watch_streams(url: str, cookies: dict, clients: int, sent: dict[str, float], latencies: list[float],
                         stop: asyncio.Event, connected: list[int]) -> None:
-    """``clients`` connections to /stream; the first sighting of an event id on each is one latency sample."""
-    import httpx
+    """``clients`` connections to /stream; the first sighting of an event id on each is one latency sample.
+
+    Each client is a bare HTTP/1.1 connection read with asyncio, its bytes searched with a regex: part of the
+    measuring instrument, it shares the machine with the dashboard, so it must cost little (httpx's parser took a
+    third of the load test's time). A browser's own parser is not in Python anyway."""
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    request = (f"GET /stream HTTP/1.1\r\nHost: {address.netloc}\r\nAccept: text/event-stream\r\n"
+               f"Cookie: {cookie}\r\n\r\n").encode()
 
     async def one() -> None:
         seen: set[str] = set()
-        async with httpx.AsyncClient(base_url=url, cookies=cookies, timeout=None) as client:
-            async with client.stream("GET", "/stream") as response:
-                connected.append(1)
-                tail = b""
-                async for chunk in response.aiter_bytes():   # bytes and a regex: a browser's parser is not in Python
-                    if stop.is_set():
-                        return
-                    now = time.monotonic()
-                    text = tail + chunk
-                    for event_id in EVENT_ID.findall(text):
-                        event_id = event_id.decode()
-                        if event_id not in seen and event_id in sent:
-                            seen.add(event_id)
-                            latencies.append(now - sent[event_id])
-                    tail = text[-60:]   # an id cut in two by the chunking is found with the next chunk
+        reader, writer = await asyncio.open_connection(address.hostname, address.port or 80)
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise DashboardError(f"/stream answered {head.splitlines()[0].decode(errors='replace')}")
+            connected.append(1)
+            tail = b""
+            while not stop.is_set():
+                chunk = await reader.read(1 << 16)
+                if not chunk:
+                    return
+                now = time.monotonic()
+                text = tail + chunk
+                for event_id in EVENT_ID.findall(text):
+                    event_id = event_id.decode()
+                    if event_id not in seen and event_id in sent:
+                        seen.add(event_id)
+                        latencies.append(now - sent[event_id])
+                tail = text[-60:]   # an id cut in two by the chunking is found with the next chunk
+        finally:
+            writer.close()
 
     tasks = [asyncio.create_task(one()) for _ in range(clients)]
     await stop.wait()
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, DashboardError)]
+    if failed:
+        raise failed[0]
+
+
+class CpuMeter:
+    """CPU time spent while measuring, by part: this process (the simulated racks and the stream clients), the
+    dashboard and the broker when this process started them, and everything else on the machine (other users'
+    work shares the cores and changes the figures: the report says how much of it there was). Linux (/proc)."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self._start = self._read()
+
+    @staticmethod
+    def _ticks(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+
+    def _read(self) -> dict[str, float]:
+        times = os.times()
+        read = {"wall": time.monotonic(), "loadtest": times.user + times.system}
+        for name, pid in self.pids.items():
+            try:
+                read[name] = self._ticks(pid)
+            except (OSError, IndexError, ValueError):
+                read[name] = float("nan")
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+            idle = values[3] + values[4]   # idle + iowait
+            read["machine_busy"] = (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            read["machine_busy"] = float("nan")
+        return read
+
+    def figures(self) -> dict:
+        """Cores used on average since the start, by part, and the machine's cores."""
+        end = self._read()
+        wall = max(end["wall"] - self._start["wall"], 1e-6)
+        used = {name: (end[name] - self._start[name]) / wall for name in end if name not in ("wall", "machine_busy")}
+        others = (end["machine_busy"] - self._start["machine_busy"]) / wall - sum(used.values())
+        return {**{k: round(v, 2) for k, v in used.items()}, "others": round(max(others, 0.0), 2),
+                "cores": os.cpu_count(), "seconds": round(wall, 1)}
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -205,7 +265,9 @@ def run(args) -> dict:
         if "rackwatch_session" not in cookies:
             raise DashboardError(f"Could not sign in to {url} as {user}.")
         before = len(store.event_ids())
-        return asyncio.run(_measure(args, url, cookies, host, port, store, before))
+        pids = {name: process.pid for name, process in (("dashboard", dashboard),
+                                                        ("broker", broker.process if broker else None)) if process}
+        return asyncio.run(_measure(args, url, cookies, host, port, store, before, pids))
     finally:
         if dashboard is not None:
             dashboard.terminate()
@@ -218,7 +280,7 @@ def run(args) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _measure(args, url, cookies, host, port, store, before: int) -> dict:
+async def _measure(args, url, cookies, host, port, store, before: int, pids: dict[str, int]) -> dict:
     from sqlalchemy import func, select
 
     from .tables import Event
@@ -250,6 +312,7 @@ async def _measure(args, url, cookies, host, port, store, before: int) -> dict:
             await asyncio.sleep(0.2)
 
     started = time.monotonic()
+    cpu = CpuMeter(pids)
     simulator.start()
     watcher = asyncio.create_task(watch_store())
     await asyncio.sleep(args.seconds)
@@ -261,6 +324,7 @@ async def _measure(args, url, cookies, host, port, store, before: int) -> dict:
     while seen["count"] < len(published_ids) and time.monotonic() - seen["at"] < 10:
         await asyncio.sleep(0.1)
     watcher.cancel()
+    cpu_cores = cpu.figures()
     ingest_s = seen["at"] - started
     stop.set()
     await streams
@@ -273,7 +337,7 @@ async def _measure(args, url, cookies, host, port, store, before: int) -> dict:
             "duplicates": rows - len(set(ids)),
             "events_per_s": round(stored / ingest_s, 1), "published_per_s": round(simulator.published / published_s, 1),
             "p50_ms": _ms(percentile(latencies, 0.50)), "p99_ms": _ms(percentile(latencies, 0.99)),
-            "latency_samples": len(latencies), "max_backlog": seen["backlog"]}
+            "latency_samples": len(latencies), "max_backlog": seen["backlog"], "cpu_cores": cpu_cores}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -287,7 +351,10 @@ def format_report(figures: dict) -> str:
         f"  ingested    {figures['events_per_s']} events/s (largest backlog {figures['max_backlog']} events)",
         f"  stored      {figures['stored']}  lost {figures['lost']}  stored twice {figures['duplicates']}",
         f"  publish → stream latency  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms "
-        f"({figures['latency_samples']} samples)"])
+        f"({figures['latency_samples']} samples)",
+        "  CPU (cores, on average): " + ", ".join(f"{k} {v}" for k, v in figures["cpu_cores"].items()
+                                                 if k not in ("cores", "seconds"))
+        + f" (of {figures['cpu_cores']['cores']}, over {figures['cpu_cores']['seconds']} s)"])
 
 
 def main(args) -> int:
