@@ -123,8 +123,9 @@ def test_a_real_rack_comes_online_answers_commands_and_goes_offline_when_killed(
         screenshot(page, "02-rack-online")
 
         # Its first health report (every second here) reaches the tile; the health page shows its version.
-        page.wait_for_function("!['waiting for the first health report', '—'].includes("
-                               "document.querySelector('#tile-rackA .camera').textContent)", timeout=15_000)
+        # (selectors, not wait_for_function: the page's Content-Security-Policy forbids the eval that polls it)
+        page.wait_for_selector("#tile-rackA .camera:text-matches('^(camera ready|needs attention|camera needs)')",
+                               timeout=15_000)
         page.goto(dashboard.url + "/health")
         assert page.inner_text("#health-rackA .version") == f"rackwatch {rackwatch.__version__}"
         screenshot(page, "02b-health-page")
@@ -141,7 +142,7 @@ def test_a_real_rack_comes_online_answers_commands_and_goes_offline_when_killed(
 
         page.goto(dashboard.url + "/")
         page.wait_for_selector("#tile-rackA[data-status=online]")
-        page.wait_for_function("document.querySelector('#tile-rackA .load').textContent.includes('80 kg')",
+        page.wait_for_selector("#tile-rackA .load:has-text('80 kg')",
                                timeout=15_000)   # the rack's state now carries the load set from the board
         assert rack.poll() is None, "the rack finished its clip before the test could kill it"
         os.kill(rack.pid, signal.SIGKILL)        # no goodbye: the broker announces the last will
@@ -245,6 +246,9 @@ def test_forms_need_the_csrf_token(chromium, dashboard):
     assert "did not come from the dashboard" in forged.text()
     missing = page.request.post(dashboard.url + "/racks/rack05/identify", max_redirects=0)
     assert missing.status == 403
+    for path in ("/", "/login", "/static/board.js"):   # the security headers on pages, forms and files alike
+        headers = page.request.get(dashboard.url + path).headers
+        assert "img-src 'none'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
     page.context.close()
 
 
