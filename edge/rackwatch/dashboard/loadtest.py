@@ -41,7 +41,11 @@ HEALTH_EVERY_S = 2.0
 
 
 class RackSimulator:
-    """N racks' event streams on a few MQTT connections, in a thread; ``sent`` maps event id → publish time."""
+    """N racks' event streams on a few MQTT connections, in a thread; ``sent`` maps event id → publish time.
+
+    Every event of the run is made before the clock starts (:meth:`prepare`), by the rack's own event code, with
+    the time it is to be published at: the load test shares the machine with what it measures, and making the
+    events took a third of its CPU during the run. The thread then only publishes them on time."""
 
     def __init__(self, host: str, port: int, racks: int, connections: int = 8):
         import paho.mqtt.client as mqtt
@@ -49,6 +53,7 @@ class RackSimulator:
         self.racks = [f"load{n:04d}" for n in range(racks)]
         self.sent: dict[str, float] = {}
         self.published = 0
+        self.time_skew_s = 0.0   # how much earlier than published the events' times are (0 unless prepare overran)
         self.clients = []
         for n in range(min(connections, racks)):
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rackwatch-loadtest-{n}",
@@ -60,51 +65,78 @@ class RackSimulator:
             self.clients.append(client)
         self._stop = threading.Event()
         self._infos = []
+        self._events: list[tuple[float, int, str, str, bytes]] = []   # (offset, rack index, id, topic, payload)
+        self._start_at = 0.0   # monotonic time of the first publish
         self.thread = threading.Thread(target=self._run, name="loadtest-racks", daemon=True)
 
-    def _publish(self, rack_index: int, event: dict) -> None:
-        topic = f"rackwatch/{event['rack']}/{event['type']}"
-        client = self.clients[rack_index % len(self.clients)]
-        self.sent[event["id"]] = time.monotonic()
-        self._infos.append(client.publish(topic, json.dumps(event), qos=1))
-        self.published += 1
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        # (due time, rack index, step): steps 0-3 are a rep's state changes and the rep, 4 is health.
-        due = []
+    def plan(self, seconds: float):
+        """What the racks publish in ``seconds``, in order: (offset s, rack index, sample function, its arguments).
+        Each rack: its state first; then a rep every 3 s with four state changes around it, a set summary every 5
+        reps, health every 2 s; the racks' cycles spread evenly over the 3 s."""
+        due = []   # (offset, rack index, step): steps 0-3 are a rep's state changes and the rep, 4 is health
         for i, rack in enumerate(self.racks):
-            self._publish(i, samples.state(rack, set_id=None, reps_in_set=0))
+            yield 0.0, i, samples.state, dict(set_id=None, reps_in_set=0)
             offset = REP_CYCLE_S * i / len(self.racks)
-            heapq.heappush(due, (start + offset, i, 0))
-            heapq.heappush(due, (start + offset * HEALTH_EVERY_S / REP_CYCLE_S, i, 4))
+            heapq.heappush(due, (offset, i, 0))
+            heapq.heappush(due, (offset * HEALTH_EVERY_S / REP_CYCLE_S, i, 4))
         reps = [0] * len(self.racks)
-        while not self._stop.is_set():
-            when, i, step = due[0]
-            now = time.monotonic()
-            if when > now:
-                self._stop.wait(min(when - now, 0.05))
-                continue
-            heapq.heappop(due)
+        while due and due[0][0] < seconds:
+            when, i, step = heapq.heappop(due)
             rack = self.racks[i]
             set_id = f"{rack}-set{reps[i] // 5}"
             if step == 4:
-                self._publish(i, samples.health(rack, fps=14.5, outbox_depth=0))
+                yield when, i, samples.health, dict(fps=14.5, outbox_depth=0)
                 heapq.heappush(due, (when + HEALTH_EVERY_S, i, 4))
                 continue
             if step < 3:
                 phase = ("descent", "bottom", "ascent")[step]
-                self._publish(i, samples.state(rack, set_id=set_id, reps_in_set=reps[i] % 5, phase=phase))
+                yield when, i, samples.state, dict(set_id=set_id, reps_in_set=reps[i] % 5, phase=phase)
                 heapq.heappush(due, (when + 0.7, i, step + 1))
                 continue
             reps[i] += 1
             number = (reps[i] - 1) % 5 + 1
             verdict = ("clean", "clean", "minor", "clean", "cave")[number - 1]
-            self._publish(i, samples.rep(rack, set_id, number, verdict))
-            self._publish(i, samples.state(rack, set_id=set_id, reps_in_set=number))
+            yield when, i, samples.rep, dict(set_id=set_id, number=number, verdict=verdict)
+            yield when, i, samples.state, dict(set_id=set_id, reps_in_set=number)
             if number == 5:
-                self._publish(i, samples.set_summary(rack, set_id, 5, 4))
+                yield when, i, samples.set_summary, dict(set_id=set_id, reps=5, clean_reps=4)
             heapq.heappush(due, (when + REP_CYCLE_S - 2.1, i, 0))
+
+    def prepare(self, seconds: float) -> None:
+        """Make every event of a run of ``seconds`` now, each with the wall-clock time it will be published at
+        (the run starts when they are made: the time that takes is estimated from the first 200, with room)."""
+        from datetime import datetime, timezone
+
+        plan = list(self.plan(seconds))
+        probe = time.monotonic()
+        for _, i, make, arguments in plan[:200]:
+            make(self.racks[i], **arguments)
+        lead = 2.0 + 2.0 * (time.monotonic() - probe) / max(1, min(200, len(plan))) * len(plan)
+        start_wall, self._start_at = time.time() + lead, time.monotonic() + lead
+        for offset, i, make, arguments in plan:
+            event = make(self.racks[i], **arguments,
+                         at=datetime.fromtimestamp(start_wall + offset, timezone.utc))
+            self._events.append((offset, i, event["id"], f"rackwatch/{event['rack']}/{event['type']}",
+                                 json.dumps(event).encode()))
+        late = time.monotonic() - self._start_at
+        if late > 0:   # the estimate was short: start now, the events' times a little early
+            self._start_at, self.time_skew_s = time.monotonic(), late
+
+    def wait_for_start(self) -> float:
+        """Sleep until the run's start; returns it (monotonic)."""
+        time.sleep(max(0.0, self._start_at - time.monotonic()))
+        return self._start_at
+
+    def _run(self) -> None:
+        for offset, i, event_id, topic, payload in self._events:
+            wait = self._start_at + offset - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            if self._stop.is_set():
+                return
+            self.sent[event_id] = time.monotonic()
+            self._infos.append(self.clients[i % len(self.clients)].publish(topic, payload, qos=1))
+            self.published += 1
 
     def start(self) -> "RackSimulator":
         self.thread.start()
@@ -311,7 +343,8 @@ async def _measure(args, url, cookies, host, port, store, before: int, pids: dic
                 seen["count"], seen["at"] = count, time.monotonic()
             await asyncio.sleep(0.2)
 
-    started = time.monotonic()
+    await asyncio.to_thread(simulator.prepare, args.seconds)
+    started = await asyncio.to_thread(simulator.wait_for_start)
     cpu = CpuMeter(pids)
     simulator.start()
     watcher = asyncio.create_task(watch_store())
@@ -337,7 +370,8 @@ async def _measure(args, url, cookies, host, port, store, before: int, pids: dic
             "duplicates": rows - len(set(ids)),
             "events_per_s": round(stored / ingest_s, 1), "published_per_s": round(simulator.published / published_s, 1),
             "p50_ms": _ms(percentile(latencies, 0.50)), "p99_ms": _ms(percentile(latencies, 0.99)),
-            "latency_samples": len(latencies), "max_backlog": seen["backlog"], "cpu_cores": cpu_cores}
+            "latency_samples": len(latencies), "max_backlog": seen["backlog"], "cpu_cores": cpu_cores,
+            "time_skew_s": round(simulator.time_skew_s, 2)}
 
 
 def _ms(seconds: float | None) -> float | None:
