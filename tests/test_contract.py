@@ -158,6 +158,25 @@ def test_an_older_rack_without_unjudged_reason_is_still_valid():
     assert is_valid(wire, "rep") and parses(wire)
 
 
+def test_an_older_racks_health_and_state_without_the_later_fields_are_still_valid():
+    """One rule for fields added after the first racks: the schema does not require them, the parser defaults them."""
+    health = sample_health("rack01").model_copy(update={"software_version": "0.1.0"}).to_wire()
+    later = ("events_dropped", "events_unreadable", "events_refused", "outbox_damaged", "snapshots_skipped",
+             "pump_failures", "disk_full", "events_in_memory", "software_version")
+    assert set(later) <= set(health) and is_valid(health, "health")
+    older = {k: v for k, v in health.items() if k not in later}
+    assert is_valid(older, "health") and parses(older)
+    back = parse_event(older)
+    assert back.software_version is None and back.events_dropped == 0 and back.disk_full is False
+    state = sample_state("rack01").to_wire()
+    older_state = {k: v for k, v in state.items() if k not in ("camera", "camera_reason", "idle")}
+    assert is_valid(older_state, "state") and parses(older_state)
+    # The fields every rack has always sent stay required.
+    for name, wire, field in (("health", health, "outbox_depth"), ("state", state, "reps_in_set")):
+        del wire[field]
+        assert not is_valid(wire, name) and not parses(wire)
+
+
 def test_the_types_refuse_what_cannot_be_sent():
     with pytest.raises(pydantic.ValidationError):
         HealthEvent.model_validate({**sample_health("rack01").to_wire(), "fps": float("nan")})

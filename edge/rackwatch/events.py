@@ -313,8 +313,11 @@ class HealthEvent(Event):
 
     The loss fields let a dashboard alert on every event the rack could not deliver (see docs/mqtt.md). The counts
     are cumulative since the outbox file was made (``pump_failures``: since the process started), so an alert
-    fires when one grows; ``disk_full`` and ``events_in_memory`` say how things stand now.
+    fires when one grows; ``disk_full`` and ``events_in_memory`` say how things stand now. They and
+    ``software_version`` came after the first racks: absent from an older rack's report, they read as their defaults.
     """
+
+    model_config = ConfigDict(json_schema_extra=_optional_fields)
 
     type: Literal["health"] = "health"
     fps: Annotated[float, Decimals(2), Field(ge=0)]
@@ -323,14 +326,29 @@ class HealthEvent(Event):
     cpu_temp_c: float | None
     throttled: bool | None
     outbox_depth: int = Field(ge=0)
-    events_dropped: int = Field(0, ge=0, description="Reps, sets or replies dropped because the outbox was full.")
-    events_unreadable: int = Field(0, ge=0, description="Events lost to a damaged outbox or that no broker takes.")
-    events_refused: int = Field(0, ge=0, description="Events the broker refused for good (its ACL).")
-    outbox_damaged: int = Field(0, ge=0, description="Damaged outbox files set aside (kept, renamed).")
-    snapshots_skipped: int = Field(0, ge=0, description="State and health snapshots skipped for a full disk.")
-    pump_failures: int = Field(0, ge=0, description="Times sending from the outbox failed since the start.")
-    disk_full: bool = Field(False, description="The state folder's disk refuses writes right now.")
-    events_in_memory: int = Field(0, ge=0, description="Events waiting in memory for the disk to take them.")
+    # The loss fields and the version came after the first racks: not in the schema's "required" (_optional_fields).
+    events_dropped: int = Field(0, ge=0, description="Reps, sets or replies dropped because the outbox was full.",
+                                json_schema_extra={"optional": True})
+    events_unreadable: int = Field(0, ge=0, description="Events lost to a damaged outbox or that no broker takes.",
+                                   json_schema_extra={"optional": True})
+    events_refused: int = Field(0, ge=0, description="Events the broker refused for good (its ACL).",
+                                json_schema_extra={"optional": True})
+    outbox_damaged: int = Field(0, ge=0, description="Damaged outbox files set aside (kept, renamed).",
+                                json_schema_extra={"optional": True})
+    snapshots_skipped: int = Field(0, ge=0, description="State and health snapshots skipped for a full disk.",
+                                   json_schema_extra={"optional": True})
+    pump_failures: int = Field(0, ge=0, description="Times sending from the outbox failed since the start.",
+                               json_schema_extra={"optional": True})
+    disk_full: bool = Field(False, description="The state folder's disk refuses writes right now.",
+                            json_schema_extra={"optional": True})
+    events_in_memory: int = Field(0, ge=0, description="Events waiting in memory for the disk to take them.",
+                                  json_schema_extra={"optional": True})
+    # No default from this program's own version: a dashboard reading an older rack's report must not fill in its
+    # own; the rack fills it in where it makes the report (service.py).
+    software_version: str | None = Field(
+        default=None, max_length=64, json_schema_extra={"optional": True},
+        description="The rackwatch version the rack runs (as `rackwatch --version` prints it); null from racks "
+                    "older than this field. (Added in schema 1; may be absent.)")
 
 
 class ReplyEvent(Event):

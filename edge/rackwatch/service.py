@@ -52,6 +52,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from . import __version__
 from . import commands as cmds
 from . import events
 from .aim import AimSettings, AimSurvey
@@ -419,7 +420,7 @@ class RackService:
             inference_ms=1000.0 * self._window_infer_s / judged if judged else 0.0,
             dropped_frames=self.frames.dropped if self.frames is not None else 0, cpu_temp_c=cpu_temperature(),
             throttled=throttled(), outbox_depth=self.link.outbox_depth if self.link is not None else 0,
-            **(self.link.losses() if self.link is not None else {}))
+            software_version=__version__, **(self.link.losses() if self.link is not None else {}))
         self._window_start, self._window_frames, self._window_judged, self._window_infer_s = now, 0, 0, 0.0
         self._publish(event)
         self.counts["health"] += 1

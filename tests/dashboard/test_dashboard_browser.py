@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+import rackwatch
 from dashboard_parts import DashboardProcess, chromium, screenshot  # noqa: F401  (chromium: a fixture)
 from mqtt_broker import MosquittoBroker, REPO
 from rackwatch.dashboard import samples
@@ -121,6 +122,14 @@ def test_a_real_rack_comes_online_answers_commands_and_goes_offline_when_killed(
         page.wait_for_selector("#tile-rackA[data-status=online]", timeout=60_000)
         screenshot(page, "02-rack-online")
 
+        # Its first health report (every second here) reaches the tile; the health page shows its version.
+        # (selectors, not wait_for_function: the page's Content-Security-Policy forbids the eval that polls it)
+        page.wait_for_selector("#tile-rackA .camera:text-matches('^(camera ready|needs attention|camera needs)')",
+                               timeout=15_000)
+        page.goto(dashboard.url + "/health")
+        assert page.inner_text("#health-rackA .version") == f"rackwatch {rackwatch.__version__}"
+        screenshot(page, "02b-health-page")
+
         page.goto(dashboard.url + "/racks/rackA")
         page.fill("#load-value", "80")
         page.click("#set-load")
@@ -133,7 +142,7 @@ def test_a_real_rack_comes_online_answers_commands_and_goes_offline_when_killed(
 
         page.goto(dashboard.url + "/")
         page.wait_for_selector("#tile-rackA[data-status=online]")
-        page.wait_for_function("document.querySelector('#tile-rackA .load').textContent.includes('80 kg')",
+        page.wait_for_selector("#tile-rackA .load:has-text('80 kg')",
                                timeout=15_000)   # the rack's state now carries the load set from the board
         assert rack.poll() is None, "the rack finished its clip before the test could kill it"
         os.kill(rack.pid, signal.SIGKILL)        # no goodbye: the broker announces the last will
@@ -212,6 +221,24 @@ def test_a_sets_chart_renders_and_the_csv_export_holds_its_reps(chromium, dashbo
     page.context.close()
 
 
+def test_an_older_racks_health_report_is_shown_without_a_version(chromium, dashboard, racks):
+    """A rack from before the loss fields and the version sends none of them: stored, shown, nothing lost."""
+    old = samples.health("rack07", fps=12.5)
+    for field in ("events_dropped", "events_unreadable", "events_refused", "outbox_damaged", "snapshots_skipped",
+                  "pump_failures", "disk_full", "events_in_memory", "software_version"):
+        del old[field]
+    racks.send(old)
+    page = sign_in(chromium, dashboard)
+    page.wait_for_selector("#tile-rack07", timeout=5_000)
+    page.goto(dashboard.url + "/health")
+    row = page.locator("#health-rack07")
+    assert "12.5" in row.inner_text()
+    assert page.inner_text("#health-rack07 .version") == "not reported (a rack older than the version field)"
+    assert page.inner_text("#health-rack07 .losses") == "none"
+    assert "rack07" not in page.inner_text("main table:last-of-type")   # not kept aside as invalid
+    page.context.close()
+
+
 def test_forms_need_the_csrf_token(chromium, dashboard):
     page = sign_in(chromium, dashboard)
     forged = page.request.post(dashboard.url + "/alerts/1/ack", form={"csrf_token": "forged"}, max_redirects=0)
@@ -219,6 +246,9 @@ def test_forms_need_the_csrf_token(chromium, dashboard):
     assert "did not come from the dashboard" in forged.text()
     missing = page.request.post(dashboard.url + "/racks/rack05/identify", max_redirects=0)
     assert missing.status == 403
+    for path in ("/", "/login", "/static/board.js"):   # the security headers on pages, forms and files alike
+        headers = page.request.get(dashboard.url + path).headers
+        assert "img-src 'none'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
     page.context.close()
 
 

@@ -27,9 +27,35 @@ def test_without_mosquitto_the_demo_says_how_to_install_it(monkeypatch):
         demo.find_mosquitto()
 
 
+def test_the_demo_takes_its_default_port_or_says_which_it_took_instead():
+    from rackwatch.dashboard import demo
+    from rackwatch.dashboard.server import DashboardError
+
+    with socket.socket() as holder:   # another program listening on the port the demo prefers
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        port, note = demo.serving_port(None, default=taken)
+        assert port != taken and demo.port_is_free(port)
+        assert f"port {taken} is taken" in note and f"on port {port} instead" in note
+        with pytest.raises(DashboardError, match=f"--port {taken}: another program already listens there"):
+            demo.serving_port(taken)   # a port asked for by name is not swapped for another
+    assert demo.serving_port(None, default=taken) == (taken, None)   # free again: taken as it is, without a word
+    assert demo.serving_port(taken) == (taken, None)
+
+
 def test_the_demo_shows_racks_online_and_ctrl_c_stops_everything(tmp_path):
     import httpx
 
+    from rackwatch.dashboard.demo import DEFAULT_PORT
+
+    # Its default port taken (by this test, or already by something else): the demo says so and serves elsewhere.
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", DEFAULT_PORT))
+        holder.listen()
+    except OSError:
+        pass
     process = subprocess.Popen([sys.executable, "-m", "rackwatch", "demo", "--racks", "2"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -47,6 +73,7 @@ def test_the_demo_shows_racks_online_and_ctrl_c_stops_everything(tmp_path):
         broker_port = int(read_until(r"broker on 127\.0\.0\.1:(\d+), logs in (\S+)").group(1))
         workdir = Path(re.search(r"logs in (\S+)", lines[-1]).group(1))
         url, name, password = read_until(r"open (http://\S+) and sign in as (\S+) / (\S+) ").groups()
+        assert f"port {DEFAULT_PORT} is taken" in "".join(lines) and f":{DEFAULT_PORT}/" not in url
         with httpx.Client(base_url=url) as client:
             token = client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
             assert client.post("/login", data={"name": name, "password": password, "csrf_token": token}).status_code == 303
@@ -59,6 +86,7 @@ def test_the_demo_shows_racks_online_and_ctrl_c_stops_everything(tmp_path):
         process.send_signal(signal.SIGINT)   # Ctrl-C
         assert process.wait(timeout=60) in (0, 130)
     finally:
+        holder.close()
         if process.poll() is None:   # the test failed midway: still stop the demo as a user would
             process.send_signal(signal.SIGINT)
             try:

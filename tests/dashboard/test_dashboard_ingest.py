@@ -131,3 +131,82 @@ def test_two_dashboard_processes_share_the_ingestion_and_store_each_event_once(s
     assert sorted(first.event_ids("rep")) == sorted(published)
     first.close()
     second.close()
+
+
+def bridged_brokers(tmp_path) -> tuple[MosquittoBroker, MosquittoBroker]:
+    """A central Mosquitto, and a gym's Mosquitto bridging to it as docs/dashboard.md shows: the racks' topics out,
+    their commands in, QoS 1, MQTT 5, a persistent bridge session (what the central misses waits in the gym)."""
+    central = MosquittoBroker(tmp_path / "central")
+    gym = MosquittoBroker(tmp_path / "gym")
+    gym.config_path.write_text(gym.config_path.read_text() + "\n".join([
+        "connection central", f"address {central.host}:{central.port}", "bridge_protocol_version mqttv50",
+        "cleansession false", "local_clientid bridge-gym01-local", "remote_clientid bridge-gym01",
+        "restart_timeout 1 2", "topic rackwatch/# out 1", "topic rackwatch/+/cmd/# in 1", ""]))
+    return gym, central
+
+
+def test_racks_at_a_gym_bridged_to_a_central_broker_reach_two_dashboards_and_each_event_is_stored_once(
+        store_url, tmp_path):
+    """racks → the gym's Mosquitto → bridge → the central Mosquitto (restarted mid-stream) → two ingesters sharing
+    ``$share/dash/...``, each with its own store on one database: every rep stored once, the rack online on both
+    processes' boards, and a command sent on the central broker reaches the gym's once."""
+    import paho.mqtt.client as mqtt
+
+    from rackwatch.dashboard.store import Store
+    from rackwatch.mqtt import LinkSettings, RackLink
+
+    first, second = Store(store_url), Store(store_url)
+    first.migrate()
+    gym, central = bridged_brokers(tmp_path)
+    with central, gym:
+        a = RunningIngester(first, central, client_id="dash-a", share="dash")
+        b = RunningIngester(second, central, client_id="dash-b", share="dash")
+        link = RackLink(LinkSettings(rack="gym01-rack01", host=gym.host, port=gym.port,
+                                     state_dir=tmp_path / "rack", reconnect_min_s=1, reconnect_max_s=1,
+                                     ha_discovery=False)).start()
+        commands: list[bytes] = []
+        at_gym = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-gym-cmd", protocol=mqtt.MQTTv5)
+        subscribed = threading.Event()
+        at_gym.on_subscribe = lambda *args: subscribed.set()
+        at_gym.on_message = lambda client, userdata, message: commands.append(message.payload)
+        at_gym.connect(gym.host, gym.port)
+        at_gym.subscribe("rackwatch/+/cmd/#", qos=1)
+        at_gym.loop_start()
+        try:
+            assert link.wait_connected(15) and subscribed.wait(10)
+            wait_until(lambda: first.rack("gym01-rack01") is not None and first.rack("gym01-rack01")["online"],
+                       timeout=15, what="the rack's availability bridged to the central and stored")
+            published = []
+            for n in range(1, 201):
+                if n == 101:
+                    central.stop()   # the link between gym and centre goes down: the gym keeps the reps
+                    wait_until(lambda: not a.ingester.connected.is_set(), what="the ingesters to notice")
+                event = samples.rep("gym01-rack01", f"set-{n // 10}", n % 10 + 1, "clean")
+                link.publish(parse_event(event))
+                published.append(event["id"])
+                if n == 150:
+                    central.start()
+            assert link.wait_drained(30), "the rack did not get its outbox out to the gym's broker"
+            wait_until(lambda: len(first.event_ids("rep")) >= len(published), timeout=60,
+                       what="every rep bridged and stored")
+            assert a.ingester.received > 0 and b.ingester.received > 0      # both processes took a share
+            for running in (a, b):   # each board knows the rack (retained availability, subscribed unshared)
+                assert running.board.snapshots["gym01-rack01"]["online"] is True
+
+            wait_until(lambda: a.ingester.connected.is_set(), what="the ingester back on the central")
+            command = {"id": "dash-cmd-1", "value": 80.0, "units": "kg"}
+            asyncio.run_coroutine_threadsafe(a.ingester.publish("rackwatch/gym01-rack01/cmd/load", command),
+                                             a.loop).result(10)
+            wait_until(lambda: commands, what="the command bridged in to the gym")
+        finally:
+            at_gym.loop_stop()
+            at_gym.disconnect()
+            link.close()
+            a.stop()
+            b.stop()
+    stored = first.event_ids("rep")
+    assert sorted(stored) == sorted(published)               # none lost, none stored twice
+    assert len(first.reps()) == len(published)
+    assert [json.loads(c) for c in commands] == [command]    # once: not echoed back out by the bridge
+    first.close()
+    second.close()

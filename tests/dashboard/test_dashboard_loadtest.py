@@ -19,3 +19,6 @@ def test_a_small_load_test_accounts_for_every_event():
     assert figures["published"] >= 5 * 4          # each rack's first state, then a busy rack's stream
     assert (figures["stored"], figures["lost"], figures["duplicates"]) == (figures["published"], 0, 0)
     assert figures["latency_samples"] > 0 and figures["p50_ms"] <= figures["p99_ms"]
+    cpu = figures["cpu_cores"]   # the conditions: what each part took, and the rest of the machine
+    assert {"loadtest", "dashboard", "broker", "others", "cores", "seconds"} <= set(cpu)
+    assert cpu["dashboard"] > 0 and cpu["loadtest"] > 0 and 0 <= cpu["others"] <= cpu["cores"]

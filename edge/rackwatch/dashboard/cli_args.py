@@ -45,7 +45,7 @@ def add_demo_arguments(parser) -> None:
     parser.add_argument("--racks", type=int, default=4, help="racks to run (default 4; each runs the model)")
     parser.add_argument("--video", metavar="FILE|DIR",
                         help="clip or folder of clips to replay (default: the front-view clips of ../shared/footage)")
-    parser.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
+    parser.add_argument("--port", type=int, help="dashboard port (default 8080, or a free one when 8080 is taken)")
     parser.add_argument("--db", help="database (default: a SQLite file in a temporary folder)")
 
 

@@ -3,7 +3,8 @@
 1. a Mosquitto broker (the production broker) on a free loopback port, as a child process;
 2. several racks, each a real ``rackwatch run`` child process replaying footage at real-time pace through the
    whole pipeline (model included), each with its own state folder, looping over its clips;
-3. the dashboard on a SQLite file, with a demo sign-in printed with the URL.
+3. the dashboard on a SQLite file, on port 8080 (or a free port, said in one line, when 8080 is taken), with a
+   demo sign-in printed with the URL.
 
 Everything lives in a temporary folder removed at the end. Ctrl-C stops the racks (they close their set and say
 ``offline``), then the broker. No Mosquitto: one line on how to install it.
@@ -45,6 +46,34 @@ def find_mosquitto() -> str:
         raise DashboardError("The demo needs the Mosquitto broker: install it with `sudo apt-get install mosquitto` "
                              "(Debian/Ubuntu; `brew install mosquitto` on a Mac) and run rackwatch demo again.")
     return found
+
+
+DEFAULT_PORT = 8080   # the board's address stays the same from one demo to the next (a bookmark, a tablet)
+
+
+def serving_port(wanted: int | None, default: int = DEFAULT_PORT) -> tuple[int, str | None]:
+    """The port to serve the board on, and a line to print when it is not the default: ``--port`` if given (it
+    must be free), else ``default``, else, when another program listens there, a free one."""
+    port = wanted or default
+    if port_is_free(port):
+        return port, None
+    if wanted:
+        raise DashboardError(f"--port {wanted}: another program already listens there. Stop it, or give another "
+                             f"--port (or none: the demo then takes {default}, or a free port if that is taken).")
+    other = free_port()
+    return other, (f"rackwatch demo: port {default} is taken (another program listens there), so the board is "
+                   f"on port {other} instead; --port PORT picks one.")
+
+
+def port_is_free(port: int) -> bool:
+    """Whether the dashboard could listen on 127.0.0.1:``port`` now (bound as uvicorn binds, SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
@@ -172,6 +201,7 @@ def main(args) -> int:
         raise DashboardError("--racks must be between 1 and 12 (each rack runs the pose model on this machine).")
     clips = demo_clips(args.video)
     find_mosquitto()
+    port, port_note = serving_port(args.port)   # before anything starts: a taken --port stops the demo at once
     workdir = Path(tempfile.mkdtemp(prefix="rackwatch-demo-"))
     broker = racks = None
     try:
@@ -181,7 +211,8 @@ def main(args) -> int:
         store.add_user(DEMO_USER, "admin", hash_password(DEMO_PASSWORD))
         racks = [DemoRack(f"rack{i + 1:02d}", clips[i % len(clips):] + clips[:i % len(clips)], broker.port,
                           workdir, LOADS[i % len(LOADS)]).start() for i in range(args.racks)]
-        port = args.port or free_port()
+        if port_note:
+            print(port_note, flush=True)
         print(f"rackwatch demo: {args.racks} racks replaying {len(clips)} clips through the real pipeline, "
               f"broker on 127.0.0.1:{broker.port}, logs in {workdir}", flush=True)
         options = argparse.Namespace(broker=f"mqtt://127.0.0.1:{broker.port}", username=None, host="127.0.0.1",

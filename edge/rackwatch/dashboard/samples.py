@@ -6,18 +6,21 @@ are the real ones; the functions below only choose the numbers. They return the 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 VERDICT_SEVERITY = {"clean": ("none", "none"), "minor": ("minor", "minor"), "note": ("minor", "moderate"),
                     "cave": ("moderate", "moderate")}
 
 
-def make_event(kind: str, rack: str, **fields: Any) -> dict[str, Any]:
+def make_event(kind: str, rack: str, *, at: datetime | None = None, **fields: Any) -> dict[str, Any]:
     """An event made by the rack's own typed events, as it goes on the wire: ``kind`` is rep, set, state or
-    health; nested parts (``valgus``, ``load``, ``advice``) may be given as dicts."""
+    health; nested parts (``valgus``, ``load``, ``advice``) may be given as dicts; ``at`` is its time (by
+    default now, as a rack makes it)."""
     from rackwatch import events
 
-    return events.EVENT_TYPES[kind].model_validate({**fields, "rack": rack}).to_wire()
+    envelope = {"rack": rack} if at is None else {"rack": rack, "time": at}
+    return events.EVENT_TYPES[kind].model_validate({**fields, **envelope}).to_wire()
 
 
 def load(value: float | None, one_rm: float | None = None, units: str = "kg") -> dict[str, Any] | None:
@@ -28,8 +31,9 @@ def load(value: float | None, one_rm: float | None = None, units: str = "kg") ->
 
 
 def rep(rack: str, set_id: str, number: int, verdict: str = "clean", *, load_kg: float | None = 100.0,
-        one_rm_kg: float | None = 140.0) -> dict[str, Any]:
-    """A squat rep; ``verdict`` is clean, minor (clean with a minor cave), note, cave or unjudged."""
+        one_rm_kg: float | None = 140.0, at: datetime | None = None) -> dict[str, Any]:
+    """A squat rep; ``verdict`` is clean, minor (clean with a minor cave), note, cave or unjudged; ``at`` as in
+    :func:`make_event` (so in every function here)."""
     t0 = 10.0 + 3.0 * number
     if verdict == "unjudged":
         legs, severity, wire_verdict = {"left": None, "right": None}, None, "unjudged"
@@ -41,7 +45,7 @@ def rep(rack: str, set_id: str, number: int, verdict: str = "clean", *, load_kg:
                 "right": {"severity": severity, "measured": measured, "cave": cave, "peak_phase": "bottom",
                           "t_peak": t0 + 1.2, "fppa_change_deg": 8.0, "medial_shift": 0.03}}
         wire_verdict = "clean" if verdict == "minor" else verdict
-    return make_event("rep", rack, set_id=set_id, rep=number, exercise="squat", working_leg="both",
+    return make_event("rep", rack, at=at, set_id=set_id, rep=number, exercise="squat", working_leg="both",
                       t_start=t0, t_bottom=t0 + 1.2, t_end=t0 + 2.6, load=load(load_kg, one_rm_kg),
                       valgus=legs, severity=severity, verdict=wire_verdict, depth=0.42, descent_s=1.2,
                       ascent_s=1.4, ascent_speed=0.6, stance_ratio=1.3, hip_shift=None,
@@ -50,15 +54,16 @@ def rep(rack: str, set_id: str, number: int, verdict: str = "clean", *, load_kg:
 
 def state(rack: str, *, set_id: str | None = None, reps_in_set: int = 0, lifter_seen: bool = True,
           phase: str = "standing", load_kg: float | None = 100.0, one_rm_kg: float | None = 140.0,
-          camera: str | None = None, camera_reason: str | None = None) -> dict[str, Any]:
-    return make_event("state", rack, phase=phase, lifter_seen=lifter_seen, load=load(load_kg, one_rm_kg),
+          camera: str | None = None, camera_reason: str | None = None, at: datetime | None = None
+          ) -> dict[str, Any]:
+    return make_event("state", rack, at=at, phase=phase, lifter_seen=lifter_seen, load=load(load_kg, one_rm_kg),
                       exercise="squat", set_id=set_id, reps_in_set=reps_in_set, camera=camera,
                       camera_reason=camera_reason)
 
 
 def set_summary(rack: str, set_id: str, reps: int, clean_reps: int, *, load_kg: float = 100.0,
-                one_rm_kg: float = 140.0) -> dict[str, Any]:
-    return make_event("set", rack, set_id=set_id, exercise="squat", load=load(load_kg, one_rm_kg), reps=reps,
+                one_rm_kg: float = 140.0, at: datetime | None = None) -> dict[str, Any]:
+    return make_event("set", rack, at=at, set_id=set_id, exercise="squat", load=load(load_kg, one_rm_kg), reps=reps,
                       clean_reps=clean_reps, worst_rep=reps if clean_reps < reps else None,
                       cave_onset_rep=clean_reps + 1 if clean_reps < reps else None,
                       weaker_side="right" if clean_reps < reps else None, velocity_loss_pct=12.0, remarks=[],
@@ -67,7 +72,12 @@ def set_summary(rack: str, set_id: str, reps: int, clean_reps: int, *, load_kg: 
 
 
 def health(rack: str, *, fps: float = 14.9, cpu_temp_c: float | None = 55.0, throttled: bool | None = False,
-           outbox_depth: int = 0, dropped_frames: int = 0, **losses: Any) -> dict[str, Any]:
-    """A health report; ``losses`` sets the loss fields (``events_dropped=3``, ``disk_full=True``, ...)."""
-    return make_event("health", rack, fps=fps, inference_ms=41.0, dropped_frames=dropped_frames,
-                      cpu_temp_c=cpu_temp_c, throttled=throttled, outbox_depth=outbox_depth, **losses)
+           outbox_depth: int = 0, dropped_frames: int = 0, at: datetime | None = None, **losses: Any
+           ) -> dict[str, Any]:
+    """A health report, with this rackwatch's version as a rack sends it; ``losses`` sets the loss fields
+    (``events_dropped=3``, ``disk_full=True``, ...)."""
+    from rackwatch import __version__
+
+    return make_event("health", rack, at=at, fps=fps, inference_ms=41.0, dropped_frames=dropped_frames,
+                      cpu_temp_c=cpu_temp_c, throttled=throttled, outbox_depth=outbox_depth,
+                      software_version=__version__, **losses)

@@ -63,6 +63,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def event_loop_factory():
+    """uvloop's event loop where it is installed (the dashboard extra, not on Windows): under load the streams,
+    the broker connection and the web requests all run on it; else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def serve(store: Store, args, *, announce: tuple[str, ...] = ()) -> int:
     import uvicorn
 
@@ -122,7 +132,8 @@ def serve(store: Store, args, *, announce: tuple[str, ...] = ()) -> int:
         await serving
 
     try:
-        asyncio.run(serve_and_announce())
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(serve_and_announce())
     finally:
         store.close()
     return 0

@@ -47,6 +47,29 @@ class Context:
         return self.role == "admin"
 
 
+class SecurityHeaders:
+    """The security headers on every response, as a plain ASGI middleware: Starlette's ``@app.middleware("http")``
+    passes every chunk of every response through a task and a memory channel, which for 50 open board streams
+    was a tenth of the dashboard's time under load."""
+
+    HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"referrer-policy", b"same-origin")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: bool = True,
                background=()) -> FastAPI:
     """The app; ``background`` are coroutine functions run for the app's lifetime (ingester, board, retention)."""
@@ -78,13 +101,7 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.store, app.state.board, app.state.ingester = store, board, ingester
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        return response
+    app.add_middleware(SecurityHeaders)
 
     # -- sign-in ------------------------------------------------------------------------------------------------
 
