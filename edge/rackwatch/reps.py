@@ -104,7 +104,7 @@ class RepSettings(Settings):
     """...: the lower foot may rise this many standing hip heights above where it stood..."""
     min_flight_s: float = Field(0.2, ge=0, le=2)
     """...for no longer than this (a 5 cm hop is 0.2 s in the air; the model misplacing both ankles for a frame
-    or two is no jump)..."""
+    or two is no jump). Seen as frames spanning this less a frame period, so it holds at any frame rate..."""
     max_foot_travel: float = Field(0.15, gt=0, le=10)
     """...each foot may move this many standing hip heights in the picture (a step, a lunge, a slide is more; the
     10th-90th percentile spread of its place, so one misplaced ankle is not a step)..."""
@@ -527,7 +527,10 @@ class RepTracker:
             return None
         lowest = [(t, max(f.left.ankle[1], f.right.ankle[1])) for t, f in both]
         floor = statistics.median(y for _, y in lowest)
-        rise = _held_for([(t, (floor - y) / h) for t, y in lowest], s.min_flight_s)
+        # A flight of ``min_flight_s`` shows as frames spanning at least that less a frame period, whatever the
+        # moment the frames fall on.
+        period = statistics.median(b[0] - a[0] for a, b in zip(lowest, lowest[1:]))
+        rise = _held_for([(t, (floor - y) / h) for t, y in lowest], max(s.min_flight_s - period, 0.0))
         gaps = [abs(f.left.ankle[0] - f.right.ankle[0]) / h for _, f in both]
         if rise > s.max_foot_rise or moved:
             # Feet higher in the picture and the body smaller (or lower and larger) is walking away (or toward);
