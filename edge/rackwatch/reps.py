@@ -36,6 +36,7 @@ Pure code: frames in, :class:`Rep` objects out. No clock, no camera, no I/O.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections import deque
@@ -50,6 +51,18 @@ from . import geometry
 from .events import LEGS
 from .settings import Settings
 
+
+
+log = logging.getLogger(__name__)
+
+RETIRED = {
+    "steady_frames": "the hip height's median now spans steady_s seconds (0.15 s, five frames at 30 fps), so that "
+                     "a rack at 10 fps lags no more than a recording",
+    "max_feet_drift": "the feet are now judged by max_foot_travel, max_foot_rise, min_flight_s and "
+                      "max_stance_change (squats only)",
+}
+"""Settings of earlier versions that a rack's config file may still hold: taken out with a warning, not refused,
+so that an updated rack still starts (a typo is still refused)."""
 
 
 class RepSettings(Settings):
@@ -126,6 +139,17 @@ class RepSettings(Settings):
     bottom_settle_s: float = Field(0.15, ge=0, le=10)
     pre_calibration_s: float = Field(15.0, ge=0, le=600)
     """Frames seen before the first calibration are kept this long, to be replayed once it exists."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data):
+        if isinstance(data, dict) and RETIRED.keys() & data.keys():
+            data = dict(data)
+            for key in RETIRED.keys() & data.keys():
+                data.pop(key)
+                log.warning("[analysis.reps] %s is no longer a setting and is ignored: %s. Remove it from the "
+                            "config file.", key, RETIRED[key])
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RepSettings:
