@@ -318,3 +318,20 @@ def test_a_later_still_standing_replaces_the_provisional_calibration_for_the_rep
     # It corrects, it does not delay: every rep handed on within a second of its end, none twice.
     assert all(t - rep.t_end <= 1.0 for t, rep in came)
     assert all(abs(rep.depth - 0.5) < 0.08 for _, rep in came)
+
+
+def test_a_config_from_before_still_loads_and_says_which_settings_are_retired(tmp_path, caplog):
+    # A rack installed earlier has steady_frames and max_feet_drift in /etc/rackwatch/rackwatch.toml: after an
+    # update it must still start, and say what replaced them; a typo is still refused.
+    from rackwatch.config import ConfigError, load_config
+
+    old = tmp_path / "rackwatch.toml"
+    old.write_text("[analysis.reps]\nsteady_frames = 5\nmax_feet_drift = 0.35\nstart_depth = 0.1\n")
+    with caplog.at_level("WARNING", logger="rackwatch.reps"):
+        config = load_config(old)
+    assert config.analysis.reps == RepSettings()
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "steady_frames" in warned and "steady_s" in warned and "max_feet_drift" in warned
+    old.write_text("[analysis.reps]\nsteady_frame = 5\n")
+    with pytest.raises(ConfigError, match="steady_frame"):
+        load_config(old)

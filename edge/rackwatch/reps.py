@@ -36,6 +36,7 @@ Pure code: frames in, :class:`Rep` objects out. No clock, no camera, no I/O.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections import deque
@@ -50,6 +51,18 @@ from . import geometry
 from .events import LEGS
 from .settings import Settings
 
+
+
+log = logging.getLogger(__name__)
+
+RETIRED = {
+    "steady_frames": "the hip height's median now spans steady_s seconds (0.15 s, five frames at 30 fps), so that "
+                     "a rack at 10 fps lags no more than a recording",
+    "max_feet_drift": "the feet are now judged by max_foot_travel, max_foot_rise, min_flight_s and "
+                      "max_stance_change (squats only)",
+}
+"""Settings of earlier versions that a rack's config file may still hold: taken out with a warning, not refused,
+so that an updated rack still starts (a typo is still refused)."""
 
 
 class RepSettings(Settings):
@@ -104,7 +117,7 @@ class RepSettings(Settings):
     """...: the lower foot may rise this many standing hip heights above where it stood..."""
     min_flight_s: float = Field(0.2, ge=0, le=2)
     """...for no longer than this (a 5 cm hop is 0.2 s in the air; the model misplacing both ankles for a frame
-    or two is no jump)..."""
+    or two is no jump). Seen as frames spanning this less a frame period, so it holds at any frame rate..."""
     max_foot_travel: float = Field(0.15, gt=0, le=10)
     """...each foot may move this many standing hip heights in the picture (a step, a lunge, a slide is more; the
     10th-90th percentile spread of its place, so one misplaced ankle is not a step)..."""
@@ -126,6 +139,17 @@ class RepSettings(Settings):
     bottom_settle_s: float = Field(0.15, ge=0, le=10)
     pre_calibration_s: float = Field(15.0, ge=0, le=600)
     """Frames seen before the first calibration are kept this long, to be replayed once it exists."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data):
+        if isinstance(data, dict) and RETIRED.keys() & data.keys():
+            data = dict(data)
+            for key in RETIRED.keys() & data.keys():
+                data.pop(key)
+                log.warning("[analysis.reps] %s is no longer a setting and is ignored: %s. Remove it from the "
+                            "config file.", key, RETIRED[key])
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RepSettings:
@@ -531,7 +555,10 @@ class RepTracker:
             return None
         lowest = [(t, max(f.left.ankle[1], f.right.ankle[1])) for t, f in both]
         floor = statistics.median(y for _, y in lowest)
-        rise = _held_for([(t, (floor - y) / h) for t, y in lowest], s.min_flight_s)
+        # A flight of ``min_flight_s`` shows as frames spanning at least that less a frame period, whatever the
+        # moment the frames fall on.
+        period = statistics.median(b[0] - a[0] for a, b in zip(lowest, lowest[1:]))
+        rise = _held_for([(t, (floor - y) / h) for t, y in lowest], max(s.min_flight_s - period, 0.0))
         gaps = [abs(f.left.ankle[0] - f.right.ankle[0]) / h for _, f in both]
         if rise > s.max_foot_rise or moved:
             # Feet higher in the picture and the body smaller (or lower and larger) is walking away (or toward);
