@@ -246,9 +246,10 @@ def test_a_recording_that_stops_a_frame_short_of_standing_counts_its_last_rep(fp
 
 
 @pytest.mark.parametrize("fps", [30, 10, 8])
-@pytest.mark.parametrize("stop_depth, rising", [(0.2, True), (0.3, True), (0.5, False), (0.08, False)])
+@pytest.mark.parametrize("stop_depth, rising", [(0.2, True), (0.3, True), (0.5, False), (0.12, False)])
 def test_a_recording_that_stops_mid_rep_does_not_count_it(fps, stop_depth, rising):
-    # Cut off on the way up but still well down, at the bottom, or hovering a little below standing: the rep's
+    # Cut off on the way up but still well down, at the bottom, or hovering just past the depth a rep starts at
+    # (nearer standing and held still, that is rest: see test_a_rep_ends_when_the_lifter_rests_...): the rep's
     # end was not seen.
     last = squat(fps=fps)
     if rising:
@@ -335,3 +336,27 @@ def test_a_config_from_before_still_loads_and_says_which_settings_are_retired(tm
     old.write_text("[analysis.reps]\nsteady_frame = 5\n")
     with pytest.raises(ConfigError, match="steady_frame"):
         load_config(old)
+
+
+def test_a_rep_ends_when_the_lifter_rests_a_little_shorter_than_at_calibration():
+    # After the first rep the lifter stays 7 % down (soft knees: past end_depth, short of start_depth) and holds
+    # still for a second before the next rep. The first rep ends when they come to rest, not with the next rep.
+    rest = [standing_pose(depth=0.07)] * FPS
+    up = [standing_pose(depth=d) for d in np.linspace(0.5, 0.07, FPS)]
+    down = [standing_pose(depth=d) for d in np.linspace(0, 0.5, FPS)]
+    poses = stand(1) + down + up + rest + squat(depth=0.5, **{}) + stand(1)
+    reps = run(poses)
+    assert len(reps) == 2
+    first_end = (len(stand(1)) + len(down) + len(up)) / FPS
+    assert reps[0].t_end == pytest.approx(first_end, abs=0.2)
+    assert reps[1].t_start > first_end + 0.5
+
+
+def test_a_lifter_paused_part_way_down_is_still_in_the_rep():
+    # Holding still at 7 % down on the way *down* is not rest after a rep: the rep has not reached its depth yet.
+    pause = [standing_pose(depth=0.12)] * FPS
+    poses = (stand(1) + [standing_pose(depth=d) for d in np.linspace(0, 0.12, 10)] + pause
+             + [standing_pose(depth=d) for d in np.linspace(0.12, 0.5, 20)]
+             + [standing_pose(depth=d) for d in np.linspace(0.5, 0, FPS)] + stand(1))
+    (rep,) = run(poses)
+    assert rep.depth == pytest.approx(0.5, abs=0.05)

@@ -9,7 +9,9 @@ How it works, in the order things happen at the rack:
    (between reps), which also follows a camera that zooms. Frames seen before the first calibration are kept and
    replayed once it exists, so a rep that starts with the recording is not lost.
 2. **Reps.** *Depth* is the share of the standing hip height the lifter has sunk. A rep starts when depth passes
-   ``start_depth``, and ends when the lifter is back within ``end_depth`` of standing. Only then is it judged
+   ``start_depth``, and ends when the lifter is back within ``end_depth`` of standing, or back within
+   ``start_depth`` and holding still there for ``still_s`` (soft knees, or one foot still lifted after a
+   single-leg squat: a little shorter than at calibration). Only then is it judged
    real: deep enough, neither too quick nor too slow, torso up (not bending over to pick up a plate), the same
    person throughout, and no long gap in the joints.
 3. **Squats only.** A real rep is held for ``plant_after_s`` and handed on only if the feet stayed planted from
@@ -285,6 +287,8 @@ class _Pending:
     deepened_at: float = 0.0
     torso_ok: bool = True
     last_seen: float = 0.0
+    rest: list[tuple[float, float]] = field(default_factory=list)
+    """(time, hip height) since the lifter came back within ``start_depth`` of standing after the bottom."""
 
 
 class RepTracker:
@@ -616,14 +620,35 @@ class RepTracker:
         else:
             self.phase = "descent"
         if depth >= s.end_depth:
-            if t - rep.t_start > s.max_rep_s:
+            if self._at_rest(rep, t, depth, height):
+                self._armed = True   # standing, only a little shorter than at calibration
+                self._close(rep.rest[0][0])
+            elif t - rep.t_start > s.max_rep_s:
                 self._abandon()
             return
         self._close(t)
 
+    def _at_rest(self, rep: _Pending, t: float, depth: float, height: float) -> bool:
+        """Whether the lifter, back up from a full rep, has held still near standing for ``still_s``.
+
+        Then the rep is over though they stand a little shorter than at calibration (soft knees, one foot still
+        lifted after a single-leg squat): waiting for ``end_depth`` would run the rep on into whatever comes next.
+        """
+        s = self.settings
+        if depth >= s.start_depth or rep.max_depth < s.min_depth:
+            rep.rest.clear()
+            return False
+        rep.rest.append((t, height))
+        heights = [h for _, h in rep.rest]
+        while max(heights) - min(heights) > s.still_tolerance * max(heights):
+            rep.rest.pop(0)
+            heights.pop(0)
+        return t - rep.rest[0][0] >= s.still_s
+
     def _close(self, t: float) -> None:
         """The rep under way has ended at ``t``: held for ``plant_after_s`` if it is real, else dropped."""
         s, pending = self.settings, self._rep
+        pending.samples = [sample for sample in pending.samples if sample.t <= t]
         self._rep = None
         self.phase = "standing"
         # Between frames a rep's true start and end are known only to a frame period: too quick means too quick
