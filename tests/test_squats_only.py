@@ -264,3 +264,22 @@ def test_the_analysis_tells_the_tracker_whether_a_foot_may_move():
     assert analyzer.tracker.single_leg
     analyzer.change(LifterSettings(exercise="squat"))
     assert not analyzer.tracker.single_leg
+
+
+def test_the_analyze_table_says_what_was_not_counted_and_why():
+    from rackwatch.cli import format_report
+    from rackwatch.recording import RecordingResult
+
+    fps = 30
+    analyzer = LiftAnalyzer()
+    poses = noisy(MOVEMENTS["jump"][0](fps) + squat(fps) + stand(fps))
+    events = []
+    for i, pose in enumerate(poses):
+        events += analyzer.update(i / fps, pose, 1000.0)
+    events += analyzer.finish()
+    result = RecordingResult(events=events, frames=len(poses), fps=fps, recorded_fps=fps,
+                             not_squats=list(analyzer.tracker.rejected))
+    assert len(result.reps) == 1 and result.not_squats
+    report = format_report("clip.mp4", result)
+    for start, end, why in result.not_squats:
+        assert f"not counted, {start:.1f}-{end:.1f} s: {why}" in report and "feet left the floor" in why

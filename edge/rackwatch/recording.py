@@ -6,7 +6,7 @@ their ids and wall-clock times).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,8 @@ class RecordingResult:
     """The rate the frames were judged at: the recording's own, or the rate it was thinned to."""
     recorded_fps: float
     """The recording's own rate, which its frames' ``index`` counts in; the same as ``fps`` unless thinned."""
+    not_squats: list[tuple[float, float, str]] = field(default_factory=list)
+    """(start, end, why) of each movement that looked like a rep but was not a squat (a jump, a lunge, ...)."""
 
     @property
     def reps(self) -> list[RepEvent]:
@@ -82,4 +84,5 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: Lif
     if seen == 0:
         raise NobodyThere(f"Nobody was found in {path}: the lifter's hips, knees and ankles must be in view. "
                           "Check that the recording shows a person from the front, head to feet.")
-    return RecordingResult(events=out, frames=frames, fps=source.fps, recorded_fps=recorded_fps)
+    return RecordingResult(events=out, frames=frames, fps=source.fps, recorded_fps=recorded_fps,
+                           not_squats=list(analyzer.tracker.rejected))
