@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,14 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(store, tmp_pat
     assert len(store.reps()) == len(published)
 
 
+def alive(pid: int) -> bool:
+    """The process runs (a zombie, ended but not yet reaped by its new parent, counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_dashboard_killed_before_its_batch_is_committed_gets_those_events_again(tmp_path):
     """``rackwatch dashboard`` as a child process: 100 reps stored; then the database is held (a write
     transaction of the test's own: the dashboard's batch waits for it) while 200 more reach the dashboard, which is
@@ -118,8 +127,14 @@ def test_a_dashboard_killed_before_its_batch_is_committed_gets_those_events_agai
             held.execute("BEGIN IMMEDIATE")      # the database's write lock: the dashboard's next commit waits
             publish(101, 300)
             wait_until(lambda: sent_to_dashboard() >= 300, timeout=20, what="the 200 reps sent to the dashboard")
+            children = [int(pid) for task in Path(f"/proc/{dashboard.process.pid}/task").iterdir()
+                        for pid in (task / "children").read_text().split()]
+            assert children, "the dashboard has no ingesting process"
             dashboard.process.kill()             # SIGKILL, its batch not committed
             dashboard.process.wait(10)
+            # Its ingesting process ends with it (it would otherwise go on storing and acknowledging).
+            wait_until(lambda: not any(alive(pid) for pid in children), timeout=10,
+                       what="the killed dashboard's child processes to end")
             assert len(reader.event_ids("rep")) == 100, "the dashboard committed while the test held the lock"
             held.execute("ROLLBACK")
             dashboard.stop()

@@ -53,12 +53,13 @@ class _Received:
 class Ingester:
     def __init__(self, store: Store, board: Board, host: str, port: int, *, username: str | None = None,
                  password: str | None = None, client_id: str = "rackwatch-dashboard", share: str | None = None,
-                 topic_root: str = "rackwatch", tls_context=None):
+                 topic_root: str = "rackwatch", tls_context=None, subscribe: bool = True):
         self.store, self.board = store, board
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.client_id, self.share, self.topic_root = client_id, share, topic_root
         self.tls_context = tls_context
+        self.subscribe = subscribe   # False: a connection for publishing commands only (nothing is stored)
         self.connected = asyncio.Event()
         self.received = 0
         self.totals = IngestResult()
@@ -69,7 +70,7 @@ class Ingester:
 
     async def run(self) -> None:
         """Connect, subscribe and store, forever; reconnects with backoff when the broker goes away."""
-        writer = asyncio.create_task(self._write())
+        writer = asyncio.create_task(self._write() if self.subscribe else asyncio.Event().wait())
         try:
             delay = 0.5
             while True:
@@ -108,7 +109,9 @@ class Ingester:
         connection = self._connection
         async with client:
             everything = f"{self.topic_root}/+/#"
-            if self.share:
+            if not self.subscribe:
+                pass
+            elif self.share:
                 await client.subscribe(f"$share/{self.share}/{everything}", qos=1)
                 for leaf in ("availability", "state"):
                     await client.subscribe(f"{self.topic_root}/+/{leaf}", qos=1)
@@ -117,7 +120,8 @@ class Ingester:
             self._client = client
             self.connected.set()
             self.last_error = None
-            log.info("listening to %s on %s:%s", everything, self.host, self.port)
+            if self.subscribe:
+                log.info("listening to %s on %s:%s", everything, self.host, self.port)
             async for message in client.messages:
                 self.received += 1
                 payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
