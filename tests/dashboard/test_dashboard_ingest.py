@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
 from mqtt_broker import MosquittoBroker, wait_until
-from dashboard_parts import store, store_url  # noqa: F401  (fixtures)
+from dashboard_parts import DashboardProcess, store, store_url  # noqa: F401  (fixtures)
 from rackwatch.dashboard import samples
 from rackwatch.dashboard.alerts import AlertRules
 from rackwatch.dashboard.board import Board
@@ -75,6 +76,80 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(store, tmp_pat
     stored = store.event_ids("rep")
     assert sorted(stored) == sorted(published)              # none lost, none stored twice
     assert len(store.reps()) == len(published)
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie, ended but not yet reaped by its new parent, counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_dashboard_killed_before_its_batch_is_committed_gets_those_events_again(tmp_path):
+    """``rackwatch dashboard`` as a child process: 100 reps stored; then the database is held (a write
+    transaction of the test's own: the dashboard's batch waits for it) while 200 more reach the dashboard, which is
+    killed (SIGKILL) before it could commit them. Started again on the same session, it gets them from the broker
+    (acknowledged only once stored): all 300 stored, each id once."""
+    import sqlite3
+
+    import paho.mqtt.client as mqtt
+
+    from rackwatch.dashboard.store import Store
+
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+    db_path = tmp_path / "dashboard.db"
+    db = f"sqlite:///{db_path}"
+    reader = Store(db)
+    reader.migrate()
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-racks", protocol=mqtt.MQTTv5)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        dashboard = DashboardProcess(tmp_path / "first", db, broker)
+        published: list[str] = []
+
+        def publish(first: int, last: int) -> None:
+            for n in range(first, last + 1):
+                event = samples.rep(f"rack{n % 3}", f"set-{n // 10}", n % 10 + 1, "clean")
+                client.publish(f"rackwatch/{event['rack']}/rep", json.dumps(event), qos=1).wait_for_publish(10)
+                published.append(event["id"])
+
+        def sent_to_dashboard() -> int:   # PUBLISH packets the broker sent the dashboard ("log_type all")
+            return broker.log_path.read_text(errors="replace").count(
+                "Sending PUBLISH to rackwatch-dashboard-main-0")
+
+        held = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+        try:
+            publish(1, 100)
+            wait_until(lambda: len(reader.event_ids("rep")) == 100, timeout=20, what="the first 100 reps stored")
+            held.execute("BEGIN IMMEDIATE")      # the database's write lock: the dashboard's next commit waits
+            publish(101, 300)
+            wait_until(lambda: sent_to_dashboard() >= 300, timeout=20, what="the 200 reps sent to the dashboard")
+            children = [int(pid) for task in Path(f"/proc/{dashboard.process.pid}/task").iterdir()
+                        for pid in (task / "children").read_text().split()]
+            assert children, "the dashboard has no ingesting process"
+            dashboard.process.kill()             # SIGKILL, its batch not committed
+            dashboard.process.wait(10)
+            # Its ingesting process ends with it (it would otherwise go on storing and acknowledging).
+            wait_until(lambda: not any(alive(pid) for pid in children), timeout=10,
+                       what="the killed dashboard's child processes to end")
+            assert len(reader.event_ids("rep")) == 100, "the dashboard committed while the test held the lock"
+            held.execute("ROLLBACK")
+            dashboard.stop()
+            dashboard = DashboardProcess(tmp_path / "second", db, broker)
+            wait_until(lambda: len(reader.event_ids("rep")) >= 300, timeout=30,
+                       what="the 200 reps the killed dashboard had not stored, redelivered and stored")
+        finally:
+            held.close()
+            dashboard.stop()
+            client.loop_stop()
+            client.disconnect()
+    stored = reader.event_ids("rep")
+    assert sorted(stored) == sorted(published)      # none lost, none stored twice
+    assert len(reader.reps()) == len(published)
+    reader.close()
 
 
 def test_broken_messages_are_kept_aside_and_the_ingester_goes_on(store, tmp_path):

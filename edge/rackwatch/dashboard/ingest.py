@@ -7,6 +7,11 @@ a burst from many racks costs a few commits, not one per message. Whatever a mes
 broken ones end in the store's ``invalid_messages``; a batch the database refuses is stored message by message
 (the one refused is kept aside too); while the database is away, the ingester waits and tries again.
 
+A QoS 1 message is acknowledged to the broker only once its batch is committed (paho's manual acknowledgement):
+until then the broker keeps it in the session, so a dashboard killed with a backlog gets it again when it comes
+back, and the store's ids drop what had been stored already. The broker sends at most ``RECEIVE_MAXIMUM``
+unacknowledged messages at a time (MQTT 5 Receive Maximum); the rest of a backlog waits in the broker.
+
 Several dashboard processes can share the ingestion with an MQTT 5 shared subscription (``share="dash"``
 subscribes ``$share/dash/<root>/+/#``): each message goes to one of them, and the ids keep the store free of
 repeats. A shared subscription gets no retained messages, so each process also needs the retained availability
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from .board import Board
@@ -27,27 +33,44 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 BATCH_EVERY_S = 0.05
+# Unacknowledged messages the broker may have out to us at once: a few batches, so the writer never waits for the
+# broker (at 500 a batch and 20 batches a second, 10 000 a second), while a backlog stays in the broker's queue
+# (its max_queued_messages must hold it) instead of our memory.
+RECEIVE_MAXIMUM = 4 * BATCH
+
+
+@dataclass(slots=True)
+class _Received:
+    """A message with what acknowledging it needs: the connection it came on (a message id means nothing on the
+    next one: the broker sends the unacknowledged messages again there, with ids of that connection), its id and
+    QoS."""
+    message: Message
+    connection: int
+    mid: int
+    qos: int
 
 
 class Ingester:
     def __init__(self, store: Store, board: Board, host: str, port: int, *, username: str | None = None,
                  password: str | None = None, client_id: str = "rackwatch-dashboard", share: str | None = None,
-                 topic_root: str = "rackwatch", tls_context=None):
+                 topic_root: str = "rackwatch", tls_context=None, subscribe: bool = True):
         self.store, self.board = store, board
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.client_id, self.share, self.topic_root = client_id, share, topic_root
         self.tls_context = tls_context
+        self.subscribe = subscribe   # False: a connection for publishing commands only (nothing is stored)
         self.connected = asyncio.Event()
         self.received = 0
         self.totals = IngestResult()
         self.last_error: str | None = None
         self._client = None
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._connection = 0      # counts the connections; _Received.connection is the one a message came on
+        self._queue: asyncio.Queue[_Received] = asyncio.Queue()
 
     async def run(self) -> None:
         """Connect, subscribe and store, forever; reconnects with backoff when the broker goes away."""
-        writer = asyncio.create_task(self._write())
+        writer = asyncio.create_task(self._write() if self.subscribe else asyncio.Event().wait())
         try:
             delay = 0.5
             while True:
@@ -74,12 +97,21 @@ class Ingester:
 
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 3600
-        async with aiomqtt.Client(self.host, self.port, identifier=self.client_id, username=self.username,
-                                  password=self.password, protocol=aiomqtt.ProtocolVersion.V5,
-                                  clean_start=False, properties=properties, keepalive=15,
-                                  tls_context=self.tls_context) as client:
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        client = aiomqtt.Client(self.host, self.port, identifier=self.client_id, username=self.username,
+                                password=self.password, protocol=aiomqtt.ProtocolVersion.V5,
+                                clean_start=False, properties=properties, keepalive=15,
+                                tls_context=self.tls_context)
+        # aiomqtt 2.x does not pass paho's manual_ack through; its paho client is ``_client`` (paho >= 2.0 has
+        # manual_ack_set and ack). Without it paho would acknowledge each message before we store it.
+        client._client.manual_ack_set(True)
+        self._connection += 1
+        connection = self._connection
+        async with client:
             everything = f"{self.topic_root}/+/#"
-            if self.share:
+            if not self.subscribe:
+                pass
+            elif self.share:
                 await client.subscribe(f"$share/{self.share}/{everything}", qos=1)
                 for leaf in ("availability", "state"):
                     await client.subscribe(f"{self.topic_root}/+/{leaf}", qos=1)
@@ -88,11 +120,13 @@ class Ingester:
             self._client = client
             self.connected.set()
             self.last_error = None
-            log.info("listening to %s on %s:%s", everything, self.host, self.port)
+            if self.subscribe:
+                log.info("listening to %s on %s:%s", everything, self.host, self.port)
             async for message in client.messages:
                 self.received += 1
                 payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                self._queue.put_nowait(Message(message.topic.value, payload))
+                self._queue.put_nowait(_Received(Message(message.topic.value, payload), connection, message.mid,
+                                                 message.qos))
 
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
@@ -108,11 +142,23 @@ class Ingester:
             last = loop.time()
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            result = await self._store(batch)
+            result = await self._store([received.message for received in batch])
+            self._acknowledge(batch)
             self.totals.stored += result.stored
             self.totals.duplicates += result.duplicates
             self.totals.invalid += result.invalid
             self.board.apply(result)
+
+    def _acknowledge(self, batch: list[_Received]) -> None:
+        """Acknowledge a stored batch's QoS 1 messages, in the order received (as MQTT asks). Those that came on an
+        earlier connection are not: the broker has sent them again on this one, and their repeats are acknowledged
+        when stored (as duplicates)."""
+        client = self._client
+        if client is None:
+            return
+        for received in batch:
+            if received.qos and received.connection == self._connection:
+                client._client.ack(received.mid, received.qos)
 
     async def _store(self, batch: list[Message]) -> IngestResult:
         """Store a batch; if it fails, store its messages one by one, so that one message the database refuses

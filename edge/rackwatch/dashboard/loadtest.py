@@ -211,10 +211,22 @@ class CpuMeter:
         self.pids = pids
         self._start = self._read()
 
-    @staticmethod
-    def _ticks(pid: int) -> float:
+    @classmethod
+    def _ticks(cls, pid: int) -> float:
+        """CPU time of a process and its live children (the dashboard's ingesting process is its child)."""
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+        ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime + stime
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    ticks += cls._ticks(int(child))
+                except (OSError, IndexError, ValueError):
+                    pass    # ended meanwhile
+        return ticks
 
     def _read(self) -> dict[str, float]:
         times = os.times()

@@ -1,4 +1,5 @@
-"""``rackwatch dashboard``: the web app, the ingester and the retention job in one process.
+"""``rackwatch dashboard``: the web app and the retention job, and the ingester in a child process of its own
+(``ingest_process.py``: MQTT and the store on one core, the streams and the pages on another).
 
     rackwatch dashboard --db FILE|URL --broker mqtt://HOST:PORT [--host 127.0.0.1] [--port 8080]
     rackwatch dashboard --db FILE|URL user add NAME --role staff|admin     (asks for the password)
@@ -80,7 +81,7 @@ def serve(store: Store, args, *, announce: tuple[str, ...] = ()) -> int:
     from rackwatch.rack import parse_broker_url
 
     from .board import Board
-    from .ingest import Ingester
+    from .ingest_process import IngestionProcess, IngestSettings
     from .web import create_app
 
     try:
@@ -95,11 +96,14 @@ def serve(store: Store, args, *, announce: tuple[str, ...] = ()) -> int:
     rules = AlertRules()
     board = Board(rules)
     board.load(store.racks())
-    ingester = Ingester(store, board, broker_host, broker_port,
-                        username=args.username or os.environ.get("RACKWATCH_DASHBOARD_MQTT_USER"),
-                        password=os.environ.get("RACKWATCH_DASHBOARD_MQTT_PASSWORD"),
-                        client_id=f"rackwatch-dashboard-{args.share or 'main'}-{os.getpid() if args.share else 0}",
-                        share=args.share, tls_context=tls_context)
+    # The ingestion (MQTT and the store) runs in a child process with its own interpreter; this one serves.
+    settings = IngestSettings(
+        db=store.engine.url.render_as_string(hide_password=False), host=broker_host, port=broker_port,
+        username=args.username or os.environ.get("RACKWATCH_DASHBOARD_MQTT_USER"),
+        password=os.environ.get("RACKWATCH_DASHBOARD_MQTT_PASSWORD"),
+        client_id=f"rackwatch-dashboard-{args.share or 'main'}-{os.getpid() if args.share else 0}",
+        share=args.share, topic_root=store.topic_root, tls=bool(tls))
+    ingester = IngestionProcess(board, settings, tls_context=tls_context)
 
     async def retention():
         while True:
