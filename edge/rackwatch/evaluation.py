@@ -97,6 +97,10 @@ def score_clip(label: dict, rep_events: list[RepEvent], match_window_s: float = 
             tally = score.cave[leg]
             if severity is None:
                 tally.unjudged += 1
+                if leg not in found.valgus.unjudged:   # a single-leg squat's working leg taken for the free one
+                    score.unjudged.append({"rep": found.rep, "t_bottom": found.t_bottom, "leg": leg,
+                                           "reason": f"free_leg (the {found.working_leg} leg was taken for the "
+                                                     "working one)", "label": truth})
             predicted = severity in POSITIVE_PREDICTIONS
             if truth == "clear":
                 if predicted:
