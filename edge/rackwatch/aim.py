@@ -8,8 +8,8 @@ framing
     measured against the ankles), and big enough in it (two thirds of the height is best; see docs/performance.md).
 square
     the camera faces the lifter. Seen from the side or at an angle, the knees seem to move inward when they do
-    not: an oblique camera makes false knee caves. Measured as rackwatch.judge does: the standing hip width over
-    the hip height (``min_view_width`` in ``[analysis.judge]``), with the shoulders' width telling a side view
+    not: an oblique camera makes false knee caves. Measured as rackwatch.judge does, the standing hip width over
+    the hip height, but held to a stricter line (``square_hips``), with the shoulders' width telling a side view
     (shoulders one behind the other) from an oblique one.
 level
     the line through the shoulders is horizontal (a camera on a tilt makes one knee look lower).
@@ -46,6 +46,11 @@ class AimSettings:
     """Share of the picture's height to keep free above the head and below the feet."""
     min_body_share: float = 0.45
     """The standing lifter, top of head to ankles, should fill at least this share of the picture's height."""
+    square_hips: float = 0.18
+    """Standing hip width ÷ hip height at or above which the hips say 'facing the camera' (front views of the
+    footage: 0.17-0.34, the lowest framed on the legs; the 60° oblique view: 0.10). Stricter than the judge's
+    ``min_view_width`` (0.12), which only has to rule out views near the side because the judge also catches a
+    lifter turned on each rep: an installer should mount the camera square, not just good enough."""
     square_shoulders: float = 0.3
     """Standing shoulder width ÷ hip height at or above which the shoulders say 'facing the camera' (front views
     of the footage: 0.40-0.52; the 60° oblique view: 0.10; side views: 0.02-0.06)."""
@@ -279,8 +284,7 @@ def _judge(survey: AimSurvey, fps: float, s: AimSettings) -> AimReport:
     feet_ratio = _median(look.feet_width for look in standing)
     measures.update(hip_width_ratio=_rounded(hip_ratio), shoulder_width_ratio=_rounded(shoulder_ratio),
                     feet_width_ratio=_rounded(feet_ratio))
-    min_view = survey.analysis.judge.min_view_width
-    square = (hip_ratio is None or hip_ratio >= min_view) and \
+    square = (hip_ratio is None or hip_ratio >= s.square_hips) and \
         (shoulder_ratio is None or shoulder_ratio >= s.square_shoulders)
     if not framed:
         pass   # a lifter half out of the picture says little about the camera's angle: framing first
