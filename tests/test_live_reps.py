@@ -22,6 +22,15 @@ pytestmark = [pytest.mark.broker, pytest.mark.footage]
 NINE_REPS = FOOTAGE / "kratika" / "squat_front_bodyweight.mp4"   # 9 complete reps in 17 s
 
 
+def start_rack(broker, tmp_path, source) -> subprocess.Popen:
+    """``rackwatch run`` as rack01 on ``source`` at real-time pace, publishing to ``broker``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rackwatch.cli", "run", "--source", str(source), "--rack", "rack01",
+         "--broker", f"mqtt://{broker.host}:{broker.port}", "--speed", "realtime",
+         "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=dict(os.environ))
+
+
 def unique(events: list[dict]) -> list[dict]:
     return list({e["id"]: e for e in events}.values())
 
@@ -29,11 +38,7 @@ def unique(events: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_rack_stopped_part_way_has_published_every_rep_it_completed(broker, tmp_path, stop):
     sub = Subscriber(broker, "rackwatch/rack01/#")
-    rack = subprocess.Popen(
-        [sys.executable, "-m", "rackwatch.cli", "run", "--source", str(NINE_REPS), "--rack", "rack01",
-         "--broker", f"mqtt://{broker.host}:{broker.port}", "--speed", "realtime",
-         "--state-dir", str(tmp_path / "state")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=dict(os.environ))
+    rack = start_rack(broker, tmp_path, NINE_REPS)
     try:
         # The reps come out while the lifter squats, not when the set closes: wait for the third, then stop.
         sub.wait_for(lambda s: len(unique(s.events("rackwatch/rack01/rep"))) >= 3, timeout=60,
@@ -86,11 +91,7 @@ def never_still(tmp_path_factory, labels):
 def test_a_lifter_who_never_stands_still_gets_each_rep_live_and_a_stop_loses_none(broker, tmp_path, never_still):
     folder, labelled = never_still
     sub = Subscriber(broker, "rackwatch/rack01/#")
-    rack = subprocess.Popen(
-        [sys.executable, "-m", "rackwatch.cli", "run", "--source", str(folder), "--rack", "rack01",
-         "--broker", f"mqtt://{broker.host}:{broker.port}", "--speed", "realtime",
-         "--state-dir", str(tmp_path / "state")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=dict(os.environ))
+    rack = start_rack(broker, tmp_path, folder)
     try:
         # Without a still moment every rep used to wait for the set to close: now they come as they end.
         sub.wait_for(lambda s: len(unique(s.events("rackwatch/rack01/rep"))) >= 4, timeout=60,
