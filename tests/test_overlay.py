@@ -15,7 +15,7 @@ from rackwatch.overlay import (BOX_COLOUR, SIDE_COLOURS, VERDICT_COLOURS, Line, 
                                short_reason)
 from rackwatch.pose import KP, Pose
 
-cv2 = pytest.importorskip("cv2")   # a hard dependency of rackwatch: present wherever it is installed
+import cv2   # a hard dependency of rackwatch: present wherever it is installed
 
 PORTRAIT = "lnewco/IMG_7027_front.mov"
 LANDSCAPE = "calimiro_workouttracker/squat_19.mp4"
