@@ -78,6 +78,10 @@ def fppa(hip: Point, knee: Point, ankle: Point, medial: float) -> float:
     return math.degrees(math.atan2(tx * sy - ty * sx, tx * sx + ty * sy)) * medial
 
 
+# Keypoint indices per side, looked up once: _leg runs twice a frame on the Pi.
+_HIP, _KNEE, _ANKLE = ({side: KP[f"{side}_{joint}"] for side in ("left", "right")} for joint in ("hip", "knee", "ankle"))
+
+
 def _leg(joints: dict[str, Point], score: list, side: str, medial: float | None) -> Leg | None:
     hip, knee, ankle = joints.get(f"{side}_hip"), joints.get(f"{side}_knee"), joints.get(f"{side}_ankle")
     if hip is None or knee is None or ankle is None or medial is None:
@@ -92,8 +96,7 @@ def _leg(joints: dict[str, Point], score: list, side: str, medial: float | None)
     return Leg(hip=hip, knee=knee, ankle=ankle, fppa_deg=fppa(hip, knee, ankle, medial),
                knee_medial_px=knee_offset, knee_over_ankle_px=(knee[0] - ankle[0]) * medial,
                length_px=length, shank_px=math.hypot(ankle[0] - knee[0], ankle[1] - knee[1]),
-               confidence=min(score[KP[f"{side}_hip"]], score[KP[f"{side}_knee"]]),
-               foot_confidence=score[KP[f"{side}_ankle"]])
+               confidence=min(score[_HIP[side]], score[_KNEE[side]]), foot_confidence=score[_ANKLE[side]])
 
 
 def _gap(a: Point | None, b: Point | None) -> float | None:
