@@ -131,8 +131,8 @@ class DashboardProcess:
              f"mqtt://{broker.host}:{broker.port}", "--port", str(self.port), "--offline-grace", "1", *extra],
             stdout=self._log, stderr=subprocess.STDOUT)
         wait_until(self._answers, timeout=30, what=f"the dashboard answering on {self.url}")
-        wait_until(lambda: b"listening to" in self.log_path.read_bytes(), timeout=30,
-                   what="the dashboard subscribing to the broker")
+        wait_until(lambda: all(part in self.log_path.read_bytes() for part in (b"(storing)", b"(live board)")),
+                   timeout=30, what="the dashboard subscribing to the broker (to store, and for the live board)")
 
     def _answers(self) -> bool:
         import httpx

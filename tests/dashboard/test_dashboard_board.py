@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from rackwatch.dashboard import samples
 from rackwatch.dashboard.alerts import AlertRules
-from rackwatch.dashboard.board import Board, tile_view, verdict_colour
-from rackwatch.dashboard.store import IngestResult, utcnow
+from rackwatch.dashboard.board import Board, RackNews, empty_snapshot, fold, tile_view, verdict_colour
+from rackwatch.dashboard.store import Message, Store, check, utcnow
 
 RULES = AlertRules()
+
+
+def message(event) -> Message:
+    return Message(f"rackwatch/{event['rack']}/{event['type']}", json.dumps(event).encode())
 
 
 def snapshot(**fields):
@@ -68,7 +72,7 @@ def test_many_updates_of_one_rack_reach_a_browser_as_a_handful():
         start = loop.time()
         for n in range(100):   # a rack sending 100 states in one second
             state = samples.state("rack01", set_id="s1", reps_in_set=n)
-            board.apply(IngestResult(stored=1, racks={"rack01": snapshot(state=state)}, stored_events=[state]))
+            board.show([RackNews.of(check(message(state)))])
             await asyncio.sleep(0.01)
         received = []
         while loop.time() - start < 1.5:
@@ -85,3 +89,45 @@ def test_many_updates_of_one_rack_reach_a_browser_as_a_handful():
     assert 2 <= len(tiles) <= 8                              # at most five a second, not a hundred
     assert tiles[-1] == [{"rack": "rack01", "html": "<b>99</b>", "event": tiles[-1][0]["event"]}]
     assert tiles[-1][0]["event"] is not None                 # the newest state, with its event id
+
+
+def test_the_live_board_shows_what_the_store_keeps_whatever_the_order_and_repeats(tmp_path):
+    """The board folds each message as it arrives, before it is stored; QoS 1 repeats and late copies (a retained
+    state, a redelivery after a reconnect) must leave it showing what the store keeps for the rack."""
+    import random
+
+    t0 = datetime.now(timezone.utc) - timedelta(minutes=5)
+    events = []
+    for n in range(1, 7):
+        at = t0 + timedelta(seconds=10 * n)
+        events.append(samples.state("rack01", set_id="s1", reps_in_set=n - 1, phase="descent", at=at))
+        events.append(samples.rep("rack01", "s1", n, ("clean", "cave", "minor")[n % 3], at=at + timedelta(seconds=2)))
+        events.append(samples.state("rack01", set_id="s1", reps_in_set=n, at=at + timedelta(seconds=2)))
+        events.append(samples.health("rack01", fps=14.0 + n, at=at + timedelta(seconds=3)))
+    messages = [Message("rackwatch/rack01/availability", b"online")] + [message(e) for e in events]
+    store = Store(f"sqlite:///{tmp_path / 'board.db'}")
+    store.migrate()
+    shuffled = random.Random(7)
+    for _ in range(5):
+        arrivals = messages[:1] + shuffled.sample(messages[1:], len(messages) - 1)
+        arrivals += shuffled.sample(messages[1:], 8)                            # repeats, late
+        board = Board(RULES)
+        board.show(news for news in map(RackNews.of, map(check, arrivals)) if news is not None)
+        store.ingest(arrivals)
+        kept = store.rack("rack01")
+        shown = board.snapshots["rack01"]
+        for field in ("online", "state", "last_rep", "health", "health_time"):
+            assert shown[field] == kept[field], field
+        assert tile_view(shown, RULES) == tile_view(kept, RULES)
+        assert shown["last_rep"]["rep"] == 6 and shown["state"]["reps_in_set"] == 6
+
+
+def test_news_of_a_broken_message_or_a_set_summary_changes_no_tile():
+    broken = Message("rackwatch/rack01/state", b'{"type": "state"}')
+    assert check(broken).error and RackNews.of(check(broken)) is None
+    summary = samples.set_summary("rack01", "s1", reps=5, clean_reps=5)
+    assert RackNews.of(check(message(summary))) is None
+    snapshot = empty_snapshot("rack01")
+    state = samples.state("rack01", reps_in_set=2)
+    assert fold(snapshot, RackNews.of(check(message(state)))) == state["id"]
+    assert snapshot["state"] == state

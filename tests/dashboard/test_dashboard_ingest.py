@@ -152,6 +152,56 @@ def test_a_dashboard_killed_before_its_batch_is_committed_gets_those_events_agai
     reader.close()
 
 
+def test_the_board_shows_a_rep_while_the_database_is_still_writing(tmp_path):
+    """``rackwatch dashboard`` as staff run it: the database is held by a write transaction of the test's own (a
+    slow disk, a long commit), and a rack publishes a rep. The rep reaches a browser's stream, its tile changed,
+    while the rep is not yet stored; once the database is free it is stored too."""
+    import sqlite3
+
+    import httpx
+    import paho.mqtt.publish as publish
+
+    from rackwatch.dashboard.store import Store
+
+    db_path = tmp_path / "dashboard.db"
+    db = f"sqlite:///{db_path}"
+    reader = Store(db)
+    reader.migrate()
+    with MosquittoBroker(tmp_path / "broker") as broker, DashboardProcess(tmp_path, db, broker) as dashboard:
+        seen: list[str] = []
+        streaming = threading.Event()
+
+        def watch() -> None:
+            with httpx.Client(base_url=dashboard.url, timeout=30) as client:
+                token = client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+                client.post("/login", data={"name": "sam", "password": "sam-password", "csrf_token": token})
+                try:
+                    with client.stream("GET", "/stream") as stream:
+                        streaming.set()
+                        for line in stream.iter_lines():
+                            if line.startswith("data: "):
+                                seen.extend(tile["event"] for tile in json.loads(line[6:]).get("tiles", ()))
+                except httpx.RemoteProtocolError:
+                    pass   # the dashboard stopped at the end of the test
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        wait_until(streaming.is_set, timeout=15, what="the board's stream opening")
+        held = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+        try:
+            held.execute("BEGIN IMMEDIATE")      # the database's write lock: the dashboard's next commit waits
+            rep = samples.rep("rack07", "set-1", 1, "cave")
+            publish.single("rackwatch/rack07/rep", json.dumps(rep), qos=1, hostname=broker.host, port=broker.port,
+                           protocol=5)
+            wait_until(lambda: rep["id"] in seen, timeout=15, what="the rep's tile on the board's stream")
+            assert rep["id"] not in reader.event_ids("rep"), "stored already: the test's lock did not hold"
+            held.execute("ROLLBACK")
+            wait_until(lambda: rep["id"] in reader.event_ids("rep"), timeout=15, what="the rep stored")
+        finally:
+            held.close()
+    reader.close()
+
+
 def test_broken_messages_are_kept_aside_and_the_ingester_goes_on(store, tmp_path):
     import paho.mqtt.publish as publish
 

@@ -1,12 +1,16 @@
 """The live board: one tile per rack, kept in memory and pushed to every open browser.
 
-The ingester hands the board each rack it changed (:meth:`Board.apply`); the board only marks the tile dirty.
-A flusher wakes as soon as the ingester has applied a batch, works out what each dirty tile shows now, and sends
+The ingester hands the board each rack's news as soon as it has read and checked the message (:meth:`Board.show`),
+before the message is stored: the board is a live view, and waiting for the database's commit (batched, and now
+and then held up by a write to disk) was most of a tile's delay. Storing stays the store's business: a message is
+acknowledged to the broker only once committed, so none is lost; the board folds each rack's newest state, rep
+and health by the events' own times, so a repeat or a late copy changes nothing. The board only marks the tile
+dirty. A flusher wakes as soon as news arrives, works out what each dirty tile shows now, and sends
 only the tiles that look different (a rep's descent, bottom and ascent look alike on a tile: one update, not
 three), together in one ``tiles`` event. The event is encoded once, as the bytes of a server-sent event, and the
 same bytes go to every browser. A tile's HTML is drawn again only when what it shows changed. So a rack that sends twenty states a second
 still costs each browser at most five updates a second (a tile sent less than ``flush_s``, 0.2 s, ago waits its
-turn, its changes coalesced), and a change is on screen within a second, most within the batch that stored it.
+turn, its changes coalesced), and a change is on screen within a second, most within a few hundredths of a second of the rack's message.
 
 What a tile shows is decided by :func:`tile_view` (pure, tested without a browser): online or offline, idle or in
 a set, lifter seen, load and % of one-rep max, reps so far, the last rep's verdict as a colour (``clean``,
@@ -22,7 +26,9 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, NamedTuple
+
+import orjson
 
 from .alerts import AlertRules, health_problems
 from .store import IngestResult, utcnow
@@ -97,6 +103,52 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
     return f"rep {rep['rep']}: {words}"
 
 
+class RackNews(NamedTuple):
+    """What a checked message tells the board: the rack, the topic's kind (``availability``, ``state``, ``rep``,
+    ``health``: the others change no tile), the event's time (availability: when it arrived) and the payload as
+    received (a few bytes to send from the ingesting process; decoded where it is shown)."""
+    rack: str
+    leaf: str
+    when: datetime
+    text: str
+
+    @classmethod
+    def of(cls, checked) -> "RackNews | None":
+        """The news in a :class:`~rackwatch.dashboard.store.Checked` message, or None when it shows nothing."""
+        if checked.error is None and checked.leaf in TILE_LEAVES:
+            return cls(checked.rack, checked.leaf, checked.when, checked.text)
+        return None
+
+
+TILE_LEAVES = ("availability", "state", "rep", "health")
+_NEWEST = {"state": ("state", "state_time"), "rep": ("last_rep", "last_rep_time"),
+           "health": ("health", "health_time")}
+
+
+def empty_snapshot(rack: str) -> dict[str, Any]:
+    """A rack the board has not heard of before (the store's ``rack_snapshot`` fields)."""
+    return {"rack": rack, "online": None, "availability_at": None, "last_seen": None, "state": None,
+            "state_time": None, "last_rep": None, "last_rep_time": None, "health": None, "health_time": None}
+
+
+def fold(snapshot: dict[str, Any], news: RackNews) -> str | None:
+    """Fold one piece of news into a rack's snapshot, by the rules the store keeps the rack's row by: the newest
+    state, rep and health by the events' own times (an older copy arriving late, or a repeat, changes nothing),
+    availability as it comes (a retained copy keeps the time the rack went). Returns the event's id, if any."""
+    if news.leaf == "availability":
+        online = news.text == "online"
+        if snapshot["online"] != online or snapshot["availability_at"] is None:
+            snapshot["online"], snapshot["availability_at"] = online, news.when
+        return None
+    payload = orjson.loads(news.text)
+    column, at = _NEWEST[news.leaf]
+    if snapshot[at] is None or news.when >= snapshot[at]:
+        snapshot[column], snapshot[at] = payload, news.when
+    if snapshot["last_seen"] is None or news.when > snapshot["last_seen"]:
+        snapshot["last_seen"] = news.when
+    return payload["id"]
+
+
 @dataclass(frozen=True)
 class Update:
     """One server-sent event for every browser: its kind (``tiles`` or ``alerts``), its JSON text, and the bytes
@@ -135,15 +187,22 @@ class Board:
     def load(self, snapshots: list[dict[str, Any]]) -> None:
         self.snapshots = {s["rack"]: s for s in snapshots}
 
-    def apply(self, result: IngestResult) -> None:
-        for event in result.stored_events:
-            self.last_event[event["rack"]] = event["id"]
-        for rack, snapshot in result.racks.items():
-            self.snapshots[rack] = snapshot
-            self._dirty.add(rack)
-        if result.alerts:
-            self._alerts_dirty = True
+    def show(self, news: Iterable[RackNews]) -> None:
+        """Racks' news, as it arrives: their tiles are sent at the flusher's next turn."""
+        for item in news:
+            snapshot = self.snapshots.get(item.rack)
+            if snapshot is None:
+                snapshot = self.snapshots[item.rack] = empty_snapshot(item.rack)
+            event_id = fold(snapshot, item)
+            if event_id is not None:
+                self.last_event[item.rack] = event_id
+            self._dirty.add(item.rack)
         self._wake.set()
+
+    def stored(self, result: IngestResult) -> None:
+        """A batch committed: the alert list is drawn again if it raised any (alerts live in the database)."""
+        if result.alerts:
+            self.alerts_changed()
 
     def alerts_changed(self) -> None:
         self._alerts_dirty = True

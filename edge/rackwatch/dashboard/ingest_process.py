@@ -1,12 +1,11 @@
-"""The ingester in a process of its own, so that ingestion and the web app each have an interpreter (and a core).
+"""The ingester in a process of its own, so that storing and the web app each have an interpreter (and a core).
 
 At 500 racks one dashboard process was the limit: reading MQTT and storing took about two thirds of its time, the
 streams and the board the rest, and the one interpreter lock kept the two to about 0.87 of a core together while
-the machine had more. Here the child process runs the ``Ingester`` (MQTT and the store, on its own connection to
-the database) and sends, after each committed batch, what the board needs (the changed racks' snapshots, whether
-alerts were raised, the newest event id per rack) to the web process over a pipe, with its broker status every
-second. The web process keeps the board, the streams and the pages, and publishes the rack actions on an MQTT
-connection of its own.
+the machine had more. Here the child process runs the storing ``Ingester`` (MQTT at QoS 1 and the store, on its
+own connection to the database) and tells the web process, over a pipe, when a committed batch raised alerts, and
+its broker status every second. The web process keeps the board (fed by a live subscription of its own: see
+``ingest``), the streams and the pages, and publishes the rack actions on that same connection.
 
 The child ends with the web process: Linux's parent-death signal, and the pipe breaking at its next status.
 """
@@ -45,17 +44,17 @@ class IngestSettings:
 
 
 class _Forward:
-    """The child's stand-in for the board: each stored batch goes down the pipe, as little as the board needs."""
+    """The child's stand-in for the board: the alerts go down the pipe."""
 
     def __init__(self, pipe):
         self.pipe = pipe
 
-    def apply(self, result: IngestResult) -> None:
-        if not (result.racks or result.alerts or result.stored_events):
-            return
-        slim = IngestResult(racks=result.racks, alerts=result.alerts,
-                            stored_events=[{"rack": e["rack"], "id": e["id"]} for e in result.stored_events])
-        self.pipe.send(("batch", slim))
+    def show(self, news) -> None:
+        """Nothing: the web process shows the racks' news from its own live subscription, at once."""
+
+    def stored(self, result: IngestResult) -> None:
+        if result.alerts:
+            self.pipe.send(("alerts", None))
 
 
 def _child(settings: IngestSettings, pipe) -> None:
@@ -97,8 +96,8 @@ def _child(settings: IngestSettings, pipe) -> None:
 
 
 class IngestionProcess:
-    """In the web process: starts the ingesting child, applies its batches to the board, mirrors its broker status
-    (``connected``, ``last_error``, ``received``: the health page) and publishes the rack actions."""
+    """In the web process: starts the storing child, mirrors its broker status (``connected``, ``last_error``,
+    ``received``: the health page), feeds the board from a live subscription and publishes the rack actions on it."""
 
     def __init__(self, board: Board, settings: IngestSettings, *, tls_context=None):
         self.board, self.settings = board, settings
@@ -106,22 +105,22 @@ class IngestionProcess:
         self.connected = asyncio.Event()
         self.last_error: str | None = "starting"
         self.received = 0
-        self.commands = Ingester(None, board, settings.host, settings.port, username=settings.username,  # type: ignore[arg-type]
-                                 password=settings.password, client_id=f"{settings.client_id}-commands",
-                                 topic_root=settings.topic_root, tls_context=tls_context, subscribe=False)
+        self.live = Ingester(None, board, settings.host, settings.port, username=settings.username,
+                             password=settings.password, client_id=f"{settings.client_id}-live",
+                             topic_root=settings.topic_root, tls_context=tls_context)
 
     async def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        await self.commands.publish(topic, payload)
+        await self.live.publish(topic, payload)
 
     async def run(self) -> None:
-        commands = asyncio.create_task(self.commands.run())
+        live = asyncio.create_task(self.live.run())
         try:
             while True:
                 await self._run_child()
                 log.error("the ingesting process ended; starting it again in 1 s")
                 await asyncio.sleep(1.0)
         finally:
-            commands.cancel()
+            live.cancel()
 
     async def _run_child(self) -> None:
         loop = asyncio.get_running_loop()
@@ -134,8 +133,8 @@ class IngestionProcess:
         ended = loop.create_future()
 
         def received(kind: str, value) -> None:
-            if kind == "batch":
-                self.board.apply(value)
+            if kind == "alerts":
+                self.board.alerts_changed()
             elif kind == "status":
                 connected, self.last_error, self.received = value
                 (self.connected.set if connected else self.connected.clear)()

@@ -296,7 +296,8 @@ def run(args) -> dict:
                                           f"mqtt://{host}:{port}", "--port", str(web_port)],
                                          stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 30
-            while "rackwatch dashboard: http" not in (workdir / "dashboard.log").read_text(errors="replace"):
+            while not all(part in (workdir / "dashboard.log").read_text(errors="replace")
+                          for part in ("rackwatch dashboard: http", "(storing)", "(live board)")):
                 if dashboard.poll() is not None or time.monotonic() > deadline:
                     raise DashboardError(f"The dashboard did not start: see {workdir / 'dashboard.log'}.")
                 time.sleep(0.1)

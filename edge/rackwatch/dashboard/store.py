@@ -69,13 +69,54 @@ class Message:
 
 @dataclass
 class IngestResult:
-    """What a batch changed: the counts, the racks whose tiles need redrawing, the alerts raised."""
+    """What a batch did: the counts, and the alerts raised."""
     stored: int = 0
     duplicates: int = 0
     invalid: int = 0
-    racks: dict[str, dict[str, Any]] = field(default_factory=dict)
     alerts: list[NewAlert] = field(default_factory=list)
-    stored_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A message read and checked against the contract: what the store writes, and what the board shows before
+    it is stored. ``leaf`` is ``availability``, an event kind (``rep``, ``set``, ``state``, ``health``, ``reply``)
+    or None for a command to a rack (not the racks' news); ``text`` is the payload as received (``online`` or
+    ``offline`` for availability), ``payload`` its decoded event; ``when`` is the event's own time (availability:
+    when it arrived). ``error`` says why a message breaks the contract (it is kept aside, never shown)."""
+    message: Message
+    rack: str = ""
+    leaf: str | None = None
+    text: str = ""
+    payload: Any = None
+    when: datetime | None = None
+    error: str | None = None
+
+
+def check(message: Message, topic_root: str = "rackwatch") -> Checked:
+    """Read a message off ``<root>/<rack>/<leaf>``: decode it once and check it against the contract. Pure (no
+    database): the ingester runs it as each message arrives."""
+    parts = message.topic.split("/")
+    if len(parts) >= 3 and parts[0] == topic_root and parts[2] == "cmd":
+        return Checked(message, parts[1])
+    if len(parts) != 3 or parts[0] != topic_root or not parts[1]:
+        return Checked(message, error="the topic is not <root>/<rack>/<kind>")
+    rack, leaf = parts[1], parts[2]
+    if leaf == "availability":
+        text = message.payload.decode("utf-8", "replace")
+        if text not in ("online", "offline"):
+            return Checked(message, rack, error="availability must be 'online' or 'offline'")
+        return Checked(message, rack, leaf, text, text == "online", message.received_at)
+    if leaf not in EVENT_LEAVES:
+        return Checked(message, rack, error=f"unknown topic kind {leaf!r}")
+    try:
+        text = message.payload.decode("utf-8")
+        payload = orjson.loads(text)   # (about four times as fast as json.loads, the same result)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Checked(message, rack, error=f"not UTF-8 JSON: {exc}")
+    error = contract_error(payload, leaf, rack, message.payload)
+    if error:
+        return Checked(message, rack, error=error)
+    return Checked(message, rack, leaf, text, payload, parse_time(payload["time"]))
 
 
 class Store:
@@ -127,15 +168,17 @@ class Store:
 
     # -- ingestion ----------------------------------------------------------------------------------------------
 
-    def ingest(self, messages: Iterable[Message]) -> IngestResult:
-        """Store a batch in one transaction: every message checked, the new events inserted together (one
+    def ingest(self, messages: Iterable[Message | Checked]) -> IngestResult:
+        """Store a batch in one transaction: every message checked (unless the ingester already did, on arrival:
+        :func:`check`), the new events inserted together (one
         ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` for the batch), and the rows drawn from them (reps,
         sets, health, replies) inserted together per table."""
         batch = _Batch()
         messages = list(messages)
         with self.session.begin() as db:
             # One query loads the batch's racks, as plain rows (no ORM unit of work per rack at the commit).
-            names = {m.topic.split("/")[1] for m in messages if m.topic.count("/") >= 2}
+            names = {m.rack for m in messages if isinstance(m, Checked) and m.rack} | \
+                {m.topic.split("/")[1] for m in messages if isinstance(m, Message) and m.topic.count("/") >= 2}
             racks = Rack.__table__
             batch.racks = {row.rack: _RackRow(row._mapping, self._decoded)
                            for row in db.connection().execute(select(racks).where(racks.c.rack.in_(names)))}
@@ -150,41 +193,23 @@ class Store:
                     db.connection().execute(table.__table__.insert(), rows)
             _write_racks(db, batch.racks.values())
             self._raise_all(db, batch.alerts, batch.result)
-            result = batch.result
-            for rack in result.racks:
-                result.racks[rack] = self._rack(db, rack, batch).snapshot()
-        return result
+        return batch.result
 
-    def _check(self, db: Session, message: Message, batch: "_Batch") -> "_Checked | None":
+    def _check(self, db: Session, message: "Message | Checked", batch: "_Batch") -> "Checked | None":
         """A rack's event ready to store, or None: availability is applied here, anything broken kept aside."""
-        result = batch.result
-        parts = message.topic.split("/")
-        if len(parts) >= 3 and parts[0] == self.topic_root and parts[2] == "cmd":
+        checked = message if isinstance(message, Checked) else check(message, self.topic_root)
+        if checked.error is not None:
+            return self._invalid(db, checked.message, checked.error, batch.result)
+        if checked.leaf is None:
             return None   # commands to racks (ours or another tool's) are not the racks' messages
-        if len(parts) != 3 or parts[0] != self.topic_root or not parts[1]:
-            return self._invalid(db, message, "the topic is not <root>/<rack>/<kind>", result)
-        rack, leaf = parts[1], parts[2]
-        if leaf == "availability":
-            text = message.payload.decode("utf-8", "replace")
-            if text not in ("online", "offline"):
-                return self._invalid(db, message, "availability must be 'online' or 'offline'", result)
-            return self._availability(db, rack, text == "online", message.received_at, batch)
-        if leaf not in EVENT_LEAVES:
-            return self._invalid(db, message, f"unknown topic kind {leaf!r}", result)
-        try:
-            text = message.payload.decode("utf-8")
-            payload = orjson.loads(text)   # (about four times as fast as json.loads, the same result)
-        except (UnicodeDecodeError, ValueError) as exc:
-            return self._invalid(db, message, f"not UTF-8 JSON: {exc}", result)
-        error = contract_error(payload, leaf, rack, message.payload)
-        if error:
-            return self._invalid(db, message, error, result)
-        return _Checked(rack, leaf, payload, parse_time(payload["time"]), message, text)
+        if checked.leaf == "availability":
+            return self._availability(db, checked.rack, checked.text == "online", checked.when, batch)
+        return checked
 
-    def _store_events(self, db: Session, checked: list["_Checked"], batch: "_Batch") -> None:
+    def _store_events(self, db: Session, checked: list["Checked"], batch: "_Batch") -> None:
         """Insert the batch's events by id, all at once; only those that went in change anything else."""
         result = batch.result
-        first: dict[str, _Checked] = {}
+        first: dict[str, Checked] = {}
         for event in checked:
             first.setdefault(event.payload["id"], event)
         new_ids: set[str] = set()
@@ -200,13 +225,11 @@ class Store:
                 result.duplicates += 1   # QoS 1 delivered it twice, or another dashboard process stored it
                 continue
             result.stored += 1
-            result.stored_events.append(event.payload)
             row = self._rack(db, event.rack, batch)
             row.last_seen = max(row.last_seen or event.when, event.when)
             getattr(self, f"_on_{event.leaf}")(db, row, event.payload, event.when, batch, event.text)
-            result.racks[event.rack] = {}
 
-    def _count_caves(self, db: Session, new: list["_Checked"], batch: "_Batch") -> None:
+    def _count_caves(self, db: Session, new: list["Checked"], batch: "_Batch") -> None:
         """The caves already stored in the sets of the batch's new caved reps (one query for the batch)."""
         from sqlalchemy import tuple_
 
@@ -253,7 +276,6 @@ class Store:
         row = self._rack(db, rack, batch)
         if row.online != online or row.availability_at is None:   # a retained copy keeps the time it went
             row.online, row.availability_at = online, when
-        batch.result.racks[rack] = {}
 
     def raise_offline_alerts(self, grace_s: float) -> list[NewAlert]:
         """Alert on racks offline for longer than ``grace_s`` (a rack restarting for an update is not news),
@@ -269,7 +291,8 @@ class Store:
         return result.alerts
 
     # The handlers keep the newest state, rep and health on the rack's row as the JSON text received (``text``),
-    # and the decoded payload beside it for the board (``_RackRow.keep``): nothing is encoded or decoded again.
+    # and the decoded payload beside it (``_RackRow.keep``: the next health report's alert rules compare with the
+    # last one): nothing is encoded or decoded again.
 
     def _on_state(self, db, row: "_RackRow", payload, when, batch: "_Batch", text: str) -> None:
         if row.state_time is None or when >= row.state_time:
@@ -541,7 +564,8 @@ def rack_snapshot(row: Rack) -> dict[str, Any]:
     return {"rack": row.rack, "online": row.online, "availability_at": row.availability_at,
             "last_seen": row.last_seen, "state": json.loads(row.state) if row.state else None,
             "last_rep": json.loads(row.last_rep) if row.last_rep else None,
-            "health": json.loads(row.health) if row.health else None, "health_time": row.health_time}
+            "health": json.loads(row.health) if row.health else None, "health_time": row.health_time,
+            "state_time": row.state_time, "last_rep_time": row.last_rep_time}
 
 
 def _text(value: str) -> str:
@@ -553,17 +577,6 @@ def _is(column, value):
     from sqlalchemy import case
 
     return case((column == value, 1), else_=0)
-
-
-@dataclass
-class _Checked:
-    """A message that passed the checks: a rack's event, decoded, ready to store (``text``: its JSON as received)."""
-    rack: str
-    leaf: str
-    payload: dict[str, Any]
-    when: datetime
-    message: Message
-    text: str
 
 
 class _RackRow:
@@ -594,12 +607,6 @@ class _RackRow:
         if known is None or known[0] != text:
             known = self._decoded[(self.rack, column)] = (text, orjson.loads(text))
         return known[1]
-
-    def snapshot(self) -> dict[str, Any]:
-        """What ``rack_snapshot`` gives for the row, from the decoded columns."""
-        return {"rack": self.rack, "online": self.online, "availability_at": self.availability_at,
-                "last_seen": self.last_seen, "state": self.decoded("state"), "last_rep": self.decoded("last_rep"),
-                "health": self.decoded("health"), "health_time": self.health_time}
 
 
 def _write_racks(db: Session, rows) -> None:
