@@ -110,7 +110,7 @@ class Broker:
                           + ("user root\n" if os.geteuid() == 0 else ""))
         self.process = subprocess.Popen([find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=_die_with_demo)
+                                        preexec_fn=die_with_parent)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -159,7 +159,7 @@ class DemoRack:
                         break
                     # Its own session: Ctrl-C in the terminal reaches the demo, which stops the racks in order.
                     self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True,
-                                                    preexec_fn=_die_with_demo)
+                                                    preexec_fn=die_with_parent)
                 code = self.process.wait()
                 if code != 0 and not self._stopping.is_set():
                     self._stopping.wait(5)   # a clip that fails: do not spin; the log says why
@@ -172,8 +172,9 @@ class DemoRack:
         self._thread.join(timeout=20)
 
 
-def _die_with_demo() -> None:
-    """In a child, before it runs: end it if the demo itself dies (kill -9), so nothing is left behind (Linux)."""
+def die_with_parent() -> None:
+    """In a child, before it runs: end it if the command that started it dies (kill -9), so nothing is left behind
+    (Linux)."""
     try:
         import ctypes
 

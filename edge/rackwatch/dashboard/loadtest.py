@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -265,7 +266,7 @@ def run(args) -> dict:
     import httpx
 
     from .auth import hash_password
-    from .demo import Broker, free_port
+    from .demo import Broker, die_with_parent, free_port
     from .store import Store
 
     if args.racks < 1 or args.seconds < 1 or args.clients < 0:
@@ -294,7 +295,7 @@ def run(args) -> dict:
             log = open(workdir / "dashboard.log", "wb")
             dashboard = subprocess.Popen([sys.executable, "-m", "rackwatch", "dashboard", "--db", db, "--broker",
                                           f"mqtt://{host}:{port}", "--port", str(web_port)],
-                                         stdout=log, stderr=subprocess.STDOUT)
+                                         stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
             deadline = time.monotonic() + 30
             while not all(part in (workdir / "dashboard.log").read_text(errors="replace")
                           for part in ("rackwatch dashboard: http", "(storing)", "(live board)")):
@@ -405,6 +406,13 @@ def format_report(figures: dict) -> str:
 
 
 def main(args) -> int:
+    # Stopped with SIGTERM (a timeout, a CI job cancelled), clean up as after Ctrl-C: the dashboard and the broker
+    # it started stop too, and its temporary folder goes.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     figures = run(args)
     print(json.dumps(figures) if args.json else format_report(figures))
     return 0
+
+
+def _stop_on_sigterm(signum, _frame) -> None:
+    raise KeyboardInterrupt
