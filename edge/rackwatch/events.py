@@ -153,6 +153,13 @@ class Event(Wire):
         return self.model_copy(update={"rack": rack})
 
 
+def added_later(**field: Any) -> Any:
+    """A field that came after the first racks (pydantic ``Field`` arguments, with its default): left out of the
+    JSON Schema's ``required`` (by ``_optional_fields``), and read as its default when an older rack leaves it
+    out."""
+    return Field(**field, json_schema_extra={"optional": True})
+
+
 def _optional_fields(schema: dict[str, Any]) -> None:
     """Leave out of ``required`` the properties marked ``optional`` (fields older racks may not send)."""
     optional = [name for name, prop in schema["properties"].items() if prop.pop("optional", False)]
@@ -185,12 +192,11 @@ class Valgus(Wire):
 
     left: LegValgus | None
     right: LegValgus | None
-    unjudged: dict[Leg, UnjudgedWhy] = Field(
+    unjudged: dict[Leg, UnjudgedWhy] = added_later(
         default_factory=dict,
         description="Each leg that should have been judged but could not be, and why: side_view (camera too far "
                     "to the side), turned (the lifter turned away on this rep), leg_hidden, feet_hidden. (Added in "
-                    "schema 1; may be absent from older racks.)",
-        json_schema_extra={"optional": True})
+                    "schema 1; may be absent from older racks.)")
 
     def leg(self, side: str) -> LegValgus | None:
         """The leg called ``side`` (``left`` or ``right``)."""
@@ -241,10 +247,9 @@ class RepEvent(Event):
     ascent_speed: Annotated[float, Decimals(3)]
     stance_ratio: Annotated[float | None, Decimals(3)]
     hip_shift: Annotated[float | None, Decimals(3)]
-    unjudged_reason: str | None = Field(
+    unjudged_reason: str | None = added_later(
         default=None, description="Why the rep could not be judged; null when it was. (Added in schema 1; may be "
-                                  "absent from older racks.)",
-        json_schema_extra={"optional": True})   # see _optional_fields: not in the schema's "required"
+                                  "absent from older racks.)")
 
 
 class Advice(Wire):
@@ -292,20 +297,17 @@ class StateEvent(Event):
     exercise: Exercise
     set_id: str | None
     reps_in_set: int = Field(ge=0)
-    camera: Literal["ready", "needs attention"] | None = Field(
+    camera: Literal["ready", "needs attention"] | None = added_later(
         default=None, description="Whether the camera's aim lets the rack judge: ready or needs attention; null "
                                   "until a lifter has stood at the rack. (Added in schema 1; may be absent from "
-                                  "older racks.)",
-        json_schema_extra={"optional": True})
-    camera_reason: str | None = Field(
+                                  "older racks.)")
+    camera_reason: str | None = added_later(
         default=None, description="Why the camera needs attention (or that it is ready), in words an installer "
-                                  "can act on; null with camera. (Added in schema 1; may be absent.)",
-        json_schema_extra={"optional": True})
-    idle: bool | None = Field(
+                                  "can act on; null with camera. (Added in schema 1; may be absent.)")
+    idle: bool | None = added_later(
         default=None, description="True while the rack rests (nobody seen for a while: the model runs at a frame "
                                   "or two a second until a lifter steps in); null where the rack never idles (a "
-                                  "recording judged frame by frame). (Added in schema 1; may be absent.)",
-        json_schema_extra={"optional": True})
+                                  "recording judged frame by frame). (Added in schema 1; may be absent.)")
 
 
 class HealthEvent(Event):
@@ -326,27 +328,24 @@ class HealthEvent(Event):
     cpu_temp_c: float | None
     throttled: bool | None
     outbox_depth: int = Field(ge=0)
-    # The loss fields and the version came after the first racks: not in the schema's "required" (_optional_fields).
-    events_dropped: int = Field(0, ge=0, description="Reps, sets or replies dropped because the outbox was full.",
-                                json_schema_extra={"optional": True})
-    events_unreadable: int = Field(0, ge=0, description="Events lost to a damaged outbox or that no broker takes.",
-                                   json_schema_extra={"optional": True})
-    events_refused: int = Field(0, ge=0, description="Events the broker refused for good (its ACL).",
-                                json_schema_extra={"optional": True})
-    outbox_damaged: int = Field(0, ge=0, description="Damaged outbox files set aside (kept, renamed).",
-                                json_schema_extra={"optional": True})
-    snapshots_skipped: int = Field(0, ge=0, description="State and health snapshots skipped for a full disk.",
-                                   json_schema_extra={"optional": True})
-    pump_failures: int = Field(0, ge=0, description="Times sending from the outbox failed since the start.",
-                               json_schema_extra={"optional": True})
-    disk_full: bool = Field(False, description="The state folder's disk refuses writes right now.",
-                            json_schema_extra={"optional": True})
-    events_in_memory: int = Field(0, ge=0, description="Events waiting in memory for the disk to take them.",
-                                  json_schema_extra={"optional": True})
+    # The loss fields and the version came after the first racks.
+    events_dropped: int = added_later(
+        default=0, ge=0, description="Reps, sets or replies dropped because the outbox was full.")
+    events_unreadable: int = added_later(
+        default=0, ge=0, description="Events lost to a damaged outbox or that no broker takes.")
+    events_refused: int = added_later(default=0, ge=0, description="Events the broker refused for good (its ACL).")
+    outbox_damaged: int = added_later(default=0, ge=0, description="Damaged outbox files set aside (kept, renamed).")
+    snapshots_skipped: int = added_later(
+        default=0, ge=0, description="State and health snapshots skipped for a full disk.")
+    pump_failures: int = added_later(
+        default=0, ge=0, description="Times sending from the outbox failed since the start.")
+    disk_full: bool = added_later(default=False, description="The state folder's disk refuses writes right now.")
+    events_in_memory: int = added_later(
+        default=0, ge=0, description="Events waiting in memory for the disk to take them.")
     # No default from this program's own version: a dashboard reading an older rack's report must not fill in its
     # own; the rack fills it in where it makes the report (service.py).
-    software_version: str | None = Field(
-        default=None, max_length=64, json_schema_extra={"optional": True},
+    software_version: str | None = added_later(
+        default=None, max_length=64,
         description="The rackwatch version the rack runs (as `rackwatch --version` prints it); null from racks "
                     "older than this field. (Added in schema 1; may be absent.)")
 

@@ -47,6 +47,30 @@ class RunningIngester:
         self.loop.close()
 
 
+def assert_each_stored_once(store, published: list[str]) -> None:
+    """Every rep published is stored, and none twice (by id, and as a row of the reps' table)."""
+    assert sorted(store.event_ids("rep")) == sorted(published)
+    assert len(store.reps()) == len(published)
+
+
+def publish_reps_through_an_outage(link, rack: str, count: int, broker, *, down_at: int, up_after: int,
+                                   noticed_by: list[RunningIngester]) -> list[str]:
+    """Publish ``count`` reps from a rack link; the broker stops before rep ``down_at`` (once the ingesters have
+    noticed, the next reps wait in the rack's outbox) and starts again after rep ``up_after``. Returns their ids."""
+    published = []
+    for n in range(1, count + 1):
+        if n == down_at:
+            broker.stop()
+            wait_until(lambda: not any(r.ingester.connected.is_set() for r in noticed_by),
+                       what="the ingesters to notice the broker gone")
+        event = samples.rep(rack, f"set-{n // 10}", n % 10 + 1, "clean")
+        link.publish(parse_event(event))
+        published.append(event["id"])
+        if n == up_after:
+            broker.start()
+    return published
+
+
 def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(store, tmp_path):
     from rackwatch.mqtt import LinkSettings, RackLink
 
@@ -57,25 +81,16 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(store, tmp_pat
                                      ha_discovery=False)).start()
         try:
             assert link.wait_connected(15)
-            published = []
-            for n in range(1, 301):
-                if n == 151:
-                    broker.stop()      # mid-stream: some reps are in flight to the dashboard, the rest wait
-                    wait_until(lambda: not running.ingester.connected.is_set(), what="the ingester to notice")
-                event = samples.rep("rack01", f"set-{n // 10}", n % 10 + 1, "clean")
-                link.publish(parse_event(event))
-                published.append(event["id"])
-                if n == 200:
-                    broker.start()
+            # Mid-stream: some reps are in flight to the dashboard, the rest wait.
+            published = publish_reps_through_an_outage(link, "rack01", 300, broker, down_at=151, up_after=200,
+                                                       noticed_by=[running])
             assert link.wait_drained(60), "the rack did not get its outbox out"
             wait_until(lambda: len(store.event_ids("rep")) >= len(published), timeout=60,
                        what="every rep stored")
         finally:
             link.close()
             running.stop()
-    stored = store.event_ids("rep")
-    assert sorted(stored) == sorted(published)              # none lost, none stored twice
-    assert len(store.reps()) == len(published)
+    assert_each_stored_once(store, published)
 
 
 def alive(pid: int) -> bool:
@@ -146,9 +161,7 @@ def test_a_dashboard_killed_before_its_batch_is_committed_gets_those_events_agai
             dashboard.stop()
             client.loop_stop()
             client.disconnect()
-    stored = reader.event_ids("rep")
-    assert sorted(stored) == sorted(published)      # none lost, none stored twice
-    assert len(reader.reps()) == len(published)
+    assert_each_stored_once(reader, published)
     reader.close()
 
 
@@ -301,16 +314,9 @@ def test_racks_at_a_gym_bridged_to_a_central_broker_reach_two_dashboards_and_eac
             assert link.wait_connected(15) and subscribed.wait(10)
             wait_until(lambda: first.rack("gym01-rack01") is not None and first.rack("gym01-rack01")["online"],
                        timeout=15, what="the rack's availability bridged to the central and stored")
-            published = []
-            for n in range(1, 201):
-                if n == 101:
-                    central.stop()   # the link between gym and centre goes down: the gym keeps the reps
-                    wait_until(lambda: not a.ingester.connected.is_set(), what="the ingesters to notice")
-                event = samples.rep("gym01-rack01", f"set-{n // 10}", n % 10 + 1, "clean")
-                link.publish(parse_event(event))
-                published.append(event["id"])
-                if n == 150:
-                    central.start()
+            # The link between gym and centre goes down: the gym keeps the reps.
+            published = publish_reps_through_an_outage(link, "gym01-rack01", 200, central, down_at=101,
+                                                       up_after=150, noticed_by=[a, b])
             assert link.wait_drained(30), "the rack did not get its outbox out to the gym's broker"
             wait_until(lambda: len(first.event_ids("rep")) >= len(published), timeout=60,
                        what="every rep bridged and stored")
@@ -329,9 +335,7 @@ def test_racks_at_a_gym_bridged_to_a_central_broker_reach_two_dashboards_and_eac
             link.close()
             a.stop()
             b.stop()
-    stored = first.event_ids("rep")
-    assert sorted(stored) == sorted(published)               # none lost, none stored twice
-    assert len(first.reps()) == len(published)
+    assert_each_stored_once(first, published)
     assert [json.loads(c) for c in commands] == [command]    # once: not echoed back out by the bridge
     first.close()
     second.close()
