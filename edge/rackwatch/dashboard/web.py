@@ -190,9 +190,16 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
                     except TimeoutError:
                         yield b": ping\n\n"
                         continue
+                    frames = []
+                    while item is not None:   # updates queued meanwhile go out in one write
+                        frames.append(item[1])
+                        if queue.empty():
+                            break
+                        item = queue.get_nowait()
+                    if frames:
+                        yield b"".join(frames)
                     if item is None:
                         return
-                    yield item[1]
             finally:
                 board.unsubscribe(queue)
 
