@@ -131,3 +131,32 @@ def test_news_of_a_broken_message_or_a_set_summary_changes_no_tile():
     state = samples.state("rack01", reps_in_set=2)
     assert fold(snapshot, RackNews.of(check(message(state)))) == state["id"]
     assert snapshot["state"] == state
+
+
+def test_a_busy_tile_waits_its_turn_but_a_rep_and_its_state_are_not_held_apart():
+    """A rack's rep and the state sent with it may land in two flushes: the second goes at once. A third change
+    within 0.4 s waits (coalesced), so a tile changes at most five times a second."""
+    now = [100.0]
+    board = Board(RULES, flush_s=0.2, clock=lambda: now[0])
+    browser = board.subscribe()
+
+    def flush_at(t: float, *events) -> list[str]:
+        now[0] = 100.0 + t
+        board.show(RackNews.of(check(message(e))) for e in events)
+        asyncio.run(board._flush(lambda view: f"<b>{view['reps']}</b>", lambda: ""))
+        sent = []
+        while not browser.empty():
+            update, _frame = browser.get_nowait()
+            sent += [tile["event"] for tile in json.loads(update.data)["tiles"]]
+        return sent
+
+    rep = samples.rep("rack01", "s1", 1, "clean")
+    state = samples.state("rack01", set_id="s1", reps_in_set=1)
+    assert flush_at(0.0, rep) == [rep["id"]]
+    assert flush_at(0.01, state) == [state["id"]]                  # the state sent with the rep: not held back
+    third = samples.state("rack01", set_id="s1", reps_in_set=2)
+    assert flush_at(0.05, third) == []                              # a third within 0.4 s waits its turn
+    fourth = samples.state("rack01", set_id="s1", reps_in_set=3)
+    assert flush_at(0.2, fourth) == []
+    assert flush_at(0.39) == []
+    assert flush_at(0.4) == [fourth["id"]]                          # then the newest, coalesced
