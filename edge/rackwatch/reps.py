@@ -349,7 +349,9 @@ class RepTracker:
             self._last_seen_t = t
         height = self._steady(t, raw)
         self._last_raw = (t, raw)
-        self.lifter_seen = height is not None
+        # Seen now, even while the hip height waits out steady_s after the lifter was found (a rack resting while
+        # nobody is there wakes at the first frame that shows them).
+        self.lifter_seen = raw is not None
         if self.calibration is None:
             self._before_calibration.append((t, frame, height))
             while t - self._before_calibration[0][0] > self.settings.pre_calibration_s:
