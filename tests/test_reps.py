@@ -175,6 +175,43 @@ def test_recording_opening_past_the_start_of_a_rep_does_not_count_it_even_going_
     assert len(run(opening + stand(1) + squat() + stand(1))) == 1
 
 
+@pytest.mark.parametrize("fps", [30, 10, 8])
+def test_a_lifter_found_part_way_down_is_not_counted_for_that_rep(fps):
+    # The camera finds the lifter only at depth 0.25 (a lifter small in the frame is found late), still going
+    # down: never still before, the tracker takes that posture for standing. Back up, the lifter stands a third
+    # taller than it: the rep had begun before it was seen. The next rep, seen from standing, counts.
+    found = [standing_pose(depth=d) for d in np.linspace(0.25, 0.55, fps)]
+    tracker = RepTracker()
+    poses = found + squat(depth=0.55, up=1.5, fps=fps)[fps:] + stand(1, fps) + squat(fps=fps) + stand(1, fps)
+    reps = []
+    for i, pose in enumerate(poses):
+        reps += tracker.update(i / fps, geometry.measure(pose))
+    reps += tracker.finish()
+    assert len(reps) == 1 and reps[0].t_start > 2.5
+    ((start, end, why),) = tracker.rejected
+    assert end < 2.5 and "start was not seen" in why
+
+
+@pytest.mark.parametrize("fps", [30, 10, 8])
+def test_a_lifter_found_standing_who_then_stands_a_little_taller_still_counts(fps):
+    # Found while standing a little short of their full height (soft knees, 8 %), never still, then a rep and
+    # standing tall: within a rep's start_depth and the hip height's wander, the start was seen.
+    found = [standing_pose(depth=0.08)] * int(0.3 * fps)
+    reps = run(found + squat(fps=fps, depth=0.5) + stand(1, fps), fps=fps)
+    assert len(reps) == 1
+
+
+@pytest.mark.parametrize("fps", [30, 10, 8])
+def test_the_first_sighting_alone_is_no_posture(fps):
+    # The model's first look at a lifter just found (in the whole picture, a few dozen pixels of it) puts the
+    # hips a quarter higher than they are; from the next frame on it follows the lifter, who stands, squats
+    # once and stands. The running median must span steady_s before a hip height counts: that one frame is
+    # neither the standing posture nor the start of a rep.
+    first = standing_pose(hip_height=500)
+    reps = run([first] + stand(1, fps) + squat(fps=fps) + stand(1, fps), fps=fps)
+    assert len(reps) == 1
+
+
 def test_recording_opening_slightly_bent_on_the_way_up_does_not_count_that_rep():
     # Only the end of an ascent is seen: its descent and bottom happened before the recording.
     closing = [standing_pose(depth=d) for d in np.linspace(0.15, 0.0, 20)]

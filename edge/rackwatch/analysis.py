@@ -80,8 +80,16 @@ class LiftAnalyzer:
         # Plain floats from here on: on 17 joints they are several times faster than NumPy.
         score = pose.score.tolist()
         xy = self._smoother.smooth(t, pose.xy.tolist(), score, frame_height)
-        for rep in self.tracker.update(t, geometry.measure_points(xy, score, self.settings.min_score)):
+        frame = geometry.measure_points(xy, score, self.settings.min_score)
+        for rep in self.tracker.update(t, frame):
             out.append(self._judge(rep))
+        if frame.left is None and frame.right is None:
+            # No leg seen: the model is searching the whole picture, not following the lifter. Joints it scores
+            # here (often a few, placed roughly) must not seed the smoothing: it would pull the lifter's first
+            # true sightings toward them for half a second, an apparent descent or a stand-in calibration far
+            # too tall (docs/valgus.md, "A lifter small in the frame"). The filter starts afresh where the lifter
+            # is found.
+            self._smoother.reset()
         return out
 
     def change(self, lifter: LifterSettings) -> list[Event]:

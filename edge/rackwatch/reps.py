@@ -7,7 +7,9 @@ How it works, in the order things happen at the rack:
    that posture, in units of the lifter's own leg length, so people with naturally close or wide knees, tall or
    short, near or far from the camera, are judged alike. It recalibrates whenever the lifter stands still again
    (between reps), which also follows a camera that zooms. Frames seen before the first calibration are kept and
-   replayed once it exists, so a rep that starts with the recording is not lost.
+   replayed once it exists, so a rep that starts with the recording is not lost, if its start was seen: a lifter
+   who never held still is measured from the upright frames of the opening, and a rep after which they stand up
+   well taller than ever seen before it began had begun before they were seen (:meth:`RepTracker._start_unseen`).
 2. **Reps.** *Depth* is the share of the standing hip height the lifter has sunk. A rep starts when depth passes
    ``start_depth``, and ends when the lifter is back within ``end_depth`` of standing, or back within
    ``start_depth`` and holding still there for ``still_s`` (soft knees, or one foot still lifted after a
@@ -106,7 +108,10 @@ class RepSettings(Settings):
     steady_s: float = Field(0.15, ge=0, le=1)
     """Hip height is the running median of the frames of this long (0: no median): a glitch of the model shorter
     than half of it vanishes. In seconds, not frames, so that a rack at 10 fps lags no more than a recording at 30
-    (five frames were 0.15 s at 30 fps but half a second at 10, enough to miss the end of a rep)."""
+    (five frames were 0.15 s at 30 fps but half a second at 10, enough to miss the end of a rep). A lifter just
+    found (first seen, or seen again after ``max_gap_s``) has no hip height for this long: the model's first look
+    at someone it has just found is its roughest, and a median of one or two frames does not outvote it
+    (docs/valgus.md, "A lifter small in the frame")."""
     max_gap_s: float = Field(1.0, gt=0, le=60)
     """A rep survives missing joints for this long (the model often loses knees at the bottom of a side view)."""
     plant_before_s: float = Field(1.0, ge=0, le=5)
@@ -182,6 +187,9 @@ class Calibration:
     stance_ratio: float | None
     hip_width: float | None
     hip_over_feet: float | None
+    held: bool = True
+    """Drawn from the lifter holding still; ``False`` for the stand-in taken from the upright frames of a
+    recording's opening (:meth:`RepTracker._opening_calibration`), which may have been no standing at all."""
 
 
 class LegSample(NamedTuple):
@@ -289,6 +297,8 @@ class _Pending:
     last_seen: float = 0.0
     rest: list[tuple[float, float]] = field(default_factory=list)
     """(time, hip height) since the lifter came back within ``start_depth`` of standing after the bottom."""
+    stood_before: float = 0.0
+    """The tallest hip height seen before the rep started."""
 
 
 class RepTracker:
@@ -306,14 +316,19 @@ class RepTracker:
         self._before_calibration: deque[tuple[float, geometry.Frame, float | None]] = deque()
         self._rep: _Pending | None = None
         self._held: list[tuple[Rep, list[tuple[float, geometry.Frame]]]] = []   # reps waiting out ``plant_after_s``
+        self._stood: list[tuple[float, float]] = []
+        """For each held rep: the tallest the lifter was seen before it started, and since it ended."""
+        self._tallest_seen = 0.0   # the tallest hip height seen so far
         self._lately: deque[tuple[float, geometry.Frame]] = deque()   # the frames of the last ``plant_before_s``
         self.single_leg = False
         """A single-leg squat: the free foot may move (set by the analysis from the lifter's exercise)."""
         self.rejected: deque[tuple[float, float, str]] = deque(maxlen=50)
-        """(start, end, why) of the latest movements that looked like a rep but were not a squat."""
+        """(start, end, why) of the latest movements that looked like a rep but were not a squat, or whose start was
+        not seen."""
         self._armed = False  # a rep may only start from standing
         self._last_hip: geometry.Point | None = None
         self._recent_heights: deque[tuple[float, float]] = deque()   # (when, hip height) over ``steady_s``
+        self._found_at: float | None = None   # when the lifter was found (first seen, or again after a gap)
         self._last_seen_t: float | None = None
         self._previous_t: float | None = None   # the time of the last frame tracked with a hip height
         self._last_raw: tuple[float, float | None] | None = None   # the newest frame's hip height, unsteadied
@@ -329,11 +344,14 @@ class RepTracker:
             if self._last_seen_t is not None and t - self._last_seen_t > self.settings.max_gap_s:
                 # Lost for too long: whatever happened meanwhile was not seen, so no rep may start mid-way.
                 self._recent_heights.clear()
+                self._found_at = None
                 self._abandon()
             self._last_seen_t = t
         height = self._steady(t, raw)
         self._last_raw = (t, raw)
-        self.lifter_seen = height is not None
+        # Seen now, even while the hip height waits out steady_s after the lifter was found (a rack resting while
+        # nobody is there wakes at the first frame that shows them).
+        self.lifter_seen = raw is not None
         if self.calibration is None:
             self._before_calibration.append((t, frame, height))
             while t - self._before_calibration[0][0] > self.settings.pre_calibration_s:
@@ -385,7 +403,8 @@ class RepTracker:
             opening.append((t, f, h))
             tallest = max(tallest, h)
         best = [(f, h) for _, f, h in opening if h >= (1 - s.still_tolerance) * tallest]
-        return _calibrate(opening[-1][0], [f for f, _ in best], statistics.median(h for _, h in best), None)
+        return _calibrate(opening[-1][0], [f for f, _ in best], statistics.median(h for _, h in best), None,
+                          held=False)
 
     def _calibrate_provisionally(self, height: float | None) -> bool:
         """Calibrate from the opening frames when a rep needs it: the lifter, never still yet, has sunk a rep's
@@ -424,13 +443,20 @@ class RepTracker:
         return height
 
     def _steady(self, t: float, height: float | None) -> float | None:
-        """Hip height with brief glitches of the model removed: the median of the last ``steady_s`` seconds."""
+        """Hip height with brief glitches of the model removed: the median of the last ``steady_s`` seconds; ``None``
+        for the first ``steady_s`` after the lifter is found."""
         if height is None:
             return None
         recent = self._recent_heights
+        if self._found_at is None:
+            self._found_at = t
         recent.append((t, height))
         while t - recent[0][0] >= self.settings.steady_s and len(recent) > 1:
             recent.popleft()
+        # For steady_s after the lifter is found, no hip height: by then the frame they were found in has left
+        # the median (at 8-10 fps a median of two frames would only halve its error, not outvote it).
+        if t - self._found_at < self.settings.steady_s:
+            return None
         return statistics.median(h for _, h in recent)
 
     # -- calibration ----------------------------------------------------------------------------------------
@@ -516,9 +542,13 @@ class RepTracker:
         self._lately.append((t, frame))
         while t - self._lately[0][0] > self.settings.plant_before_s:
             self._lately.popleft()
-        for _, seen in self._held:
+        for i, (rep, seen) in enumerate(self._held):
             seen.append((t, frame))
+            if height is not None and t > rep.t_end:
+                self._stood[i] = (self._stood[i][0], max(self._stood[i][1], height))
         self._track(t, frame, height)
+        if height is not None:
+            self._tallest_seen = max(self._tallest_seen, height)
         return self._release(t)
 
     def _release(self, t: float) -> list[Rep]:
@@ -526,12 +556,30 @@ class RepTracker:
         out = []
         while self._held and t - self._held[0][0].t_end >= self.settings.plant_after_s:
             rep, seen = self._held.pop(0)
-            why = self._not_a_squat(rep, seen)
+            why = self._start_unseen(rep, *self._stood.pop(0)) or self._not_a_squat(rep, seen)
             if why is None:
                 out.append(rep)
             else:
                 self.rejected.append((rep.t_start, rep.t_end, why))
         return out
+
+    def _start_unseen(self, rep: Rep, before: float, after: float) -> str | None:
+        """Why ``rep``'s start was not seen, or ``None``.
+
+        Measured from the stand-in calibration of a recording's opening (the lifter never held still before it),
+        a rep's start was not seen if the lifter, back up after it, stood taller than they had ever been seen
+        before it started (``before``) by more than a rep's ``start_depth``: every posture seen until then was
+        already part way down. A lifter found mid-descent: a camera that finds a small lifter late, a recording
+        that opens mid-rep. A lifter truly seen standing comes back up to about that height.
+
+        Two hip heights are compared, each of which may wander by ``still_tolerance`` on a lifter standing still:
+        within that, the start counts as seen. A calibration from the lifter holding still was standing.
+        """
+        s = self.settings
+        if rep.calibration.held or after * (1 - s.start_depth - s.still_tolerance) <= before:
+            return None
+        return (f"the lifter then stood {after / before - 1:.0%} taller than ever seen before the rep: found part "
+                "way down, the rep's start was not seen")
 
     def _not_a_squat(self, rep: Rep, seen: list[tuple[float, geometry.Frame]]) -> str | None:
         """Why the movement around ``rep`` (from ``plant_before_s`` before it to ``plant_after_s`` after) was not a
@@ -599,7 +647,7 @@ class RepTracker:
                 self._armed = True
             if depth >= s.start_depth and self._armed:
                 self._rep = rep = _Pending(t_start=t, t_before=t if previous_t is None else previous_t,
-                                           frames=list(self._lately)[:-1])
+                                           frames=list(self._lately)[:-1], stood_before=self._tallest_seen)
             else:
                 self.phase = "standing"
                 return
@@ -662,6 +710,7 @@ class RepTracker:
         rep = Rep(t_start=pending.t_start, t_end=t, samples=pending.samples, calibration=self.calibration)
         rep.phase_of = _phases(rep.samples, s.bottom_share)
         self._held.append((rep, pending.frames))
+        self._stood.append((pending.stood_before, 0.0))
 
     def _abandon(self) -> None:
         self._rep = None
@@ -733,7 +782,8 @@ def _held_for(values: list[tuple[float, float]], seconds: float) -> float:
     return best
 
 
-def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previous: Calibration | None) -> Calibration:
+def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previous: Calibration | None,
+               held: bool = True) -> Calibration:
     def per_leg(attr: str) -> dict[str, float]:
         out = {}
         for side in LEGS:
@@ -759,7 +809,7 @@ def _calibrate(t: float, frames: list[geometry.Frame], hip_height: float, previo
                        torso_height=median([_torso_height(f) for f in frames]),
                        stance_ratio=median([f.stance_ratio for f in frames]),
                        hip_width=median([f.hip_width_px for f in frames]),
-                       hip_over_feet=median([f.hip_over_feet_px for f in frames]))
+                       hip_over_feet=median([f.hip_over_feet_px for f in frames]), held=held)
 
 
 _CAL_FIELD = {"knee_medial_px": "knee_medial", "knee_over_ankle_px": "knee_over_ankle", "fppa_deg": "fppa"}
