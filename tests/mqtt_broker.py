@@ -193,7 +193,8 @@ def broker(tmp_path):
 
 
 SHIPPED_ACL = REPO / "deploy" / "mosquitto" / "aclfile"
-TEST_USERS = {"rack01": "rack01-pass", "rack02": "rack02-pass", "dashboard": "dashboard-pass"}
+TEST_USERS = {"rack01": "rack01-pass", "rack02": "rack02-pass", "dashboard": "dashboard-pass",
+              "dashboard-live": "dashboard-pass"}
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ class DashboardProcess:
 
     USERS = {"sam": ("staff", "sam-password"), "ada": ("admin", "ada-password")}
 
-    def __init__(self, workdir: Path, db: str, broker, *extra: str):
+    def __init__(self, workdir: Path, db: str, broker, *extra: str, env: dict[str, str] | None = None):
         self.workdir, self.db, self.broker = workdir, db, broker
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -129,7 +129,7 @@ class DashboardProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rackwatch", "dashboard", "--db", db, "--broker",
              f"mqtt://{broker.host}:{broker.port}", "--port", str(self.port), "--offline-grace", "1", *extra],
-            stdout=self._log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         wait_until(self._answers, timeout=30, what=f"the dashboard answering on {self.url}")
         wait_until(lambda: all(part in self.log_path.read_bytes() for part in (b"(storing)", b"(live board)")),
                    timeout=30, what="the dashboard subscribing to the broker (to store, and for the live board)")

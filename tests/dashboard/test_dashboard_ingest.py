@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,45 @@ def test_the_board_shows_a_rep_while_the_database_is_still_writing(tmp_path):
             wait_until(lambda: rep["id"] in reader.event_ids("rep"), timeout=15, what="the rep stored")
         finally:
             held.close()
+    reader.close()
+
+
+def test_on_the_gym_broker_as_shipped_the_dashboard_stores_and_shows_without_throwing_itself_off(tmp_path):
+    """The shipped broker makes every client id its username, so two connections with one username throw each
+    other off. The dashboard has two (the storing process's, the live board's): it logs in as ``dashboard`` and
+    ``dashboard-live`` (the same password), both stay connected, and rack01's rep is stored and shown."""
+    import httpx
+    import paho.mqtt.publish as publish
+
+    from rackwatch.dashboard.store import Store
+    from test_broker_security import USERS, ShippedBroker
+
+    db = f"sqlite:///{tmp_path / 'dashboard.db'}"
+    reader = Store(db)
+    reader.migrate()
+    with ShippedBroker(tmp_path / "broker") as broker, \
+            DashboardProcess(tmp_path, db, broker, "--username", "dashboard",
+                             env={"RACKWATCH_DASHBOARD_MQTT_PASSWORD": USERS["dashboard"]}) as dashboard:
+        rep = samples.rep("rack01", "set-1", 1, "clean")
+        with httpx.Client(base_url=dashboard.url, timeout=30) as client:
+            token = client.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+            client.post("/login", data={"name": "sam", "password": "sam-password", "csrf_token": token})
+            with client.stream("GET", "/stream") as stream:
+                lines = stream.iter_lines()
+                assert next(lines).startswith("event: tiles")        # the whole board, first
+                publish.single("rackwatch/rack01/rep", json.dumps(rep), qos=1, hostname=broker.host,
+                               port=broker.port, protocol=5, client_id="rack01",
+                               auth={"username": "rack01", "password": USERS["rack01"]})
+                deadline = time.monotonic() + 20
+                for line in lines:          # a ping every 15 s at the latest: the deadline is looked at
+                    if line.startswith("data: ") and rep["id"] in line:
+                        break
+                    assert time.monotonic() < deadline, "the rep never reached the board's stream"
+        wait_until(lambda: rep["id"] in reader.event_ids("rep"), timeout=15, what="the rep stored")
+        log = broker.log_path.read_text(errors="replace")
+        assert "Client dashboard already connected" not in log and "Client dashboard-live already connected" \
+            not in log, "the dashboard's two connections threw each other off"
+        assert "dashboard-live" in log
     reader.close()
 
 

@@ -105,7 +105,10 @@ class IngestionProcess:
         self.connected = asyncio.Event()
         self.last_error: str | None = "starting"
         self.received = 0
-        self.live = Ingester(None, board, settings.host, settings.port, username=settings.username,
+        # A user of its own (``dashboard-live`` beside ``dashboard``, the same password): the shipped broker makes
+        # every client id its username, and two connections with one username throw each other off.
+        self.live = Ingester(None, board, settings.host, settings.port,
+                             username=f"{settings.username}-live" if settings.username else None,
                              password=settings.password, client_id=f"{settings.client_id}-live",
                              topic_root=settings.topic_root, tls_context=tls_context)
 
