@@ -160,3 +160,22 @@ def test_a_busy_tile_waits_its_turn_but_a_rep_and_its_state_are_not_held_apart()
     assert flush_at(0.2, fourth) == []
     assert flush_at(0.39) == []
     assert flush_at(0.4) == [fourth["id"]]                          # then the newest, coalesced
+
+
+def test_the_board_stops_when_cancelled_even_as_news_wakes_it():
+    """Stopping the dashboard cancels the board's loop; news arriving at that very moment (a busy gym: every
+    message wakes it) must not keep it running, or the dashboard never exits on Ctrl-C."""
+    async def stops(turns: int) -> bool:
+        board = Board(RULES)
+        loop = asyncio.create_task(board.run(lambda view: "", lambda: ""))
+        await asyncio.sleep(0.05)                       # waiting for news
+        board.show([RackNews.of(check(message(samples.state("rack01"))))])
+        for _ in range(turns):                          # the moment the news is taken in, turn by turn
+            await asyncio.sleep(0)
+        loop.cancel()
+        done, _ = await asyncio.wait([loop], timeout=2)
+        if not done:
+            loop.cancel()
+        return bool(done)
+
+    assert all(asyncio.run(stops(turns)) for turns in range(6))

@@ -234,9 +234,13 @@ class Board:
         tiles that changed are sent)."""
         next_look = self.clock() + 5
         while True:
-            try:   # a tile that waits its turn is sent at the latest half a flush_s after it
-                await asyncio.wait_for(self._wake.wait(), self.flush_s / 2)
-            except asyncio.TimeoutError:
+            # A tile that waits its turn is sent at the latest half a flush_s after it. asyncio.timeout, not
+            # wait_for: on Python 3.11 wait_for can swallow a cancellation that comes as the event is set, and the
+            # board, woken by every message, then never stopped (the dashboard hung at Ctrl-C, now and then).
+            try:
+                async with asyncio.timeout(self.flush_s / 2):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
             if self.clock() >= next_look:
