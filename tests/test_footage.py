@@ -145,9 +145,10 @@ def test_a_cave_on_one_knee_is_found_on_that_knee_only(analysed):
 #: cannot decide"). Strict: if one starts passing, the list must shrink.
 KNOWN_MISSES = {
     ("trutadan/squat_tiktok_bad_good.mp4", rep, leg): (
-        "a lifter with a narrow stance and turned-out feet letting the knees in: relative to the ankles they still "
-        "travel outward, as far as other lifters' clean reps; the toes that would show the cave are not among "
-        "the model's keypoints")
+        "a lifter letting the knees in under clasped forearms: at the bottom the model loses the knees (scores "
+        "0.16-0.57) and places them at the edge of the arms, as wide as on the clean reps; relative to the ankles "
+        "they still read outward, as far as other lifters' clean reps, and neither foot keypoints nor 27 dynamic "
+        "measures separate them")
     for rep in (0, 1, 2) for leg in ("left", "right")}
 
 LEG_CASES = [(clip, i, leg) for clip in USABLE for i, rep in enumerate(clip["reps"]) for leg in ("left", "right")
