@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import real_parts
 from deploy_tools import need_tool
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -100,12 +101,8 @@ def test_script_is_shellcheck_clean(script):
 def _ansible_playbook() -> str:
     """ansible-playbook from the test extras (ansible-core from PyPI, a few MB), beside this Python."""
     path = Path(sys.executable).with_name("ansible-playbook")
-    if path.is_file():
-        return str(path)
-    message = f"{path} is missing: install the test extras (pip install -e '.[test]'; deploy/dev-setup.sh does)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    return str(real_parts.require(path.is_file() and path, f"{path} is missing",
+                                  "pip install -e '.[test]' (deploy/dev-setup.sh does it)"))
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["shipped", "broken-copy-fails"])

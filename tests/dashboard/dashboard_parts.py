@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
+import real_parts
 from mqtt_broker import free_port, wait_until
 
-CI = os.environ.get("CI", "").lower() == "true"
 try:
     import fastapi  # noqa: F401
 except ImportError:
-    if CI:
+    if real_parts.in_ci():
         raise
     pytest.skip("the dashboard extra is not installed (pip install -e '.[test,dashboard]')", allow_module_level=True)
 PG_ADMIN = os.environ.get("RACKWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -36,13 +36,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "out" / "dashboard-screenshots"
 
 
-def missing(what: str) -> None:
-    """A real part is not there: skip on a developer's machine, fail under CI."""
-    if CI:
-        pytest.fail(f"{what} (CI=true: the dashboard tests need it; deploy/dev-setup.sh installs it)")
-    pytest.skip(what)
-
-
 def fresh_postgres_database() -> tuple[str, str]:
     import psycopg
 
@@ -51,7 +44,8 @@ def fresh_postgres_database() -> tuple[str, str]:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
-        missing(f"PostgreSQL is not reachable at {PG_ADMIN}: {str(exc).strip().splitlines()[0]}")
+        real_parts.require(None, f"PostgreSQL is not reachable at {PG_ADMIN}: {str(exc).strip().splitlines()[0]}",
+                           "apt-get install postgresql, or set RACKWATCH_TEST_PG (deploy/dev-setup.sh does it)")
     url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
     return name, url
 
@@ -89,7 +83,8 @@ def store(store_url):
 @pytest.fixture(scope="module")
 def chromium():
     if not Path(CHROMIUM).is_file():
-        missing(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+        real_parts.require(None, f"Debian's chromium is not installed at {CHROMIUM}",
+                           "apt-get install chromium (deploy/dev-setup.sh does it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
