@@ -204,6 +204,11 @@ def secure_broker(tmp_path):
         yield b
 
 
+def unique(events: list[dict]) -> list[dict]:
+    """QoS 1 is at least once: the events with repeats of the same event id dropped, in the order first seen."""
+    return list({e["id"]: e for e in events}.values())
+
+
 # -- a test subscriber -------------------------------------------------------------------------------------------
 
 class Subscriber:

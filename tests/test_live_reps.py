@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import FOOTAGE
-from mqtt_broker import Subscriber, assert_contract
+from mqtt_broker import Subscriber, assert_contract, unique
 
 pytestmark = [pytest.mark.broker, pytest.mark.footage]
 
@@ -31,18 +31,13 @@ def start_rack(broker, tmp_path, source) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=dict(os.environ))
 
 
-def unique(events: list[dict]) -> list[dict]:
-    return list({e["id"]: e for e in events}.values())
-
-
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_rack_stopped_part_way_has_published_every_rep_it_completed(broker, tmp_path, stop):
+def stop_part_way(broker, tmp_path, source, *, after: int, stop: signal.Signals, what: str):
+    """Run rack01 on ``source``, stop it with ``stop`` once ``after`` reps are published (the set still open), and
+    check that every rep it judged was published, in order. Returns the subscriber (closed), the reps and stderr."""
     sub = Subscriber(broker, "rackwatch/rack01/#")
-    rack = start_rack(broker, tmp_path, NINE_REPS)
+    rack = start_rack(broker, tmp_path, source)
     try:
-        # The reps come out while the lifter squats, not when the set closes: wait for the third, then stop.
-        sub.wait_for(lambda s: len(unique(s.events("rackwatch/rack01/rep"))) >= 3, timeout=60,
-                     what="three reps published while the clip plays")
+        sub.wait_for(lambda s: len(unique(s.events("rackwatch/rack01/rep"))) >= after, timeout=60, what=what)
         assert not unique(sub.events("rackwatch/rack01/set")), "the set was still open"
         rack.send_signal(stop)
         out, err = rack.communicate(timeout=60)
@@ -50,17 +45,24 @@ def test_a_rack_stopped_part_way_has_published_every_rep_it_completed(broker, tm
         if rack.poll() is None:
             rack.kill()
     assert rack.returncode == 0, err
-    assert "Traceback" not in err
-    assert f"{signal.Signals(stop).name}: closing the set" in err
     sub.wait_for(lambda s: unique(s.events("rackwatch/rack01/set")), timeout=30, what="the set summary")
     sub.close()
-
     judged = [int(n) for n in re.findall(r"^rep (\d+):", out, re.MULTILINE)]   # every rep the rack completed
     reps = sorted(unique(sub.events("rackwatch/rack01/rep")), key=lambda r: r["rep"])
     assert [r["rep"] for r in reps] == judged == list(range(1, len(judged) + 1)), err
-    assert 3 <= len(judged) < 9   # stopped part-way: some, not all
+    return sub, reps, err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_rack_stopped_part_way_has_published_every_rep_it_completed(broker, tmp_path, stop):
+    # The reps come out while the lifter squats, not when the set closes: wait for the third, then stop.
+    sub, reps, err = stop_part_way(broker, tmp_path, NINE_REPS, after=3, stop=stop,
+                                   what="three reps published while the clip plays")
+    assert "Traceback" not in err
+    assert f"{signal.Signals(stop).name}: closing the set" in err
+    assert 3 <= len(reps) < 9   # stopped part-way: some, not all
     (summary,) = unique(sub.events("rackwatch/rack01/set"))
-    assert summary["reps"] == len(judged) and summary["set_id"] == reps[0]["set_id"]
+    assert summary["reps"] == len(reps) and summary["set_id"] == reps[0]["set_id"]
     assert_contract(sub, rack="rack01")
 
 
@@ -90,25 +92,10 @@ def never_still(tmp_path_factory, labels):
 
 def test_a_lifter_who_never_stands_still_gets_each_rep_live_and_a_stop_loses_none(broker, tmp_path, never_still):
     folder, labelled = never_still
-    sub = Subscriber(broker, "rackwatch/rack01/#")
-    rack = start_rack(broker, tmp_path, folder)
-    try:
-        # Without a still moment every rep used to wait for the set to close: now they come as they end.
-        sub.wait_for(lambda s: len(unique(s.events("rackwatch/rack01/rep"))) >= 4, timeout=60,
-                     what="four reps published while the lifter, never still, squats on")
-        assert not unique(sub.events("rackwatch/rack01/set")), "the set was still open"
-        rack.send_signal(signal.SIGINT)
-        out, err = rack.communicate(timeout=60)
-    finally:
-        if rack.poll() is None:
-            rack.kill()
-    assert rack.returncode == 0, err
-    sub.wait_for(lambda s: unique(s.events("rackwatch/rack01/set")), timeout=30, what="the set summary")
-    sub.close()
-    judged = [int(n) for n in re.findall(r"^rep (\d+):", out, re.MULTILINE)]
-    reps = sorted(unique(sub.events("rackwatch/rack01/rep")), key=lambda r: r["rep"])
-    assert [r["rep"] for r in reps] == judged == list(range(1, len(judged) + 1)), err
-    assert 4 <= len(judged) < labelled
+    # Without a still moment every rep used to wait for the set to close: now they come as they end.
+    sub, reps, _err = stop_part_way(broker, tmp_path, folder, after=4, stop=signal.SIGINT,
+                                    what="four reps published while the lifter, never still, squats on")
+    assert 4 <= len(reps) < labelled
     (summary,) = unique(sub.events("rackwatch/rack01/set"))
-    assert summary["reps"] == len(judged)
+    assert summary["reps"] == len(reps)
     assert_contract(sub, rack="rack01")

@@ -22,7 +22,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import FOOTAGE, PROJECT
-from mqtt_broker import MosquittoBroker, Subscriber, assert_contract, free_port, wait_until
+from mqtt_broker import MosquittoBroker, Subscriber, assert_contract, free_port, unique, wait_until
 from rackwatch import commands as cmds
 from rackwatch import contract
 from rackwatch.config import ConfigError, load_config
@@ -45,11 +45,6 @@ BUZZER_PIN = PanelPins().buzzer
 
 def label_of(labels, clip):
     return next(label for label in labels if label["clip"] == clip)
-
-
-def unique(events: list[dict]) -> list[dict]:
-    """QoS 1 is at least once: drop repeats of the same event id."""
-    return list({e["id"]: e for e in events}.values())
 
 
 def rackwatch_run(*args, env=None, timeout=120):

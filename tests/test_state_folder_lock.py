@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import FOOTAGE
-from mqtt_broker import Subscriber
+from mqtt_broker import Subscriber, unique
 
 pytestmark = [pytest.mark.broker, pytest.mark.footage]
 
@@ -22,10 +22,6 @@ SQUAT = "calimiro_workouttracker/squat_19.mp4"     # 2 clean reps, 143 frames
 
 def label_of(labels, clip):
     return next(label for label in labels if label["clip"] == clip)
-
-
-def unique(events: list[dict]) -> list[dict]:
-    return list({e["id"]: e for e in events}.values())
 
 
 def rackwatch_run(*args, timeout=120):
