@@ -301,6 +301,18 @@ class _Pending:
     """The tallest hip height seen before the rep started."""
 
 
+@dataclass
+class _Held:
+    """A rep that has ended, waiting out ``plant_after_s`` before it is handed on."""
+    rep: Rep
+    seen: list[tuple[float, geometry.Frame]]
+    """Its frames from ``plant_before_s`` before it, and those since: the feet are judged over them."""
+    stood_before: float
+    """The tallest hip height seen before it started."""
+    stood_after: float = 0.0
+    """The tallest hip height seen since it ended."""
+
+
 class RepTracker:
     """Feed :meth:`update` one frame at a time; it returns the reps that the frame completes.
 
@@ -315,9 +327,7 @@ class RepTracker:
         self._still: deque[tuple[float, geometry.Frame, float]] = deque()
         self._before_calibration: deque[tuple[float, geometry.Frame, float | None]] = deque()
         self._rep: _Pending | None = None
-        self._held: list[tuple[Rep, list[tuple[float, geometry.Frame]]]] = []   # reps waiting out ``plant_after_s``
-        self._stood: list[tuple[float, float]] = []
-        """For each held rep: the tallest the lifter was seen before it started, and since it ended."""
+        self._held: list[_Held] = []   # reps waiting out ``plant_after_s``
         self._tallest_seen = 0.0   # the tallest hip height seen so far
         self._lately: deque[tuple[float, geometry.Frame]] = deque()   # the frames of the last ``plant_before_s``
         self.single_leg = False
@@ -542,10 +552,10 @@ class RepTracker:
         self._lately.append((t, frame))
         while t - self._lately[0][0] > self.settings.plant_before_s:
             self._lately.popleft()
-        for i, (rep, seen) in enumerate(self._held):
-            seen.append((t, frame))
-            if height is not None and t > rep.t_end:
-                self._stood[i] = (self._stood[i][0], max(self._stood[i][1], height))
+        for held in self._held:
+            held.seen.append((t, frame))
+            if height is not None and t > held.rep.t_end:
+                held.stood_after = max(held.stood_after, height)
         self._track(t, frame, height)
         if height is not None:
             self._tallest_seen = max(self._tallest_seen, height)
@@ -554,9 +564,10 @@ class RepTracker:
     def _release(self, t: float) -> list[Rep]:
         """The held reps whose ``plant_after_s`` after their end has passed, if their feet stayed planted."""
         out = []
-        while self._held and t - self._held[0][0].t_end >= self.settings.plant_after_s:
-            rep, seen = self._held.pop(0)
-            why = self._start_unseen(rep, *self._stood.pop(0)) or self._not_a_squat(rep, seen)
+        while self._held and t - self._held[0].rep.t_end >= self.settings.plant_after_s:
+            held = self._held.pop(0)
+            rep = held.rep
+            why = self._start_unseen(rep, held.stood_before, held.stood_after) or self._not_a_squat(rep, held.seen)
             if why is None:
                 out.append(rep)
             else:
@@ -709,8 +720,7 @@ class RepTracker:
             return
         rep = Rep(t_start=pending.t_start, t_end=t, samples=pending.samples, calibration=self.calibration)
         rep.phase_of = _phases(rep.samples, s.bottom_share)
-        self._held.append((rep, pending.frames))
-        self._stood.append((pending.stood_before, 0.0))
+        self._held.append(_Held(rep, pending.frames, pending.stood_before))
 
     def _abandon(self) -> None:
         self._rep = None
