@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, NamedTuple
 
-import orjson
 
 from .alerts import AlertRules, health_problems
 from .store import IngestResult, utcnow
@@ -106,18 +105,18 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
 
 class RackNews(NamedTuple):
     """What a checked message tells the board: the rack, the topic's kind (``availability``, ``state``, ``rep``,
-    ``health``: the others change no tile), the event's time (availability: when it arrived) and the payload as
-    received (a few bytes to send from the ingesting process; decoded where it is shown)."""
+    ``health``: the others change no tile), the event's time (availability: when it arrived) and the payload the
+    check decoded (availability: True for online)."""
     rack: str
     leaf: str
     when: datetime
-    text: str
+    payload: Any
 
     @classmethod
     def of(cls, checked) -> "RackNews | None":
         """The news in a :class:`~rackwatch.dashboard.store.Checked` message, or None when it shows nothing."""
         if checked.error is None and checked.leaf in TILE_LEAVES:
-            return cls(checked.rack, checked.leaf, checked.when, checked.text)
+            return cls(checked.rack, checked.leaf, checked.when, checked.payload)
         return None
 
 
@@ -137,11 +136,11 @@ def fold(snapshot: dict[str, Any], news: RackNews) -> str | None:
     state, rep and health by the events' own times (an older copy arriving late, or a repeat, changes nothing),
     availability as it comes (a retained copy keeps the time the rack went). Returns the event's id, if any."""
     if news.leaf == "availability":
-        online = news.text == "online"
+        online = news.payload
         if snapshot["online"] != online or snapshot["availability_at"] is None:
             snapshot["online"], snapshot["availability_at"] = online, news.when
         return None
-    payload = orjson.loads(news.text)
+    payload = news.payload
     column, at = _NEWEST[news.leaf]
     if snapshot[at] is None or news.when >= snapshot[at]:
         snapshot[column], snapshot[at] = payload, news.when

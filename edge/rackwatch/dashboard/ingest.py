@@ -75,10 +75,13 @@ def _taking(arrived: Callable[[Any], None]) -> type[asyncio.Queue]:
 class Ingester:
     def __init__(self, store: Store | None, board: Board | None, host: str, port: int, *,
                  username: str | None = None, password: str | None = None, client_id: str = "rackwatch-dashboard",
-                 share: str | None = None, topic_root: str = "rackwatch", tls_context=None):
-        """``store``: store what arrives (None: a live view, QoS 0). ``board``: anything with ``show(news)`` for
-        the racks' news and ``stored(result)`` after each committed batch (None: neither)."""
+                 share: str | None = None, topic_root: str = "rackwatch", tls_context=None,
+                 on_stored: Callable[[IngestResult], None] | None = None):
+        """``store``: store what arrives (None: a live view, QoS 0). ``board``: shown the racks' news as it
+        arrives (None: nobody here shows it). ``on_stored``: told each committed batch (by default the board's
+        :meth:`Board.stored`)."""
         self.store, self.board = store, board
+        self.on_stored = on_stored or (board.stored if board is not None else None)
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.client_id, self.share, self.topic_root = client_id, share, topic_root
@@ -191,8 +194,8 @@ class Ingester:
             self.totals.stored += result.stored
             self.totals.duplicates += result.duplicates
             self.totals.invalid += result.invalid
-            if self.board is not None:
-                self.board.stored(result)
+            if self.on_stored is not None:
+                self.on_stored(result)
 
     def _acknowledge(self, batch: list[_Received]) -> None:
         """Acknowledge a stored batch's QoS 1 messages, in the order received (as MQTT asks). Those that came on an

@@ -43,18 +43,13 @@ class IngestSettings:
     tls: bool
 
 
-class _Forward:
-    """The child's stand-in for the board: the alerts go down the pipe."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-
-    def show(self, news) -> None:
-        """Nothing: the web process shows the racks' news from its own live subscription, at once."""
-
-    def stored(self, result: IngestResult) -> None:
+def _tell_alerts(pipe):
+    """What the child does after each committed batch: tell the web process when it raised alerts (the web
+    process shows the racks' news from its own live subscription, at once)."""
+    def stored(result: IngestResult) -> None:
         if result.alerts:
-            self.pipe.send(("alerts", None))
+            pipe.send(("alerts", None))
+    return stored
 
 
 def _child(settings: IngestSettings, pipe) -> None:
@@ -77,9 +72,9 @@ def _child(settings: IngestSettings, pipe) -> None:
     if settings.tls:
         import ssl
         tls_context = ssl.create_default_context()
-    ingester = Ingester(store, _Forward(pipe), settings.host, settings.port, username=settings.username,
+    ingester = Ingester(store, None, settings.host, settings.port, username=settings.username,
                         password=settings.password, client_id=settings.client_id, share=settings.share,
-                        topic_root=settings.topic_root, tls_context=tls_context)
+                        topic_root=settings.topic_root, tls_context=tls_context, on_stored=_tell_alerts(pipe))
 
     async def main() -> None:
         running = asyncio.create_task(ingester.run())
