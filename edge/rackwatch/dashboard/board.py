@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, NamedTuple
 
-
 from .alerts import AlertRules, health_problems
 from .store import IngestResult, utcnow
 
