@@ -93,7 +93,8 @@ def test_the_check_notices_a_schema_edited_by_hand(tmp_path, monkeypatch):
 
 def test_the_sample_events_built_with_the_real_types_are_valid():
     for event in (sample_rep("rack01"), sample_rep("rack01", 3, load=False), sample_set("rack01"),
-                  sample_not_counted("rack01"), sample_not_counted("rack01", set_id="set-1"), sample_state("rack01"), sample_state(None), sample_health("rack01")):
+                  sample_not_counted("rack01"), sample_not_counted("rack01", set_id="set-1"), sample_state("rack01"),
+                  sample_state(None), sample_health("rack01")):
         contract.validate(event)
         contract.validate(json.loads(event.to_json()))
 
@@ -118,7 +119,8 @@ def test_the_wire_form_is_todays_json():
 
 def test_the_wire_reads_back_into_the_same_types():
     for event in (sample_rep("rack01"), sample_not_counted("rack01"), sample_set("rack01"), sample_state("rack01"),
-                  sample_health("rack01"), ReplyEvent.answer("rack01", command_id="c1", command="load", ok=False, reason="too heavy")):
+                  sample_health("rack01"),
+                  ReplyEvent.answer("rack01", command_id="c1", command="load", ok=False, reason="too heavy")):
         for wire in (event.to_json(), event.to_json().encode(), event.to_wire()):
             back = parse_event(wire)
             assert type(back) is type(event) and back.id == event.id and back.time == event.time.replace(

@@ -3,8 +3,8 @@
 :class:`LiftAnalyzer` strings the pure stages together (smoothing → geometry → rep tracker → judge) and decides
 where a set ends. A movement the rep tracker turns away (a jump, a lunge, a rep whose start was not seen) becomes a
 :class:`~rackwatch.events.NotCountedEvent` when a rep would have been handed on, set or no set, and is counted in
-the summary of the set under way. It does no I/O and knows nothing of cameras or MQTT, so ``rackwatch analyze`` on a recording
-and ``rackwatch run`` on a live rack produce the same events from the same poses.
+the summary of the set under way. It does no I/O and knows nothing of cameras or MQTT, so ``rackwatch analyze``
+on a recording and ``rackwatch run`` on a live rack produce the same events from the same poses.
 
 A set ends when the lifter has been gone (or standing without a rep) for ``set_rest_s``, when the load or the
 exercise changes, or when the recording ends. Changes that follow each other within ``change_burst_s``

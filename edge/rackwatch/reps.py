@@ -20,8 +20,9 @@ How it works, in the order things happen at the rack:
    ``plant_before_s`` before it to then: jumps (both feet leave the floor), jumping jacks (the feet move apart or
    together), lunges and steps (one foot moves), walking in or out of view (the whole body grows or shrinks in
    the picture, the feet with it) drop the hips in the picture too, but are not squats. Each movement turned
-   away is kept, with why, in :attr:`RepTracker.rejected` (a :class:`Rejection`) until the analysis takes it. In a single-leg squat the free foot moves as it
-   likes, so these rules apply to the two-leg squat (:attr:`RepTracker.single_leg`).
+   away is kept, with why, in :attr:`RepTracker.rejected` (a :class:`Rejection`) until the analysis takes it. In
+   a single-leg squat the free foot moves as it likes, so these rules apply to the two-leg squat
+   (:attr:`RepTracker.single_leg`).
 4. **Phases.** Within a finished rep, frames at ≥ 90 % (``bottom_share``) of the rep's greatest depth are the
    *bottom*; before that is the *descent*, after it the *ascent*.
 
