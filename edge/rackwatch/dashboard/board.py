@@ -118,8 +118,8 @@ def _not_counted_text(missed: dict[str, Any] | None) -> str:
 
 class RackNews(NamedTuple):
     """What a checked message tells the board: the rack, the topic's kind (``availability``, ``state``, ``rep``,
-    ``not_counted``, ``health``: the others change no tile), the event's time (availability: when it arrived) and the payload the
-    check decoded (availability: True for online)."""
+    ``not_counted``, ``health``: the others change no tile), the event's time (availability: when it arrived) and
+    the payload the check decoded (availability: True for online)."""
     rack: str
     leaf: str
     when: datetime
@@ -147,8 +147,9 @@ def empty_snapshot(rack: str) -> dict[str, Any]:
 
 def fold(snapshot: dict[str, Any], news: RackNews) -> str | None:
     """Fold one piece of news into a rack's snapshot, by the rules the store keeps the rack's row by: the newest
-    state, rep, movement not counted and health by the events' own times (an older copy arriving late, or a repeat, changes nothing),
-    availability as it comes (a retained copy keeps the time the rack went). Returns the event's id, if any."""
+    state, rep, movement not counted and health by the events' own times (an older copy arriving late, or a repeat,
+    changes nothing), availability as it comes (a retained copy keeps the time the rack went). Returns the event's
+    id, if any."""
     if news.leaf == "availability":
         online = news.payload
         if snapshot["online"] != online or snapshot["availability_at"] is None:
