@@ -171,12 +171,13 @@ class MosquittoBroker:
 def assert_contract(sub: "Subscriber", rack: str | None = None) -> None:
     """Every message the subscriber saw under rackwatch/ is what the contract promises (and from ``rack``)."""
     from rackwatch import contract
+    from rackwatch.mqtt import ROUTES
 
     for message in sub.received("rackwatch/#"):
         leaf = message.topic.split("/", 2)[2]
         if leaf == "availability":
             assert message.payload in (b"online", b"offline")
-        elif leaf in ("rep", "set", "state", "health", "reply"):
+        elif leaf in ROUTES:
             event = json.loads(message.payload)
             assert event["type"] == leaf
             assert rack is None or event["rack"] == rack
@@ -291,6 +292,13 @@ def sample_rep(rack: str | None, rep: int = 1, *, set_id: str = "set-1", load: b
                                       t_peak=11.3 + rep * 3, fppa_change_deg=9.8, medial_shift=0.04)),
         severity="minor", verdict="note", depth=0.42, descent_s=1.2, ascent_s=1.4, ascent_speed=0.61,
         stance_ratio=1.3, hip_shift=None)
+
+
+def sample_not_counted(rack: str | None, *, set_id: str | None = None):
+    from rackwatch.events import NotCountedEvent
+
+    return NotCountedEvent(rack=rack, set_id=set_id, exercise="squat", t_start=30.1, t_end=31.0, why="jump",
+                           reason="both feet left the floor (0.16 hip heights): a jump, not a squat")
 
 
 def sample_set(rack: str | None):

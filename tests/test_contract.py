@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import real_parts
-from mqtt_broker import sample_health, sample_rep, sample_set, sample_state
+from mqtt_broker import sample_health, sample_not_counted, sample_rep, sample_set, sample_state
 from rackwatch import contract, events
 from rackwatch.events import (Advice, HealthEvent, LegValgus, ReplyEvent, RepEvent, SetEvent, StateEvent, Valgus,
                               load_info, parse_event)
@@ -93,7 +93,8 @@ def test_the_check_notices_a_schema_edited_by_hand(tmp_path, monkeypatch):
 
 def test_the_sample_events_built_with_the_real_types_are_valid():
     for event in (sample_rep("rack01"), sample_rep("rack01", 3, load=False), sample_set("rack01"),
-                  sample_state("rack01"), sample_state(None), sample_health("rack01")):
+                  sample_not_counted("rack01"), sample_not_counted("rack01", set_id="set-1"), sample_state("rack01"),
+                  sample_state(None), sample_health("rack01")):
         contract.validate(event)
         contract.validate(json.loads(event.to_json()))
 
@@ -117,7 +118,8 @@ def test_the_wire_form_is_todays_json():
 
 
 def test_the_wire_reads_back_into_the_same_types():
-    for event in (sample_rep("rack01"), sample_set("rack01"), sample_state("rack01"), sample_health("rack01"),
+    for event in (sample_rep("rack01"), sample_not_counted("rack01"), sample_set("rack01"), sample_state("rack01"),
+                  sample_health("rack01"),
                   ReplyEvent.answer("rack01", command_id="c1", command="load", ok=False, reason="too heavy")):
         for wire in (event.to_json(), event.to_json().encode(), event.to_wire()):
             back = parse_event(wire)
@@ -177,6 +179,14 @@ def test_an_older_racks_health_and_state_without_the_later_fields_are_still_vali
         assert not is_valid(wire, name) and not parses(wire)
 
 
+def test_a_set_counts_what_was_not_counted_and_an_older_racks_set_without_it_is_still_valid():
+    counted = sample_set("rack01").model_copy(update={"not_counted": {"jump": 2, "start_unseen": 1}}).to_wire()
+    assert counted["not_counted"] == {"jump": 2, "start_unseen": 1} and is_valid(counted, "set") and parses(counted)
+    older = sample_set("rack01").to_wire()
+    del older["not_counted"]
+    assert is_valid(older, "set") and parse_event(older).not_counted == {}
+
+
 def test_the_types_refuse_what_cannot_be_sent():
     with pytest.raises(pydantic.ValidationError):
         HealthEvent.model_validate({**sample_health("rack01").to_wire(), "fps": float("nan")})
@@ -224,6 +234,20 @@ BREAKAGES = {
         ("negative-next-load", lambda e: e["advice"].update(next_load=-5)),
         ("remark-not-text", lambda e: e.update(remarks=[3])),
         ("no-advice", lambda e: e.pop("advice")),
+        ("not-counted-unknown-why", lambda e: e.update(not_counted={"cartwheel": 1})),
+        ("not-counted-zero", lambda e: e.update(not_counted={"jump": 0})),
+    ],
+    "not_counted": [
+        ("unknown-why", lambda e: e.update(why="cartwheel")),
+        ("no-why", lambda e: e.pop("why")),
+        ("no-reason", lambda e: e.pop("reason")),
+        ("empty-reason", lambda e: e.update(reason="")),
+        ("reason-not-text", lambda e: e.update(reason=3)),
+        ("no-set-id", lambda e: e.pop("set_id")),
+        ("empty-set-id", lambda e: e.update(set_id="")),
+        ("end-as-text", lambda e: e.update(t_end="later")),
+        ("bad-exercise", lambda e: e.update(exercise="burpee")),
+        ("extra-field", lambda e: e.update(video="base64...")),
     ],
     "state": [
         ("bad-phase", lambda e: e.update(phase="resting")),
@@ -246,6 +270,7 @@ BREAKAGES = {
     ],
 }
 SAMPLES = {"rep": lambda: sample_rep("rack01"), "set": lambda: sample_set("rack01"),
+           "not_counted": lambda: sample_not_counted("rack01"),
            "state": lambda: sample_state("rack01"), "health": lambda: sample_health("rack01"),
            "reply": lambda: ReplyEvent.answer("rack01", command_id="c1", command="load", ok=False, reason="no")}
 
@@ -297,9 +322,10 @@ def test_the_asyncapi_document_describes_the_topics_and_qos_the_link_uses():
         assert f"'{{root}}/{{rack}}/{leaf}'" in text, leaf
         assert f"payload: {{$ref: './{leaf}.schema.json'}}" in text, leaf
     assert "'{root}/{rack}/availability'" in text and "'{root}/{rack}/cmd/{name}'" in text
-    # the QoS/retain bindings, in the order the channels are listed: availability, state, rep, set, health
-    bindings = re.findall(r"bindings: \{mqtt: \{qos: (\d), retain: (true|false)\}\}", text)[:5]
-    expected = [(1, True)] + [(ROUTES[k][1], ROUTES[k][2]) for k in ("state", "rep", "set", "health")]
+    # the QoS/retain bindings, in the order the channels are listed: availability, state, rep, not_counted, set,
+    # health
+    bindings = re.findall(r"bindings: \{mqtt: \{qos: (\d), retain: (true|false)\}\}", text)[:6]
+    expected = [(1, True)] + [(ROUTES[k][1], ROUTES[k][2]) for k in ("state", "rep", "not_counted", "set", "health")]
     assert [(int(q), r == "true") for q, r in bindings] == expected
     for name in contract.SCHEMAS:
         assert f"./{name}.schema.json" in text
@@ -308,7 +334,10 @@ def test_the_asyncapi_document_describes_the_topics_and_qos_the_link_uses():
 def test_the_asyncapi_document_parses_as_yaml():
     yaml = real_parts.module("yaml", "pip install -e '.[test]' (PyYAML is a test extra, not a dependency)")
     document = yaml.safe_load(contract.asyncapi_text())
-    assert set(document["channels"]) >= {"availability", "state", "rep", "set", "health", "command", "reply"}
+    assert set(document["channels"]) >= {"availability", "state", "rep", "not_counted", "set", "health", "command",
+                                         "reply"}
+    # the example is a valid event
+    contract.validate(document["components"]["messages"]["not_counted"]["examples"][0]["payload"])
 
 
 def test_home_assistant_templates_only_read_fields_the_contract_has():

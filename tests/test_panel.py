@@ -19,10 +19,10 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gpiozero.tones import Tone
 
 import real_parts
-from mqtt_broker import sample_rep
+from mqtt_broker import sample_not_counted, sample_rep
 from rackwatch.load import LifterSettings, SettingsStore
-from rackwatch.panel import (FEEDBACK, LIMIT, MODES, TICK, PanelPins, PanelSettings, PanelTiming, RackPanel,
-                             display_chars, feedback_for)
+from rackwatch.panel import (FEEDBACK, LIMIT, MODES, NOT_COUNTED, TICK, PanelPins, PanelSettings, PanelTiming,
+                             RackPanel, display_chars, feedback_for)
 from rackwatch.virtual_panel import VirtualPanel
 
 PINS = PanelPins()
@@ -358,6 +358,27 @@ def test_an_unjudged_rep_is_its_own_state_never_a_green(panel, factory):
     assert len(set(tunes.values())) == len(tunes) == 4 and tunes["unjudged"] not in (LIMIT, TICK)
     # A verdict this panel does not know (a newer judge) is shown the same way, never as clean.
     assert feedback_for("wobbly") == FEEDBACK["unjudged"] and feedback_for(None) == FEEDBACK["unjudged"]
+
+
+def test_a_movement_not_counted_puts_the_lights_out_and_plays_its_own_falling_tune(panel, factory):
+    panel.show_rep(rep_showing("clean"))
+    eventually(lambda: tune_finished(panel))
+    silence(factory)
+    feedback = panel.show_not_counted(sample_not_counted("rack01"))
+    assert feedback == NOT_COUNTED and feedback.light is None
+    assert lit(panel) == set()   # the last rep's green went out: nothing says this one counted
+    eventually(lambda: tune_finished(panel))
+    assert notes(factory) == ["B5", None, "E5", None]   # the unjudged question, falling: "no"
+    assert NOT_COUNTED.tune not in {f.tune for f in FEEDBACK.values()} | {LIMIT, TICK}
+
+
+def test_the_virtual_panel_says_why_a_movement_was_not_counted():
+    out = io.StringIO()
+    with VirtualPanel(SettingsStore(), out=out) as panel:
+        assert panel.show_not_counted(sample_not_counted("rack01")) == NOT_COUNTED
+        assert out.getvalue().splitlines()[-1] == (
+            "not counted: no light, buzzer: B5 0.08s, rest, E5 0.12s - not counted: both feet left the floor "
+            "(0.16 hip heights): a jump, not a squat")
 
 
 def test_the_virtual_panel_says_why_a_rep_was_not_judged():

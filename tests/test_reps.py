@@ -188,8 +188,8 @@ def test_a_lifter_found_part_way_down_is_not_counted_for_that_rep(fps):
         reps += tracker.update(i / fps, geometry.measure(pose))
     reps += tracker.finish()
     assert len(reps) == 1 and reps[0].t_start > 2.5
-    ((start, end, why),) = tracker.rejected
-    assert end < 2.5 and "start was not seen" in why
+    (rejected,) = tracker.rejected
+    assert rejected.t_end < 2.5 and rejected.why == "start_unseen" and "start was not seen" in rejected.reason
 
 
 @pytest.mark.parametrize("fps", [30, 10, 8])

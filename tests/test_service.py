@@ -28,9 +28,9 @@ from rackwatch import contract
 from rackwatch.config import ConfigError, load_config
 from rackwatch.load import SettingsStore
 from rackwatch.mqtt import LinkSettings, RackLink
-from rackwatch.panel import FEEDBACK, PanelPins, PanelSettings, PanelTiming, RackPanel
+from rackwatch.panel import FEEDBACK, NOT_COUNTED, PanelPins, PanelSettings, PanelTiming, RackPanel
 from rackwatch.host import SystemdNotifier
-from rackwatch.camera import VideoFile, open_frames
+from rackwatch.camera import Distant, VideoFile, open_frames, open_source
 from rackwatch.rack import camera_fps, link_settings, parse_broker_url, serve
 from rackwatch.service import RackService
 from rackwatch.sinks import ListSink, StdoutSink
@@ -402,6 +402,43 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
         service.close()
         link.close()
         sub.close()
+    assert_contract(sub, rack="rack01")
+
+
+@pytest.mark.broker
+def test_a_rep_not_counted_reaches_the_broker_on_its_topic_and_the_panel_at_once(broker, tmp_path, interpreter):
+    # lnewco IMG_7027 three times further back (as in test_small_lifter): the model finds the lifter only a third
+    # of the way down, so that rep's start was not seen. No rep counts and no set opens, but the lifter hears it
+    # was not counted, and the dashboard gets why on rackwatch/rack01/not_counted (QoS 1, through the outbox).
+    store = SettingsStore(tmp_path / "state")
+    sub = Subscriber(broker, "rackwatch/#")
+    link = link_for(broker, tmp_path / "state")
+    frames = Distant(open_source(FOOTAGE / "lnewco" / "IMG_7027_front.mov"), 3)
+    factory = MockFactory(pin_class=MockPWMPin)
+    panel = RackPanel(store, pin_factory=factory, timing=PanelTiming(verdict_time=60, bounce_time=None))
+    out = io.StringIO()
+    service = RackService(link, store, interpreter, frames, rack="rack01", panel=panel,
+                          notifier=SystemdNotifier({}), out=out)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        assert service.run() == 0
+        sub.wait_for(lambda s: s.received("rackwatch/rack01/not_counted"), what="the not_counted event")
+    finally:
+        link.close()
+        panel.close()
+        sub.close()
+    (message,) = sub.received("rackwatch/rack01/not_counted")
+    assert message.qos == 1 and not message.retain
+    event = json.loads(message.payload)
+    contract.validate(event)
+    assert (event["type"], event["why"], event["set_id"]) == ("not_counted", "start_unseen", None)
+    assert "start was not seen" in event["reason"] and event["t_end"] < 3
+    assert sub.received("rackwatch/rack01/rep") == [] and sub.received("rackwatch/rack01/set") == []
+    # No verdict light, and the buzzer played: nothing but the not-counted tune plays on a rack without reps.
+    assert NOT_COUNTED.light is None and not any(lit(factory, pin) for pin in LIGHT_PINS.values())
+    assert lit(factory, BUZZER_PIN) and f"not counted: {event['reason']}" in out.getvalue()
+    assert service.counts["not_counted"] == 1
     assert_contract(sub, rack="rack01")
 
 

@@ -182,19 +182,20 @@ def track(poses, fps, settings=RepSettings(), single_leg=False):
 
 
 MOVEMENTS = {
-    # name: (poses at a frame rate, words the reason must hold)
-    "jump": (lambda fps: stand(fps) + jump(fps) + stand(fps, 0.8) + jump(fps) + stand(fps), "feet left the floor"),
+    # name: (poses at a frame rate, {why code: words its reason must hold})
+    "jump": (lambda fps: stand(fps) + jump(fps) + stand(fps, 0.8) + jump(fps) + stand(fps),
+             {"jump": "feet left the floor"}),
     "jumping jacks": (lambda fps: stand(fps, 1.0, stance=110) + jumping_jacks(fps) + stand(fps, 1.0, stance=110),
-                      ("feet left the floor", "apart or together")),
+                      {"jump": "feet left the floor", "jumping_jacks": "apart or together"}),
     "forward lunges": (lambda fps: stand(fps) + lunge(fps, "right") + stand(fps, 0.6) + lunge(fps, "left")
-                       + stand(fps), "foot stepped"),
+                       + stand(fps), {"step": "foot stepped"}),
     "reverse lunges": (lambda fps: stand(fps) + lunge(fps, "right", forward=False) + stand(fps, 0.6)
-                       + lunge(fps, "left", forward=False) + stand(fps), "foot stepped"),
+                       + lunge(fps, "left", forward=False) + stand(fps), {"step": "foot stepped"}),
     "walking away and back": (lambda fps: stand(fps) + walk(fps, 1.0, 0.6, 2.5) + stand(fps, 0.2, scale=0.6)
-                              + walk(fps, 0.6, 1.0, 2.5) + stand(fps), "walking toward or away"),
+                              + walk(fps, 0.6, 1.0, 2.5) + stand(fps), {"walking_in_out": "walking toward or away"}),
     "walking in and out": (lambda fps: stand(fps, 1.0, scale=0.55) + walk(fps, 0.55, 1.0, 3.0) + stand(fps)
                            + walk(fps, 1.0, 0.6, 2.5) + stand(fps, 0.2, scale=0.6) + walk(fps, 0.6, 1.0, 2.5)
-                           + stand(fps), "walking toward or away"),
+                           + stand(fps), {"walking_in_out": "walking toward or away"}),
 }
 
 
@@ -209,9 +210,8 @@ def test_a_movement_that_is_not_a_squat_makes_no_rep(name, fps):
     reps, rejected = track(poses, fps)
     assert reps == []
     assert rejected, "a rejected rep says why"
-    words = (words,) if isinstance(words, str) else words
-    for _start, _end, why in rejected:
-        assert any(w in why for w in words), why
+    for rejection in rejected:
+        assert rejection.why in words and words[rejection.why] in rejection.reason, rejection
 
 
 @pytest.mark.parametrize("fps", RATES)
@@ -243,7 +243,7 @@ def test_a_hop_right_after_a_squat_unmakes_it_but_not_the_squats_around_it(fps):
     poses = stand(fps) + squat(fps) + stand(fps, 0.6) + jump(fps) + stand(fps, 0.6) + squat(fps) + stand(fps)
     reps, rejected = track(poses, fps)
     assert len(reps) == 2
-    assert all("feet left the floor" in why for _, _, why in rejected)
+    assert all(r.why == "jump" and "feet left the floor" in r.reason for r in rejected)
 
 
 @pytest.mark.parametrize("fps", RATES)
@@ -266,20 +266,60 @@ def test_the_analysis_tells_the_tracker_whether_a_foot_may_move():
     assert not analyzer.tracker.single_leg
 
 
+def analyze(poses, fps, lifter=LifterSettings()):
+    """Every event the analysis hands back, each with the time of the frame that caused it."""
+    analyzer = LiftAnalyzer(rack="rack01", lifter=lifter)
+    out = []
+    for i, pose in enumerate(noisy(poses)):
+        out += [(i / fps, event) for event in analyzer.update(i / fps, pose, 1000.0)]
+    return out + [(len(poses) / fps, event) for event in analyzer.finish()]
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_jumping_jacks_alone_open_no_set_but_each_says_it_was_not_counted(fps):
+    # A lifter doing only jumping jacks: no rep, no set, and still an event for each, made when a rep would have
+    # been handed on (plant_after_s after its end), with its why and its sentence, valid on the wire.
+    from rackwatch import contract
+    from rackwatch.events import NotCountedEvent
+
+    make, words = MOVEMENTS["jumping jacks"]
+    timed = analyze(make(fps), fps)
+    assert [e.type for _, e in timed] == ["not_counted"] * len(timed) and len(timed) >= 2
+    plant_after = RepSettings().plant_after_s
+    for at, event in timed:
+        assert isinstance(event, NotCountedEvent) and event.set_id is None and event.rack == "rack01"
+        assert event.why in words and words[event.why] in event.reason
+        assert event.t_start < event.t_end and event.t_end + plant_after <= at < event.t_end + plant_after + 1.5 / fps
+        contract.validate(event)
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_a_lunge_in_a_set_is_sent_between_its_reps_and_counted_in_the_set_summary(fps):
+    poses = stand(fps) + squat(fps) + stand(fps) + lunge(fps, "right") + stand(fps) + squat(fps) + stand(fps)
+    events = [e for _, e in analyze(poses, fps)]
+    assert [e.type for e in events] == ["rep", "not_counted", "rep", "set"]
+    rep, lunged, _, summary = events
+    assert lunged.why == "step" and lunged.set_id == rep.set_id == summary.set_id
+    assert summary.reps == 2 and summary.not_counted == {"step": 1}
+    assert "Not counted: 1 movement that looked like a rep: a lunge or a step, not a squat (1)." in summary.remarks
+
+
+def test_a_lunge_before_the_first_rep_belongs_to_no_set():
+    fps = 30
+    events = [e for _, e in analyze(stand(fps) + lunge(fps) + stand(fps) + squat(fps) + stand(fps), fps)]
+    assert [e.type for e in events] == ["not_counted", "rep", "set"]
+    assert events[0].set_id is None and events[2].not_counted == {}
+
+
 def test_the_analyze_table_says_what_was_not_counted_and_why():
     from rackwatch.cli import format_report
     from rackwatch.recording import RecordingResult
 
     fps = 30
-    analyzer = LiftAnalyzer()
-    poses = noisy(MOVEMENTS["jump"][0](fps) + squat(fps) + stand(fps))
-    events = []
-    for i, pose in enumerate(poses):
-        events += analyzer.update(i / fps, pose, 1000.0)
-    events += analyzer.finish()
-    result = RecordingResult(events=events, frames=len(poses), fps=fps, recorded_fps=fps,
-                             not_squats=list(analyzer.tracker.rejected))
-    assert len(result.reps) == 1 and result.not_squats
+    poses = MOVEMENTS["jump"][0](fps) + squat(fps) + stand(fps)
+    events = [e for _, e in analyze(poses, fps)]
+    result = RecordingResult(events=events, frames=len(poses), fps=fps, recorded_fps=fps)
+    assert len(result.reps) == 1 and result.not_counted
     report = format_report("clip.mp4", result)
-    for start, end, why in result.not_squats:
-        assert f"not counted, {start:.1f}-{end:.1f} s: {why}" in report and "feet left the floor" in why
+    for e in result.not_counted:
+        assert f"not counted, {e.t_start:.1f}-{e.t_end:.1f} s: {e.reason}" in report and e.why == "jump"

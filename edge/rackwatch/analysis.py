@@ -1,8 +1,10 @@
 """From poses to events: the squat analysis of one rack, one frame at a time.
 
 :class:`LiftAnalyzer` strings the pure stages together (smoothing → geometry → rep tracker → judge) and decides
-where a set ends. It does no I/O and knows nothing of cameras or MQTT, so ``rackwatch analyze`` on a recording
-and ``rackwatch run`` on a live rack produce the same events from the same poses.
+where a set ends. A movement the rep tracker turns away (a jump, a lunge, a rep whose start was not seen) becomes a
+:class:`~rackwatch.events.NotCountedEvent` when a rep would have been handed on, set or no set, and is counted in
+the summary of the set under way. It does no I/O and knows nothing of cameras or MQTT, so ``rackwatch analyze``
+on a recording and ``rackwatch run`` on a live rack produce the same events from the same poses.
 
 A set ends when the lifter has been gone (or standing without a rep) for ``set_rest_s``, when the load or the
 exercise changes, or when the recording ends. Changes that follow each other within ``change_burst_s``
@@ -12,14 +14,16 @@ the set their first change started carries on with the newest settings, instead 
 
 from __future__ import annotations
 
+import heapq
+
 from pydantic import Field
 
 from . import geometry
-from .events import Event, RepEvent, StateEvent
+from .events import Event, NotCountedEvent, RepEvent, StateEvent
 from .judge import JudgeSettings, SetJudge
 from .load import LifterSettings
 from .pose import DEFAULT_MIN_SCORE, Pose
-from .reps import RepSettings, RepTracker
+from .reps import Rejection, Rep, RepSettings, RepTracker
 from .settings import Settings
 from .smoothing import OneEuroSettings, PoseSmoother
 
@@ -40,7 +44,7 @@ class AnalysisSettings(Settings):
 
 
 class LiftAnalyzer:
-    """Feed it poses; it hands back typed rep and set events as they happen."""
+    """Feed it poses; it hands back typed rep, not-counted and set events as they happen."""
 
     def __init__(self, rack: str | None = None, lifter: LifterSettings = LifterSettings(),
                  settings: AnalysisSettings = AnalysisSettings()):
@@ -72,7 +76,7 @@ class LiftAnalyzer:
         return len(self._set.reps) if self._set else 0
 
     def update(self, t: float, pose: Pose, frame_height: float) -> list[Event]:
-        """Events (rep, and set when one ends) caused by the pose seen at time ``t``."""
+        """Events (rep or not counted, and set when one ends) caused by the pose seen at time ``t``."""
         out: list[Event] = []
         self._t = t
         if self._set and self._last_rep_t is not None and t - self._last_rep_t > self.settings.set_rest_s:
@@ -81,8 +85,7 @@ class LiftAnalyzer:
         score = pose.score.tolist()
         xy = self._smoother.smooth(t, pose.xy.tolist(), score, frame_height)
         frame = geometry.measure_points(xy, score, self.settings.min_score)
-        for rep in self.tracker.update(t, frame):
-            out.append(self._judge(rep))
+        out += self._hand_on(self.tracker.update(t, frame))
         if frame.left is None and frame.right is None:
             # No leg seen: the model is searching the whole picture, not following the lifter. Joints it scores
             # here (often a few, placed roughly) must not seed the smoothing: it would pull the lifter's first
@@ -100,7 +103,7 @@ class LiftAnalyzer:
         """
         # A rep just ended belongs to the set so far: the tracker hands it on now (someone at the panel is not
         # jumping), not ``plant_after_s`` later into the next set.
-        done = [self._judge(rep) for rep in self.tracker.release_held()]
+        done = self._hand_on(self.tracker.release_held())
         in_burst = (self._t is not None and self._last_change_t is not None
                     and self._t - self._last_change_t < self.settings.change_burst_s)
         self._last_change_t = self._t
@@ -118,7 +121,7 @@ class LiftAnalyzer:
     def last_reps(self) -> list[Event]:
         """The recording ends: the reps the tracker can still tell (one waiting out ``plant_after_s``, one a frame
         short of its end), judged; the set stays open (:meth:`end_set` closes it)."""
-        return [self._judge(rep) for rep in self.tracker.finish()]
+        return self._hand_on(self.tracker.finish())
 
     def end_set(self) -> list[Event]:
         summary = self._set.summary() if self._set else None
@@ -132,7 +135,19 @@ class LiftAnalyzer:
                           load=self.lifter.load_info(), exercise=self.lifter.exercise, set_id=self.set_id,
                           reps_in_set=self.reps_in_set)
 
-    def _judge(self, rep) -> RepEvent:
+    def _hand_on(self, reps: list[Rep]) -> list[Event]:
+        """The tracker's reps judged, and the movements it turned away since, as events in the order they ended."""
+        return [self._judge(item) if isinstance(item, Rep) else self._not_counted(item)
+                for item in heapq.merge(reps, self.tracker.take_rejected(), key=lambda item: item.t_end)]
+
+    def _not_counted(self, rejection: Rejection) -> NotCountedEvent:
+        if self._set is not None:
+            self._set.not_counted[rejection.why] += 1
+        return NotCountedEvent(rack=self.rack, set_id=self.set_id, exercise=self.lifter.exercise,
+                               t_start=rejection.t_start, t_end=rejection.t_end, why=rejection.why,
+                               reason=rejection.reason)
+
+    def _judge(self, rep: Rep) -> RepEvent:
         if self._set is None:
             self._set = SetJudge(self.rack, self.lifter, self.settings.judge)
         self._last_rep_t = rep.t_end

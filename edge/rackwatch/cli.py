@@ -302,9 +302,9 @@ def format_report(video: str, result) -> str:
         lines.append("")
         lines.append("knee cave: how far the knee moved inside the ankle, in leg lengths (+ = inward), "
                      "and where it peaked (des/bot/asc)")
-    if result.not_squats:
+    if result.not_counted:
         lines.append("")
-        lines += [f"not counted, {start:.1f}-{end:.1f} s: {why}" for start, end, why in result.not_squats]
+        lines += [f"not counted, {e.t_start:.1f}-{e.t_end:.1f} s: {e.reason}" for e in result.not_counted]
     for summary in result.sets:
         lines.append("")
         load = summary.load

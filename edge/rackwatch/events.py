@@ -1,11 +1,12 @@
 """The events a rack produces: typed values inside the program, one JSON form on the wire.
 
 Every consumer (``rackwatch analyze --json``, the MQTT topics, the dashboard) sees the same events, defined here
-and nowhere else. An event is a frozen pydantic model: :class:`RepEvent`, :class:`SetEvent`, :class:`StateEvent`,
-:class:`HealthEvent` or :class:`ReplyEvent`. Each carries the envelope that every event shares:
+and nowhere else. An event is a frozen pydantic model: :class:`RepEvent`, :class:`NotCountedEvent`,
+:class:`SetEvent`, :class:`StateEvent`, :class:`HealthEvent` or :class:`ReplyEvent`. Each carries the envelope that
+every event shares:
 
 ``type``
-    ``rep``, ``set``, ``state``, ``health`` or ``reply``.
+    ``rep``, ``not_counted``, ``set``, ``state``, ``health`` or ``reply``.
 ``schema``
     :data:`SCHEMA_VERSION`; bumped whenever a field changes meaning or disappears (adding fields does not bump it).
 ``id``
@@ -52,6 +53,7 @@ Phase = Literal["standing", "descent", "bottom", "ascent"]
 Verdict = Literal["clean", "note", "cave", "unjudged"]
 CommandName = Literal["load", "one_rm", "units", "exercise", "identify"]
 UnjudgedWhy = Literal["side_view", "turned", "leg_hidden", "feet_hidden"]
+NotCountedWhy = Literal["jump", "jumping_jacks", "step", "walking", "walking_in_out", "start_unseen"]
 
 #: Why a leg that should have been judged was not, in words for the lifter, the coach and the installer.
 UNJUDGED_WHY: dict[str, str] = {
@@ -61,6 +63,17 @@ UNJUDGED_WHY: dict[str, str] = {
     "leg_hidden": "this leg was hidden or not seen clearly enough during the rep",
     "feet_hidden": "this foot was out of view or not seen clearly enough during the rep; the feet must be in the "
                    "picture",
+}
+
+#: Why a movement that looked like a rep was not counted, in a few words for the lifter and the gym's board (the
+#: event's ``reason`` says it in a sentence, with the measure that decided).
+NOT_COUNTED_WHY: dict[str, str] = {
+    "jump": "a jump, not a squat",
+    "jumping_jacks": "jumping jacks or a shuffle, not a squat",
+    "step": "a lunge or a step, not a squat",
+    "walking": "walking, not a squat",
+    "walking_in_out": "walking toward or away from the camera, not a squat",
+    "start_unseen": "the rep's start was not seen",
 }
 
 #: What the wire's ``time`` looks like (the rack writes milliseconds and ``Z``; others may write an offset).
@@ -252,6 +265,29 @@ class RepEvent(Event):
                                   "absent from older racks.)")
 
 
+class NotCountedEvent(Event):
+    """A movement that looked like a rep but was not counted, and why.
+
+    The hips dropped and came back up as in a rep, but the feet did not stay planted (a jump, jumping jacks, a
+    lunge or a step, walking), or the lifter was found part way down (the rep's start was not seen). Sent when the
+    rep would have been (``plant_after_s`` after its end), whether or not a set is under way: a lifter doing only
+    jumping jacks opens no set, and still sees why nothing counted. ``set_id`` is the set under way, if any (its
+    summary counts it in ``not_counted``).
+    """
+
+    type: Literal["not_counted"] = "not_counted"
+    set_id: str | None = Field(min_length=1, description="The set under way, or null when none is.")
+    exercise: Exercise
+    t_start: Annotated[float, Decimals(3)]
+    t_end: Annotated[float, Decimals(3)]
+    why: NotCountedWhy = Field(
+        description="Why it was not counted: jump, jumping_jacks (the feet moved apart or together), step (a lunge "
+                    "or a step: one foot moved), walking (both feet moved), walking_in_out (toward or away from "
+                    "the camera), start_unseen (the lifter was found part way down).")
+    reason: str = Field(min_length=1, max_length=500,
+                        description="Why, in a sentence for the lifter and the staff, with the measure that decided.")
+
+
 class Advice(Wire):
     """What to do next time: ``add`` weight, ``hold`` it, or ``reduce`` it, with the suggested next load (in the
     set's units; ``None`` when no load was entered) and a sentence for the lifter."""
@@ -263,6 +299,8 @@ class Advice(Wire):
 
 class SetEvent(Event):
     """The summary of a finished set."""
+
+    model_config = ConfigDict(json_schema_extra=_optional_fields)
 
     type: Literal["set"] = "set"
     set_id: str = Field(min_length=1)
@@ -277,6 +315,11 @@ class SetEvent(Event):
     remarks: tuple[str, ...]
     cues: tuple[str, ...]
     advice: Advice
+    not_counted: dict[NotCountedWhy, Annotated[int, Field(ge=1)]] = added_later(
+        default_factory=dict,
+        description="Movements during the set that looked like reps but were not counted, how many for each why "
+                    "(see the not_counted event); empty when every one counted. (Added in schema 1; may be absent "
+                    "from older racks.)")
 
 
 class StateEvent(Event):
@@ -384,9 +427,11 @@ class ReplyEvent(Event):
 
 #: Every event type, by the name in its ``type`` field.
 EVENT_TYPES: dict[str, type[Event]] = {
-    "rep": RepEvent, "set": SetEvent, "state": StateEvent, "health": HealthEvent, "reply": ReplyEvent}
+    "rep": RepEvent, "not_counted": NotCountedEvent, "set": SetEvent, "state": StateEvent, "health": HealthEvent,
+    "reply": ReplyEvent}
 
-AnyEvent = Annotated[Union[RepEvent, SetEvent, StateEvent, HealthEvent, ReplyEvent], Field(discriminator="type")]
+AnyEvent = Annotated[Union[RepEvent, NotCountedEvent, SetEvent, StateEvent, HealthEvent, ReplyEvent],
+                     Field(discriminator="type")]
 _ANY_EVENT = TypeAdapter(AnyEvent)
 
 

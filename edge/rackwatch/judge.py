@@ -23,13 +23,14 @@ at full precision; they are rounded only when serialised.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from . import events
-from .events import (LEGS, SEVERITIES, UNJUDGED_WHY, Advice, LegValgus, RepEvent, SetEvent, Valgus,
+from .events import (LEGS, NOT_COUNTED_WHY, SEVERITIES, UNJUDGED_WHY, Advice, LegValgus, RepEvent, SetEvent, Valgus,
                      severity_rank)
 from .load import LifterSettings, round_to_plates, step_weight
 from .reps import Rep
@@ -210,6 +211,8 @@ class SetJudge:
     settings: JudgeSettings = field(default_factory=JudgeSettings)
     set_id: str = field(default_factory=events.new_id)
     reps: list[RepEvent] = field(default_factory=list)
+    not_counted: Counter[str] = field(default_factory=Counter)
+    """The movements of the set that looked like reps but were not counted, by why (the analysis counts them)."""
     _caved_before: dict = field(default_factory=lambda: {leg: False for leg in LEGS})
 
     def judge(self, rep: Rep) -> RepEvent:
@@ -305,6 +308,8 @@ class SetJudge:
             toward = "left" if np.median(shifts) > 0 else "right"
             remarks.append(f"Hips drift toward the {toward} at the bottom: a sign of tired or weak hip stabilisers.")
         remarks += _unjudged_remarks(reps)
+        if self.not_counted:
+            remarks.append(_not_counted_remark(self.not_counted))
         if velocity_loss is not None and velocity_loss > s.velocity_loss_limit:
             remarks.append(f"The last rep came up {velocity_loss:.0f}% slower than the first ones: "
                            "fatigue is setting in.")
@@ -319,7 +324,14 @@ class SetJudge:
         return SetEvent(rack=self.rack, set_id=self.set_id, exercise=self.lifter.exercise,
                         load=self.lifter.load_info(), reps=len(reps), clean_reps=len(clean), worst_rep=worst,
                         cave_onset_rep=onset, weaker_side=weaker, velocity_loss_pct=velocity_loss, remarks=remarks,
-                        cues=cues, advice=advice)
+                        cues=cues, advice=advice, not_counted=dict(self.not_counted))
+
+
+def _not_counted_remark(not_counted: Counter[str]) -> str:
+    """One remark for the movements of the set that were not counted, with why."""
+    total = sum(not_counted.values())
+    whys = "; ".join(f"{NOT_COUNTED_WHY[why]} ({n})" for why, n in not_counted.most_common())
+    return f"Not counted: {total} movement{'s' if total > 1 else ''} that looked like a rep: {whys}."
 
 
 def _unjudged_remarks(reps: list[RepEvent]) -> list[str]:

@@ -82,6 +82,7 @@ RACK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # event type -> (topic leaf, QoS, retained)
 ROUTES = {
     "rep": ("rep", 1, False),
+    "not_counted": ("not_counted", 1, False),
     "set": ("set", 1, False),
     "state": ("state", 1, True),
     "health": ("health", 0, False),

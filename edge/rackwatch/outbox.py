@@ -25,7 +25,8 @@ Durability choices
 When full (``max_events`` rows), the oldest *least valuable* row makes room for the new one:
     1. the oldest ``health`` row (health is a momentary snapshot, sent with QoS 0 anyway);
     2. else the oldest ``state`` row (the retained state is a snapshot too; the newest one is what counts);
-    3. else the oldest row of any kind -- a rep, set or reply is lost, and :attr:`Outbox.dropped` counts it.
+    3. else the oldest row of any kind -- a rep, set, reply or movement not counted is lost, and
+       :attr:`Outbox.dropped` counts it.
 Besides, only the newest *unsent* health row is kept at all: after an outage nobody needs a backlog of stale fps
 figures, and it keeps hours of outage from filling the outbox with health.
 

@@ -10,7 +10,9 @@ The lifter uses three buttons:
   to the load again. After a quiet spell the panel goes back to the load by itself, so the next lifter's first
   press always changes the bar load.
 
-After each rep one light shows the verdict and the buzzer plays its tune (see :data:`FEEDBACK`); a fourth,
+After each rep one light shows the verdict and the buzzer plays its tune (see :data:`FEEDBACK`); a movement that
+looked like a rep but was not counted (a jump, a lunge, a rep whose start was not seen) puts the lights out and
+plays a tune of its own (:data:`NOT_COUNTED`); a fourth,
 the status light, tells whether the rack is ready (see :func:`status_for`). An optional 4-digit 7-segment
 display shows the number being entered.
 
@@ -40,7 +42,7 @@ from gpiozero import (LED, Button, CompositeOutputDevice, LEDCharDisplay, LEDMul
 from gpiozero.tones import Tone
 from pydantic import Field, field_validator, model_validator
 
-from .events import EXERCISES, UNITS, RepEvent
+from .events import EXERCISES, UNITS, NotCountedEvent, RepEvent
 from .load import DISPLAY_DECIMALS, LifterSettings, SettingsStore, why_unchanged
 from .load import format_weight as load_text
 from .settings import Settings
@@ -82,6 +84,12 @@ FEEDBACK: dict[str, Feedback] = {
 
 #: What a rep gets whose verdict is not one we know (a newer judge): the same as ``unjudged``.
 UNJUDGED = FEEDBACK["unjudged"]
+
+
+#: A movement that looked like a rep but was not counted (a jump, a lunge, a rep whose start was not seen): no
+#: light (the last rep's goes out, so its green cannot be taken for this one's) and the unjudged rep's question
+#: turned down, falling, so that a lifter who is not looking hears that it did not count.
+NOT_COUNTED = Feedback("not_counted", None, (("B5", 0.08), (None, 0.04), ("E5", 0.12)), "not counted")
 
 
 def feedback_for(verdict: str | None) -> Feedback:
@@ -455,6 +463,9 @@ class Panel(Protocol):
     def show_rep(self, rep_event: Mapping[str, Any]) -> Feedback:
         """Show a rep's verdict (light, tune); returns the feedback given."""
 
+    def show_not_counted(self, event: NotCountedEvent) -> Feedback:
+        """Show that a movement was not counted (:data:`NOT_COUNTED`); returns the feedback given."""
+
     def set_status(self, lifter_seen: bool, broker_ok: bool, fault: bool) -> str:
         """Show the rack's condition on the status light; cheap to call every frame. Returns the pattern."""
 
@@ -545,7 +556,13 @@ class RackPanel:
 
     def show_rep(self, rep_event: RepEvent) -> Feedback:
         """Light the verdict's light for a few seconds and play its tune; returns the feedback given."""
-        feedback = feedback_for(rep_event.verdict)
+        return self._give(feedback_for(rep_event.verdict))
+
+    def show_not_counted(self, event: NotCountedEvent) -> Feedback:
+        """Every verdict light out, and the not-counted tune; returns the feedback given."""
+        return self._give(NOT_COUNTED)
+
+    def _give(self, feedback: Feedback) -> Feedback:
         for name, light in self.lights.items():
             if name == feedback.light:
                 # One long blink: on for verdict_time, then off by itself, in gpiozero's background thread.

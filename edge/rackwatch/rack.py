@@ -335,7 +335,8 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
         outbox.close()
     c = service.counts
     rested = f" ({service.idle.skipped} more let go while idle)" if service.idle and service.idle.skipped else ""
-    print(f"rackwatch: {c['frames']} frames{rested}, {c['rep']} reps, {c['set']} sets published", file=sys.stderr)
+    print(f"rackwatch: {c['frames']} frames{rested}, {c['rep']} reps, {c.get('not_counted', 0)} not counted, "
+          f"{c['set']} sets published", file=sys.stderr)
     return status
 
 

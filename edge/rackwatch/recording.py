@@ -6,13 +6,13 @@ their ids and wall-clock times).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import Distant, Frame, FrameSource, Prefetched, Scaled, SourceError, Thinned, open_source
-from .events import Event, RepEvent, SetEvent
+from .events import Event, NotCountedEvent, RepEvent, SetEvent
 from .load import LifterSettings
 from .pose import Interpreter, Pose, PoseEstimator
 
@@ -29,12 +29,15 @@ class RecordingResult:
     """The rate the frames were judged at: the recording's own, or the rate it was thinned to."""
     recorded_fps: float
     """The recording's own rate, which its frames' ``index`` counts in; the same as ``fps`` unless thinned."""
-    not_squats: list[tuple[float, float, str]] = field(default_factory=list)
-    """(start, end, why) of each movement that looked like a rep but was not a squat (a jump, a lunge, ...)."""
 
     @property
     def reps(self) -> list[RepEvent]:
         return [e for e in self.events if isinstance(e, RepEvent)]
+
+    @property
+    def not_counted(self) -> list[NotCountedEvent]:
+        """Each movement that looked like a rep but was not counted (a jump, a lunge, ...), with why."""
+        return [e for e in self.events if isinstance(e, NotCountedEvent)]
 
     @property
     def sets(self) -> list[SetEvent]:
@@ -84,5 +87,4 @@ def analyze_recording(path: str | Path, interpreter: Interpreter, *, lifter: Lif
     if seen == 0:
         raise NobodyThere(f"Nobody was found in {path}: the lifter's hips, knees and ankles must be in view. "
                           "Check that the recording shows a person from the front, head to feet.")
-    return RecordingResult(events=out, frames=frames, fps=source.fps, recorded_fps=recorded_fps,
-                           not_squats=list(analyzer.tracker.rejected))
+    return RecordingResult(events=out, frames=frames, fps=source.fps, recorded_fps=recorded_fps)

@@ -19,9 +19,10 @@ How it works, in the order things happen at the rack:
 3. **Squats only.** A real rep is held for ``plant_after_s`` and handed on only if the feet stayed planted from
    ``plant_before_s`` before it to then: jumps (both feet leave the floor), jumping jacks (the feet move apart or
    together), lunges and steps (one foot moves), walking in or out of view (the whole body grows or shrinks in
-   the picture, the feet with it) drop the hips in the picture too, but are not squats. The reason for each
-   movement turned away is kept in :attr:`RepTracker.rejected`. In a single-leg squat the free foot moves as it
-   likes, so these rules apply to the two-leg squat (:attr:`RepTracker.single_leg`).
+   the picture, the feet with it) drop the hips in the picture too, but are not squats. Each movement turned
+   away is kept, with why, in :attr:`RepTracker.rejected` (a :class:`Rejection`) until the analysis takes it. In
+   a single-leg squat the free foot moves as it likes, so these rules apply to the two-leg squat
+   (:attr:`RepTracker.single_leg`).
 4. **Phases.** Within a finished rep, frames at ≥ 90 % (``bottom_share``) of the rep's greatest depth are the
    *bottom*; before that is the *descent*, after it the *ascent*.
 
@@ -52,7 +53,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from . import geometry
-from .events import LEGS
+from .events import LEGS, NotCountedWhy
 from .settings import Settings
 
 
@@ -218,6 +219,15 @@ class Sample(NamedTuple):
     """Hip centre's sideways move from standing, in leg lengths, + toward the lifter's left."""
 
 
+class Rejection(NamedTuple):
+    """A movement that looked like a rep but was not counted: when, and why (a code and a sentence)."""
+
+    t_start: float
+    t_end: float
+    why: NotCountedWhy
+    reason: str
+
+
 @dataclass
 class Rep:
     """A finished, real rep, with every frame of it."""
@@ -332,9 +342,9 @@ class RepTracker:
         self._lately: deque[tuple[float, geometry.Frame]] = deque()   # the frames of the last ``plant_before_s``
         self.single_leg = False
         """A single-leg squat: the free foot may move (set by the analysis from the lifter's exercise)."""
-        self.rejected: deque[tuple[float, float, str]] = deque(maxlen=50)
-        """(start, end, why) of the latest movements that looked like a rep but were not a squat, or whose start was
-        not seen."""
+        self.rejected: list[Rejection] = []
+        """The movements that looked like a rep but were not a squat, or whose start was not seen, in order, until
+        taken by :meth:`take_rejected`."""
         self._armed = False  # a rep may only start from standing
         self._last_hip: geometry.Point | None = None
         self._recent_heights: deque[tuple[float, float]] = deque()   # (when, hip height) over ``steady_s``
@@ -427,6 +437,11 @@ class RepTracker:
             return False
         self.calibration = opening
         return True
+
+    def take_rejected(self) -> list[Rejection]:
+        """The movements turned away since the last call (the analysis makes an event of each)."""
+        taken, self.rejected = self.rejected, []
+        return taken
 
     def release_held(self) -> list[Rep]:
         """The reps still waiting out ``plant_after_s``, judged now on what has been seen (the lifter's settings
@@ -571,11 +586,11 @@ class RepTracker:
             if why is None:
                 out.append(rep)
             else:
-                self.rejected.append((rep.t_start, rep.t_end, why))
+                self.rejected.append(Rejection(rep.t_start, rep.t_end, *why))
         return out
 
-    def _start_unseen(self, rep: Rep, before: float, after: float) -> str | None:
-        """Why ``rep``'s start was not seen, or ``None``.
+    def _start_unseen(self, rep: Rep, before: float, after: float) -> tuple[NotCountedWhy, str] | None:
+        """``start_unseen`` and why ``rep``'s start was not seen, or ``None``.
 
         Measured from the stand-in calibration of a recording's opening (the lifter never held still before it),
         a rep's start was not seen if the lifter, back up after it, stood taller than they had ever been seen
@@ -589,12 +604,12 @@ class RepTracker:
         s = self.settings
         if rep.calibration.held or after * (1 - s.start_depth - s.still_tolerance) <= before:
             return None
-        return (f"the lifter then stood {after / before - 1:.0%} taller than ever seen before the rep: found part "
-                "way down, the rep's start was not seen")
+        return "start_unseen", (f"the lifter then stood {after / before - 1:.0%} taller than ever seen before the "
+                                 "rep: found part way down, the rep's start was not seen")
 
-    def _not_a_squat(self, rep: Rep, seen: list[tuple[float, geometry.Frame]]) -> str | None:
-        """Why the movement around ``rep`` (from ``plant_before_s`` before it to ``plant_after_s`` after) was not a
-        squat with the feet planted, or ``None`` if it was. Two-leg squats only (see
+    def _not_a_squat(self, rep: Rep, seen: list[tuple[float, geometry.Frame]]) -> tuple[NotCountedWhy, str] | None:
+        """What the movement around ``rep`` (from ``plant_before_s`` before it to ``plant_after_s`` after) was not a
+        squat with the feet planted (a code and a sentence), or ``None`` if it was. Two-leg squats only (see
         :attr:`RepSettings.max_stance_change`).
 
         Distances are in standing hip heights, each foot's travel the 10th-90th percentile spread of its place
@@ -610,7 +625,8 @@ class RepTracker:
                 travel[side] = math.hypot(_spread([a[0] for a in ankles]), _spread([a[1] for a in ankles])) / h
         moved = [side for side, d in travel.items() if d > s.max_foot_travel]
         if len(moved) == 1:
-            return f"the {moved[0]} foot stepped ({travel[moved[0]]:.2f} hip heights): a lunge or a step, not a squat"
+            return "step", (f"the {moved[0]} foot stepped ({travel[moved[0]]:.2f} hip heights): a lunge or a step, "
+                            "not a squat")
         # The lower foot in the picture is the one on the floor: both feet off the floor lift it too. Only frames
         # with both ankles seen count, a lone ankle may be a lifted one.
         both = [(t, f) for t, f in seen if f.left is not None and f.right is not None]
@@ -628,15 +644,15 @@ class RepTracker:
             # the size only chooses the words: the feet have already decided.
             widths = [f.hip_width_px for _, f in both if f.hip_width_px]
             if widths and np.percentile(widths, 90) > (1 + _RESIZED) * np.percentile(widths, 10):
-                return ("the whole body grew or shrank in the picture, the feet moving with it: walking toward or "
-                        "away from the camera, not a squat")
+                return "walking_in_out", ("the whole body grew or shrank in the picture, the feet moving with it: "
+                                          "walking toward or away from the camera, not a squat")
             if rise > s.max_foot_rise:
-                return f"both feet left the floor ({rise:.2f} hip heights): a jump, not a squat"
+                return "jump", f"both feet left the floor ({rise:.2f} hip heights): a jump, not a squat"
         if _spread(gaps) > s.max_stance_change:
-            return (f"the feet moved apart or together ({_spread(gaps):.2f} hip heights): jumping jacks or a "
-                    "shuffle, not a squat")
+            return "jumping_jacks", (f"the feet moved apart or together ({_spread(gaps):.2f} hip heights): "
+                                     "jumping jacks or a shuffle, not a squat")
         if moved:
-            return "both feet moved: walking, not a squat"
+            return "walking", "both feet moved: walking, not a squat"
         return None
 
     # -- rep detection --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ module is the work itself.
 How one frame travels::
 
     frame source ─► PoseEstimator ─► LiftAnalyzer ─► events ─► sink.publish (the MQTT link: outbox ─► broker)
-                                                        └────► panel.show_rep (lights, buzzer)
+                                                        └────► panel.show_rep / show_not_counted (lights, buzzer)
 
 The events go to an *event sink* (:mod:`rackwatch.sinks`): the MQTT link on a rack, a list in the tests, JSON
 lines on standard output. When the sink is the rack's link (:class:`~rackwatch.sinks.Link`), the service also
@@ -342,15 +342,26 @@ class RackService:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if isinstance(event, events.RepEvent):
             self.verdicts.append(event.verdict)
-            if self.panel is not None:
-                try:
-                    self.panel.show_rep(event)
-                except Exception:   # a broken light must not stop the judging
-                    log.exception("the panel could not show rep %s", event.rep)
+            self._show_on_panel(event)
             self._say(f"rep {event.rep}: {event.verdict} (knee cave {event.severity or 'not judged'}, "
                       f"depth {event.depth:.2f})")
+        elif isinstance(event, events.NotCountedEvent):
+            self._show_on_panel(event)
+            self._say(f"not counted: {event.reason}")
         elif isinstance(event, events.SetEvent):
             self._say(f"set: {event.reps} reps, {event.clean_reps} clean. {event.advice.text}")
+
+    def _show_on_panel(self, event: events.RepEvent | events.NotCountedEvent) -> None:
+        """A rep's verdict, or a movement not counted, on the panel's lights and buzzer."""
+        if self.panel is None:
+            return
+        try:
+            if isinstance(event, events.RepEvent):
+                self.panel.show_rep(event)
+            else:
+                self.panel.show_not_counted(event)
+        except Exception:   # a broken light must not stop the judging
+            log.exception("the panel could not show the %s event %s", event.type, event.id)
 
     def _publish_state(self) -> None:
         state = self.analyzer.state()

@@ -33,10 +33,10 @@ import sys
 import threading
 from typing import Any, Callable, TextIO
 
-from .events import UNITS, RepEvent
+from .events import UNITS, NotCountedEvent, RepEvent
 from .load import SettingsStore, format_weight
-from .panel import (MODE_NAMES, STATUS_PATTERNS, UNJUDGED, Feedback, PanelControls, PanelTiming, Tune, feedback_for,
-                    status_for)
+from .panel import (MODE_NAMES, NOT_COUNTED, STATUS_PATTERNS, UNJUDGED, Feedback, PanelControls, PanelTiming, Tune,
+                    feedback_for, status_for)
 
 KEYS = {
     "+": "up", "=": "up",
@@ -94,13 +94,21 @@ class VirtualPanel:
     def show_rep(self, rep_event: RepEvent) -> Feedback:
         return self._show_verdict(rep_event.verdict, rep_event.rep, rep_event.unjudged_reason)
 
+    def show_not_counted(self, event: NotCountedEvent) -> Feedback:
+        # Why it did not count is what the lifter can act on (keep the feet planted, start standing): say it.
+        return self._give(NOT_COUNTED, "not counted", event.reason)
+
     def _show_verdict(self, verdict: str | None, rep: int | None = None, reason: str | None = None) -> Feedback:
         feedback = feedback_for(verdict)
+        # Why a rep was not judged is what the lifter can act on (turn to the camera, step back): say it.
+        return self._give(feedback, f"rep {rep}" if rep is not None else "rep",
+                          reason if feedback is UNJUDGED else None)
+
+    def _give(self, feedback: Feedback, what: str, reason: str | None) -> Feedback:
         light = f"{feedback.light.upper()} light" if feedback.light else "no light"
         sound = f", buzzer: {describe_tune(feedback.tune)}" if self.buzzer_enabled and feedback.tune else ""
-        # Why a rep was not judged is what the lifter can act on (turn to the camera, step back): say it.
-        why = f": {reason}" if feedback is UNJUDGED and reason else ""
-        self._print(f"{'rep ' + str(rep) if rep is not None else 'rep'}: {light}{sound} - {feedback.meaning}{why}")
+        why = f": {reason}" if reason else ""
+        self._print(f"{what}: {light}{sound} - {feedback.meaning}{why}")
         return feedback
 
     def set_status(self, lifter_seen: bool, broker_ok: bool, fault: bool) -> str:

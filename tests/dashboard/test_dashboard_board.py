@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 from rackwatch.dashboard import samples
 from rackwatch.dashboard.alerts import AlertRules
-from rackwatch.dashboard.board import Board, RackNews, empty_snapshot, fold, tile_view, verdict_colour
+from rackwatch.dashboard.board import (NOT_COUNTED_SHOWN, Board, RackNews, empty_snapshot, fold, tile_view,
+                                      verdict_colour)
 from rackwatch.dashboard.store import Message, Store, check, utcnow
 
 RULES = AlertRules()
@@ -104,6 +105,7 @@ def test_the_live_board_shows_what_the_store_keeps_whatever_the_order_and_repeat
         events.append(samples.rep("rack01", "s1", n, ("clean", "cave", "minor")[n % 3], at=at + timedelta(seconds=2)))
         events.append(samples.state("rack01", set_id="s1", reps_in_set=n, at=at + timedelta(seconds=2)))
         events.append(samples.health("rack01", fps=14.0 + n, at=at + timedelta(seconds=3)))
+        events.append(samples.not_counted("rack01", ("jump", "step")[n % 2], at=at + timedelta(seconds=5)))
     messages = [Message("rackwatch/rack01/availability", b"online")] + [message(e) for e in events]
     store = Store(f"sqlite:///{tmp_path / 'board.db'}")
     store.migrate()
@@ -116,7 +118,8 @@ def test_the_live_board_shows_what_the_store_keeps_whatever_the_order_and_repeat
         store.ingest(arrivals)
         kept = store.rack("rack01")
         shown = board.snapshots["rack01"]
-        for field in ("online", "state", "last_rep", "health", "health_time"):
+        for field in ("online", "state", "last_rep", "health", "health_time", "last_not_counted",
+                      "last_not_counted_time"):
             assert shown[field] == kept[field], field
         assert tile_view(shown, RULES) == tile_view(kept, RULES)
         assert shown["last_rep"]["rep"] == 6 and shown["state"]["reps_in_set"] == 6
@@ -179,3 +182,26 @@ def test_the_board_stops_when_cancelled_even_as_news_wakes_it():
         return bool(done)
 
     assert all(asyncio.run(stops(turns)) for turns in range(6))
+
+
+def test_a_tile_says_a_movement_was_not_counted_and_why_for_a_while():
+    now = utcnow()
+    jump = samples.not_counted("rack01", "jump")
+    tile = tile_view(snapshot(last_not_counted=jump, last_not_counted_time=now - timedelta(seconds=5)), RULES, now)
+    assert tile["not_counted"] == "not counted: a jump, not a squat"
+    assert tile["not_counted_reason"] == samples.NOT_COUNTED_REASONS["jump"]
+    assert tile["verdict"] == "none" and tile["activity"] == "idle"   # no rep, no set: still shown
+    stale = tile_view(snapshot(last_not_counted=jump, last_not_counted_time=now - NOT_COUNTED_SHOWN), RULES, now)
+    gone = tile_view(snapshot(online=False, last_not_counted=jump, last_not_counted_time=now), RULES, now)
+    never = tile_view(snapshot(), RULES, now)
+    assert stale["not_counted"] == gone["not_counted"] == never["not_counted"] == ""
+
+
+def test_the_board_folds_the_newest_movement_not_counted_by_its_own_time():
+    now = datetime.now(timezone.utc)
+    older = samples.not_counted("rack01", "jump", at=now - timedelta(seconds=20))
+    newer = samples.not_counted("rack01", "step", at=now)
+    board = Board(RULES)
+    board.show(RackNews.of(check(message(event))) for event in (newer, older))   # the older arrives late
+    assert board.snapshots["rack01"]["last_not_counted"] == newer
+    assert RackNews.of(check(message(newer))).leaf == "not_counted"

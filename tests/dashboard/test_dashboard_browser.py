@@ -20,7 +20,7 @@ import pytest
 
 import rackwatch
 from dashboard_parts import DashboardProcess, chromium, screenshot  # noqa: F401  (chromium: a fixture)
-from mqtt_broker import MosquittoBroker, REPO
+from mqtt_broker import MosquittoBroker, REPO, wait_until
 from rackwatch.dashboard import samples
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]
@@ -188,6 +188,31 @@ def test_a_rep_changes_its_tile_colour_and_staff_acknowledge_the_alert(chromium,
     page.goto(dashboard.url + "/alerts")
     row = page.locator("tr", has_text="Rep 3: knees caved at 100 kg")
     assert "by sam at" in row.inner_text()
+    page.context.close()
+
+
+def test_a_movement_not_counted_shows_on_its_tile_with_why_and_on_the_rack_page(chromium, dashboard, racks):
+    # A lifter doing only jumps opens no set: the tile still says the last one was not counted, and why.
+    page = sign_in(chromium, dashboard)
+    racks.send("rackwatch/rack07/availability", "online", retain=True)
+    racks.send(samples.state("rack07"))
+    page.wait_for_selector("#tile-rack07[data-status=online][data-verdict=none]", timeout=5_000)
+    assert page.query_selector("#tile-rack07 .not-counted") is None
+    racks.send(samples.not_counted("rack07", "jump"))
+    note = page.wait_for_selector("#tile-rack07 .not-counted", timeout=5_000)
+    assert note.inner_text() == "not counted: a jump, not a squat"
+    assert note.get_attribute("title") == samples.NOT_COUNTED_REASONS["jump"]
+    assert page.get_attribute("#tile-rack07", "data-verdict") == "none"   # no rep: no verdict colour
+    racks.send(samples.not_counted("rack07", "step"))   # the newest replaces it
+    page.wait_for_selector("#tile-rack07 .not-counted:text-is('not counted: a lunge or a step, not a squat')",
+                           timeout=5_000)
+    screenshot(page, "05b-not-counted-on-its-tile")
+
+    def listed():   # stored (the board shows news before the store commits it): the rack's page, newest first
+        page.goto(dashboard.url + "/racks/rack07")
+        return [row.inner_text() for row in page.query_selector_all("#not-counted tr.missed td:nth-child(2)")]
+    wait_until(lambda: len(listed()) == 2, what="both movements on the rack's page")
+    assert listed() == [samples.NOT_COUNTED_REASONS["step"], samples.NOT_COUNTED_REASONS["jump"]]
     page.context.close()
 
 

@@ -4,7 +4,7 @@ kept aside, alerts, acknowledgement, retention, sign-in rows."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import inspect, text
 
@@ -184,3 +184,34 @@ def test_two_stores_on_one_database_store_an_event_once(store_url):
     assert len(first.alerts()) == 1
     first.close()
     second.close()
+
+
+def test_a_movement_not_counted_is_stored_and_the_newest_comes_back_with_the_rack(store):
+    at = datetime.now(timezone.utc).replace(microsecond=0)
+    older = samples.not_counted("rack01", "jump", at=at - timedelta(seconds=30))
+    newer = samples.not_counted("rack01", "step", set_id="set-a", at=at)
+    other = samples.not_counted("rack02", "start_unseen", at=at - timedelta(seconds=60))
+    result = store.ingest([Message("rackwatch/rack01/availability", b"online"), message(newer), message(older),
+                           message(older), message(other)])
+    assert (result.stored, result.duplicates, result.invalid) == (3, 1, 0)
+    assert [m["id"] for m in store.not_counted("rack01")] == [newer["id"], older["id"]]   # newest first
+    rack = store.rack("rack01")
+    assert rack["last_not_counted"] == newer and rack["last_not_counted_time"] == at.replace(tzinfo=None)
+    assert {r["rack"]: r["last_not_counted"]["why"] for r in store.racks()} == {"rack01": "step",
+                                                                              "rack02": "start_unseen"}
+
+
+def test_a_malformed_not_counted_event_is_refused_with_why_and_kept_aside(store):
+    unknown_why = samples.not_counted("rack01") | {"why": "cartwheel"}
+    no_reason = {k: v for k, v in samples.not_counted("rack01").items() if k != "reason"}
+    smuggled = samples.not_counted("rack01") | {"video": "base64..."}
+    on_the_rep_topic = samples.not_counted("rack01")
+    batch = [message(unknown_why), message(no_reason), message(smuggled),
+             Message("rackwatch/rack01/rep", json.dumps(on_the_rep_topic).encode())]
+    result = store.ingest(batch)
+    assert (result.stored, result.invalid) == (0, 4)
+    errors = sorted(m.error for m in store.invalid_messages()[1])
+    assert any(e.startswith("why: Input should be 'jump'") for e in errors), errors
+    assert "reason: Field required" in errors and "video: Extra inputs are not permitted" in errors
+    assert "type 'not_counted' on the rep topic" in errors
+    assert store.event_ids() == []

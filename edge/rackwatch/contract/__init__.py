@@ -26,13 +26,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMAS = ("rep", "set", "state", "health", "reply", "command")
+SCHEMAS = ("rep", "not_counted", "set", "state", "health", "reply", "command")
 BASE_URI = "https://rackwatch.example/contract/"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 FOLDER = Path(__file__).parent
 
 _TITLES = {
     "rep": "rackwatch: one squat rep",
+    "not_counted": "rackwatch: a movement that looked like a rep but was not counted, and why",
     "set": "rackwatch: summary of a finished set",
     "state": "rackwatch: the rack's current state (retained)",
     "health": "rackwatch: how the rack itself is doing",
@@ -46,8 +47,8 @@ def schema_text(name: str) -> str:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of one payload: ``rep``, ``set``, ``state``, ``health``, ``reply`` or
-    ``command``."""
+    """The JSON Schema (draft 2020-12) of one payload: ``rep``, ``not_counted``, ``set``, ``state``, ``health``,
+    ``reply`` or ``command``."""
     return json.loads(schema_text(name))
 
 

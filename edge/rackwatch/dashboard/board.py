@@ -15,8 +15,8 @@ within a few hundredths of a second of the rack's message.
 
 What a tile shows is decided by :func:`tile_view` (pure, tested without a browser): online or offline, idle or in
 a set, lifter seen, load and % of one-rep max, reps so far, the last rep's verdict as a colour (``clean``,
-``minor``, ``cave``, and ``unjudged`` as its own grey state, never shown as clean), and whether the camera is
-ready or needs attention.
+``minor``, ``cave``, and ``unjudged`` as its own grey state, never shown as clean), the latest movement the rack
+did not count and why (for :data:`NOT_COUNTED_SHOWN`), and whether the camera is ready or needs attention.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .store import IngestResult, utcnow
 log = logging.getLogger(__name__)
 
 HEALTH_STALE = timedelta(seconds=30)   # racks report health every 5 s; six missed reports is a problem
+NOT_COUNTED_SHOWN = timedelta(minutes=2)   # how long a tile says a movement was not counted (by the event's time)
 
 
 def verdict_colour(rep: dict[str, Any] | None) -> str:
@@ -59,6 +60,9 @@ def tile_view(snapshot: dict[str, Any], rules: AlertRules, now: datetime | None 
     rep = snapshot.get("last_rep")
     health = snapshot.get("health")
     online = snapshot.get("online")
+    missed = snapshot.get("last_not_counted")
+    if not (online and missed and now - snapshot["last_not_counted_time"] < NOT_COUNTED_SHOWN):
+        missed = None
     load = state.get("load")
     # An offline rack's last state is old news: it is neither in a set nor watching a lifter now.
     in_set = bool(online and state.get("set_id")) and (state.get("reps_in_set", 0) > 0
@@ -89,6 +93,8 @@ def tile_view(snapshot: dict[str, Any], rules: AlertRules, now: datetime | None 
         "reps": state.get("reps_in_set", 0),
         "verdict": verdict_colour(rep),
         "verdict_text": _verdict_text(rep),
+        "not_counted": _not_counted_text(missed),
+        "not_counted_reason": missed["reason"] if missed else "",
         "camera": camera,
         "attention": bool(online and problems),
     }
@@ -102,10 +108,18 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
     return f"rep {rep['rep']}: {words}"
 
 
+def _not_counted_text(missed: dict[str, Any] | None) -> str:
+    if missed is None:
+        return ""
+    from rackwatch.events import NOT_COUNTED_WHY
+
+    return f"not counted: {NOT_COUNTED_WHY[missed['why']]}"
+
+
 class RackNews(NamedTuple):
     """What a checked message tells the board: the rack, the topic's kind (``availability``, ``state``, ``rep``,
-    ``health``: the others change no tile), the event's time (availability: when it arrived) and the payload the
-    check decoded (availability: True for online)."""
+    ``not_counted``, ``health``: the others change no tile), the event's time (availability: when it arrived) and
+    the payload the check decoded (availability: True for online)."""
     rack: str
     leaf: str
     when: datetime
@@ -119,21 +133,23 @@ class RackNews(NamedTuple):
         return None
 
 
-TILE_LEAVES = ("availability", "state", "rep", "health")
+TILE_LEAVES = ("availability", "state", "rep", "not_counted", "health")
 _NEWEST = {"state": ("state", "state_time"), "rep": ("last_rep", "last_rep_time"),
-           "health": ("health", "health_time")}
+           "not_counted": ("last_not_counted", "last_not_counted_time"), "health": ("health", "health_time")}
 
 
 def empty_snapshot(rack: str) -> dict[str, Any]:
     """A rack the board has not heard of before (the store's ``rack_snapshot`` fields)."""
     return {"rack": rack, "online": None, "availability_at": None, "last_seen": None, "state": None,
-            "state_time": None, "last_rep": None, "last_rep_time": None, "health": None, "health_time": None}
+            "state_time": None, "last_rep": None, "last_rep_time": None, "health": None, "health_time": None,
+            "last_not_counted": None, "last_not_counted_time": None}
 
 
 def fold(snapshot: dict[str, Any], news: RackNews) -> str | None:
     """Fold one piece of news into a rack's snapshot, by the rules the store keeps the rack's row by: the newest
-    state, rep and health by the events' own times (an older copy arriving late, or a repeat, changes nothing),
-    availability as it comes (a retained copy keeps the time the rack went). Returns the event's id, if any."""
+    state, rep, movement not counted and health by the events' own times (an older copy arriving late, or a repeat,
+    changes nothing), availability as it comes (a retained copy keeps the time the rack went). Returns the event's
+    id, if any."""
     if news.leaf == "availability":
         online = news.payload
         if snapshot["online"] != online or snapshot["availability_at"] is None:

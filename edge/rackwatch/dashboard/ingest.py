@@ -14,7 +14,7 @@ back, and the store's ids drop what had been stored already. The broker sends at
 unacknowledged messages at a time (MQTT 5 Receive Maximum); the rest of a backlog waits in the broker.
 
 The live view (``Ingester(None, board, ...)``): a connection of its own, QoS 0, no session, subscribed to the
-four kinds of message a tile shows, that hands each checked message's news to the board at once
+kinds of message a tile shows (``TILE_LEAVES``), that hands each checked message's news to the board at once
 (:meth:`Board.show`). The board never waits for the database: a tile used to change only after the batch holding
 its message was committed, and the process storing at 1 000 messages a second read its socket in the gaps its
 store thread left (both share one interpreter lock), so tiles lagged by up to a second. The same connection

@@ -14,8 +14,8 @@ VERDICT_SEVERITY = {"clean": ("none", "none"), "minor": ("minor", "minor"), "not
 
 
 def make_event(kind: str, rack: str, *, at: datetime | None = None, **fields: Any) -> dict[str, Any]:
-    """An event made by the rack's own typed events, as it goes on the wire: ``kind`` is rep, set, state or
-    health; nested parts (``valgus``, ``load``, ``advice``) may be given as dicts; ``at`` is its time (by
+    """An event made by the rack's own typed events, as it goes on the wire: ``kind`` is rep, not_counted, set,
+    state or health; nested parts (``valgus``, ``load``, ``advice``) may be given as dicts; ``at`` is its time (by
     default now, as a rack makes it)."""
     from rackwatch import events
 
@@ -59,6 +59,21 @@ def state(rack: str, *, set_id: str | None = None, reps_in_set: int = 0, lifter_
     return make_event("state", rack, at=at, phase=phase, lifter_seen=lifter_seen, load=load(load_kg, one_rm_kg),
                       exercise="squat", set_id=set_id, reps_in_set=reps_in_set, camera=camera,
                       camera_reason=camera_reason)
+
+
+NOT_COUNTED_REASONS = {
+    "jump": "both feet left the floor (0.16 hip heights): a jump, not a squat",
+    "step": "the left foot stepped (0.31 hip heights): a lunge or a step, not a squat",
+    "start_unseen": "the lifter then stood 33% taller than ever seen before the rep: found part way down, the "
+                    "rep's start was not seen",
+}
+
+
+def not_counted(rack: str, why: str = "jump", *, set_id: str | None = None, at: datetime | None = None
+                ) -> dict[str, Any]:
+    """A movement the rack did not count; ``why`` is one of :data:`NOT_COUNTED_REASONS`."""
+    return make_event("not_counted", rack, at=at, set_id=set_id, exercise="squat", t_start=30.1, t_end=31.0,
+                      why=why, reason=NOT_COUNTED_REASONS[why])
 
 
 def set_summary(rack: str, set_id: str, reps: int, clean_reps: int, *, load_kg: float = 100.0,

@@ -10,6 +10,8 @@
   process) finds the id taken and changes nothing;
 - availability (``online``/``offline``, the broker's last will included) and the newest state and health are kept
   on the rack's row; an older state arriving late (a retained copy) does not replace a newer one;
+- a movement the rack did not count (``not_counted``) is kept in the events table only; the newest of each rack is
+  read back from there for the board (:meth:`Store.racks`), and the latest ones for the rack's page;
 - the alert rules (``alerts``) run on new events, and alerts are stored once by key.
 
 Everything here is synchronous; the ingester runs it in a worker thread.
@@ -32,7 +34,7 @@ from .alerts import AlertRules, NewAlert, health_alert, offline_alert, rep_alert
 from .tables import (Alert, Command, Event, Health, InvalidMessage, Rack, Reply, Rep, SetSummary, SignIn,
                      User)
 
-EVENT_LEAVES = ("rep", "set", "state", "health", "reply")
+EVENT_LEAVES = ("rep", "not_counted", "set", "state", "health", "reply")
 MAX_KEPT_PAYLOAD = 4096
 
 
@@ -79,7 +81,8 @@ class IngestResult:
 @dataclass(frozen=True, slots=True)
 class Checked:
     """A message read and checked against the contract: what the store writes, and what the board shows before
-    it is stored. ``leaf`` is ``availability``, an event kind (``rep``, ``set``, ``state``, ``health``, ``reply``)
+    it is stored. ``leaf`` is ``availability``, an event kind (``rep``, ``not_counted``, ``set``, ``state``, ``health``,
+    ``reply``)
     or None for a command to a rack (not the racks' news); ``text`` is the payload as received (``online`` or
     ``offline`` for availability), ``payload`` its decoded event; ``when`` is the event's own time (availability:
     when it arrived). ``error`` says why a message breaks the contract (it is kept aside, never shown)."""
@@ -323,6 +326,9 @@ class Store:
         for alert in rep_alerts(payload, caves, self.rules):
             batch.alerts.append(alert)
 
+    def _on_not_counted(self, db, row: "_RackRow", payload, when, batch: "_Batch", text: str) -> None:
+        pass   # the events table keeps it (read back by racks() and not_counted())
+
     def _on_set(self, db, row: "_RackRow", payload, when, batch: "_Batch", text: str) -> None:
         load = payload.get("load") or {}
         batch.add(SetSummary, id=payload["id"], rack=row.rack, set_id=payload["set_id"], time=when,
@@ -373,12 +379,30 @@ class Store:
 
     def racks(self) -> list[dict[str, Any]]:
         with self.session() as db:
-            return [rack_snapshot(row) for row in db.scalars(select(Rack).order_by(Rack.rack))]
+            missed = self._newest_not_counted(db)
+            return [rack_snapshot(row, missed.get(row.rack)) for row in db.scalars(select(Rack).order_by(Rack.rack))]
 
     def rack(self, rack: str) -> dict[str, Any] | None:
         with self.session() as db:
             row = db.get(Rack, rack)
-            return rack_snapshot(row) if row else None
+            return rack_snapshot(row, self._newest_not_counted(db, rack).get(rack)) if row else None
+
+    def _newest_not_counted(self, db: Session, rack: str | None = None) -> dict[str, Event]:
+        """The newest not_counted event of each rack (or of ``rack``), by the events' own times."""
+        newest = select(Event.rack, func.max(Event.time).label("time")).where(Event.type == "not_counted")
+        if rack is not None:
+            newest = newest.where(Event.rack == rack)
+        newest = newest.group_by(Event.rack).subquery()
+        query = select(Event).join(newest, (Event.rack == newest.c.rack) & (Event.time == newest.c.time)).where(
+            Event.type == "not_counted")
+        return {event.rack: event for event in db.scalars(query)}
+
+    def not_counted(self, rack: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The rack's latest movements not counted, newest first (their wire JSON, with ``time`` as received)."""
+        with self.session() as db:
+            query = (select(Event.payload).where(Event.rack == rack, Event.type == "not_counted")
+                     .order_by(Event.time.desc()).limit(limit))
+            return [orjson.loads(payload) for payload in db.scalars(query)]
 
     def alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
         with self.session() as db:
@@ -559,13 +583,15 @@ def contract_error(payload: Any, leaf: str, rack: str, raw: bytes | None = None)
     return None
 
 
-def rack_snapshot(row: Rack) -> dict[str, Any]:
-    """A rack's row as plain data for the board (JSON fields decoded)."""
+def rack_snapshot(row: Rack, not_counted: Event | None = None) -> dict[str, Any]:
+    """A rack's row as plain data for the board (JSON fields decoded), with its newest not_counted event."""
     return {"rack": row.rack, "online": row.online, "availability_at": row.availability_at,
             "last_seen": row.last_seen, "state": json.loads(row.state) if row.state else None,
             "last_rep": json.loads(row.last_rep) if row.last_rep else None,
             "health": json.loads(row.health) if row.health else None, "health_time": row.health_time,
-            "state_time": row.state_time, "last_rep_time": row.last_rep_time}
+            "state_time": row.state_time, "last_rep_time": row.last_rep_time,
+            "last_not_counted": json.loads(not_counted.payload) if not_counted else None,
+            "last_not_counted_time": not_counted.time if not_counted else None}
 
 
 def _text(value: str) -> str:

@@ -297,7 +297,8 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
     def rack_page(request: Request, rack: str, ctx: Context = Depends(signed_in)):
         snapshot = _rack_or_404(rack)
         return page(request, "rack.html", ctx, rack=rack, snap=snapshot, tile=tile_view(snapshot, board.rules),
-                    history=store.health_history(rack), trend=store.trend(rack), commands=store.commands(rack))
+                    history=store.health_history(rack), trend=store.trend(rack), commands=store.commands(rack),
+                    not_counted=store.not_counted(rack))
 
     @app.get("/racks/{rack}/commands", response_class=HTMLResponse)
     def rack_commands(request: Request, rack: str, ctx: Context = Depends(signed_in)):
