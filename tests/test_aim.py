@@ -18,6 +18,7 @@ import pytest
 from conftest import FOOTAGE
 from rackwatch.aim import AimSettings, check_aim
 from rackwatch.camera import VideoFile, open_frames
+from rackwatch.config import load_config
 from rackwatch.events import parse_event
 from rackwatch.host import SystemdNotifier
 from rackwatch.load import SettingsStore
@@ -120,6 +121,17 @@ def test_the_aim_command_says_it_in_words_and_exits_non_zero(tmp_path):
     assert report["camera_ready"] is True and report["reason"] == "camera ready"
 
 
+def test_the_aim_command_judges_by_the_config_files_aim_table(tmp_path):
+    """The good front view, which passes with the defaults, asked for more frames a second than the clip has."""
+    config = tmp_path / "rackwatch.toml"
+    config.write_text("[aim]\nmin_fps = 100\n")
+    result = subprocess.run([sys.executable, "-m", "rackwatch.cli", "--config", str(config), "aim", "--json",
+                             "--source", str(FOOTAGE / GOOD_FRONT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert not report["camera_ready"] and "at least 100 are needed" in report["reason"], report["reason"]
+
+
 # -- the same checks in the rack's state, for the dashboard's tile ---------------------------------------------------
 
 @pytest.mark.parametrize("view, camera, reason", [
@@ -144,3 +156,15 @@ def test_the_rack_publishes_in_its_state_whether_the_camera_is_ready_and_why(int
     last = states[-1]
     assert last.camera == camera and reason in last.camera_reason
     assert parse_event(last.to_json()).to_wire() == last.to_wire()   # on the wire and back, as the dashboard reads it
+
+
+def test_the_rack_judges_its_aim_by_the_config_files_aim_table(interpreter, tmp_path):
+    config = tmp_path / "rackwatch.toml"
+    config.write_text("[aim]\nmin_fps = 100\n")
+    sink = ListSink()
+    service = RackService(sink, SettingsStore(tmp_path / "state"), interpreter,
+                          open_frames(str(FOOTAGE / GOOD_FRONT), "max"), rack="rack01",
+                          aim=load_config(config).aim, notifier=SystemdNotifier({}), out=io.StringIO())
+    assert service.run() == 0
+    last = sink.of_type("state")[-1]
+    assert last.camera == "needs attention" and "at least 100 are needed" in last.camera_reason, last.camera_reason

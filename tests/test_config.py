@@ -105,6 +105,13 @@ BAD = [
     ("[panel.timing]\nverdict_time = -1\n", ["[panel.timing] verdict_time", "between 0 and 3600"]),
     ("[panel.timing]\nfast_steps = 0\n", ["[panel.timing] fast_steps", "between 1 and 100"]),
     ("[panel]\nbuzer = true\n", ["[panel] has no setting 'buzer'", "buzzer"]),
+    # the camera's aim
+    ("[aim]\nmin_fps = 0\n", ["[aim] min_fps", "more than 0 and at most 120", "not 0"]),
+    ("[aim]\nmin_knees_seen = 80\n", ["[aim] min_knees_seen", "between 0 and 1", "not 80"]),
+    ("[aim]\nsquare_hips = \"0.18\"\n", ["[aim] square_hips", "must be a number"]),
+    ("[aim]\nmin_brightness = 230\n", ["[aim]", "min_brightness < max_brightness", "230 and 225"]),
+    ("[aim]\nmax_tilt = 5\n", ["[aim] has no setting 'max_tilt'", "max_tilt_deg"]),
+    ("aim = 5\n", ["[aim] must be a table of settings, not 5"]),
     # tables that are not there
     ("[dashboard]\nport = 8080\n", ["[dashboard]", "its own command-line flags"]),
     ("[rak]\nid = \"rack01\"\n", ["no table [rak]", "rack"]),
@@ -170,6 +177,7 @@ GOOD = [
     ("[panel.pins]\ndigits = [2, 7, 8, 14]\n", {"panel.pins.digits": (2, 7, 8, 14), "panel.enabled": True}),
     ("[analysis]\nset_rest_s = 90\n[analysis.reps]\nmin_rep_s = 1\n[analysis.judge]\nnear_max_percent = 95\n",
      {"analysis.set_rest_s": 90.0, "analysis.reps.min_rep_s": 1.0, "analysis.judge.near_max_percent": 95.0}),
+    ("[aim]\nmin_fps = 6\nsquare_hips = 0.15\n", {"aim.min_fps": 6.0, "aim.square_hips": 0.15, "aim.margin": 0.02}),
 ]
 
 
@@ -239,6 +247,7 @@ def test_the_example_file_lists_every_setting():
     ("[analysis.reps]\nmin_rep_s = nan\n", "[analysis.reps] min_rep_s"),
     ("[mqtt]\ntopic_root = \"rack watch\"\n", "[mqtt] topic_root"),
     ("[dashboard]\nport = 8080\n", "[dashboard]"),
+    ("[aim]\nmin_fps = -1\n", "[aim] min_fps"),
 ])
 def test_the_rack_does_not_start_with_a_wrong_config(tmp_path, text, word):
     state = tmp_path / "state"

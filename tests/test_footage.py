@@ -1,7 +1,7 @@
 """End to end on real footage with the real MoveNet model: rep counts against labels.json.
 
-Each usable clip is analysed once (session cache); the poses are kept so that the sensitivity test can displace
-knees of real, clean reps by known amounts.
+Each usable clip is analysed once a session (conftest's ``analysed_at``, the cache tests/test_frame_rate.py reads
+too); the poses are kept so that the sensitivity test can displace knees of real, clean reps by known amounts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from rackwatch.analysis import LiftAnalyzer
 from rackwatch.judge import JudgeSettings, grade
 from rackwatch.load import LifterSettings
 from rackwatch.pose import KP, Pose
-from rackwatch.recording import analyze_recording
 
 from conftest import FOOTAGE
 
@@ -25,24 +24,9 @@ LABELS = json.loads((FOOTAGE / "labels.json").read_text()) if (FOOTAGE / "labels
 USABLE = [c for c in LABELS if c.get("usable", True)]
 
 
-@pytest.fixture(scope="session")
-def analysed(interpreter, footage_dir):
-    cache = {}
-
-    def get(clip):
-        if clip["clip"] not in cache:
-            poses = []
-            result = analyze_recording(footage_dir / clip["clip"], interpreter,
-                                       lifter=LifterSettings(exercise=clip["exercise"]),
-                                       on_frame=lambda f, p, e: poses.append((f.t, p, f.image.shape[0])))
-            cache[clip["clip"]] = (result, poses)
-        return cache[clip["clip"]]
-    return get
-
-
 @pytest.mark.parametrize("clip", USABLE, ids=[c["clip"] for c in USABLE])
-def test_rep_count_matches_the_labels(analysed, clip):
-    result, _ = analysed(clip)
+def test_rep_count_matches_the_labels(analysed_at, clip):
+    result, _, _ = analysed_at(clip)
     assert len(result.reps) == len(clip["reps"]), clip["notes"]
     for found, labelled in zip(result.reps, clip["reps"]):
         assert abs(found.t_bottom - labelled["bottom"] / clip["fps"]) <= 0.6
@@ -87,10 +71,10 @@ def _replay(poses, exercise="squat"):
 
 
 @pytest.fixture(scope="module")
-def planted(analysed):
+def planted(analysed_at):
     """kratika's nine clean reps, and the same reps with knees moved in by 0.1, 0.2 and 0.3 leg lengths."""
     clip = next(c for c in USABLE if c["clip"] == "kratika/squat_front_bodyweight.mp4")
-    result, poses = analysed(clip)
+    result, poses, _ = analysed_at(clip)
     return result.reps, {shift: _replay(_displace_knees(poses, result.reps, shift)) for shift in (0.1, 0.2, 0.3)}
 
 
@@ -125,11 +109,11 @@ def test_a_cave_smaller_than_the_lifters_outward_push_is_seen(planted):
     assert all(r.valgus.left.measured != "none" and r.valgus.right.measured != "none" for r in caved[0.1])
 
 
-def test_a_cave_on_one_knee_is_found_on_that_knee_only(analysed):
+def test_a_cave_on_one_knee_is_found_on_that_knee_only(analysed_at):
     """One knee caving moves both knees' mean sideways, as a turned lifter does; the hips do not mirror it, so it
     is not taken for the view."""
     clip = next(c for c in USABLE if c["clip"] == "kratika/squat_front_bodyweight.mp4")
-    result, poses = analysed(clip)
+    result, poses, _ = analysed_at(clip)
     caved = _replay(_displace_knees(poses, result.reps, 0.3, legs=("left",)))
     assert len(caved) == len(result.reps)
     for before, after in zip(result.reps, caved):
@@ -160,10 +144,10 @@ LEG_CASES = [(clip, i, leg) for clip in USABLE for i, rep in enumerate(clip["rep
                  marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[c["clip"], i, leg])]
                  if (c["clip"], i, leg) in KNOWN_MISSES else [])
     for c, i, leg in LEG_CASES])
-def test_each_leg_gets_the_verdict_its_label_calls_for(analysed, clip, index, leg):
+def test_each_leg_gets_the_verdict_its_label_calls_for(analysed_at, clip, index, leg):
     """``clear``: a moderate or severe cave; ``none``: none or minor; a view from the side or at an angle
     (labels ``n/a`` or ``uncertain``): not judged, with the reason; ``slight``: anything but unjudged."""
-    result, _ = analysed(clip)
+    result, _, _ = analysed_at(clip)
     labelled = clip["reps"][index]
     t = labelled["bottom"] / clip["fps"]
     rep = min(result.reps, key=lambda r: abs(r.t_bottom - t))
@@ -193,9 +177,9 @@ def _replay_with_changes(poses, change_times):
     return out + analyzer.finish()
 
 
-def test_a_burst_of_load_changes_ends_the_set_once_not_at_every_change(analysed):
+def test_a_burst_of_load_changes_ends_the_set_once_not_at_every_change(analysed_at):
     clip = next(c for c in USABLE if c["clip"] == "kratika/squat_front_bodyweight.mp4")
-    result, poses = analysed(clip)
+    result, poses, _ = analysed_at(clip)
     bottoms = [r.t_bottom for r in result.reps]
     assert len(bottoms) == 9
     # A change a second from just after the third rep to the end (a flood of commands, a dashboard slider):

@@ -4,10 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from rackwatch import geometry
 from rackwatch.pose import KP, Pose
-from rackwatch.reps import RepSettings, RepTracker
+from rackwatch.reps import RepSettings, RepTracker, _StillWindow
 
 from conftest import standing_pose
 
@@ -397,3 +398,23 @@ def test_a_lifter_paused_part_way_down_is_still_in_the_rep():
              + [standing_pose(depth=d) for d in np.linspace(0.5, 0, FPS)] + stand(1))
     (rep,) = run(poses)
     assert rep.depth == pytest.approx(0.5, abs=0.05)
+
+
+# -- the still window keeps its greatest and least hip height as a scan of it would ---------------------------------
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from([1.0, 1.5, 2.0]) | st.floats(0.5, 5.0)), max_size=60))
+def test_the_still_windows_running_extremes_are_those_of_its_heights(steps):
+    """Any run of frames in and oldest frames out, equal heights included: the running max and min are always
+    what max() and min() over the heights in the window give."""
+    window, frame, kept = _StillWindow(), geometry.measure(standing_pose()), []
+    for t, (add, height) in enumerate(steps):
+        if add or not kept:
+            window.append(float(t), frame, height)
+            kept.append((float(t), height))
+        else:
+            window.popleft()
+            kept.pop(0)
+        assert len(window) == len(kept) and window.heights() == [h for _, h in kept]
+        if kept:
+            assert (window.first_t, window.highest, window.lowest) == (kept[0][0], max(window.heights()),
+                                                                       min(window.heights()))

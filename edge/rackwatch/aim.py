@@ -30,44 +30,55 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from .analysis import AnalysisSettings, LiftAnalyzer
 from .camera import FrameSource
 from .doctor import Finding
 from .events import RepEvent
 from .pose import KP, Interpreter, Pose, PoseEstimator
+from .settings import Settings
 
 
-@dataclass(frozen=True)
-class AimSettings:
-    """What counts as well aimed. The figures come from the labelled footage (docs/deploy.md)."""
+class AimSettings(Settings):
+    """What counts as well aimed: the ``[aim]`` table of the config file, read by ``rackwatch aim``, the doctor's
+    aim check and the running rack's own judgement of its aim. The figures come from the labelled footage
+    (docs/deploy.md). Ratios are to the standing hip height (hips above the ankles) in the picture.
+    """
 
-    margin: float = 0.02
+    margin: float = Field(0.02, ge=0, lt=0.5)
     """Share of the picture's height to keep free above the head and below the feet."""
-    min_body_share: float = 0.45
+    min_body_share: float = Field(0.45, gt=0, le=1)
     """The standing lifter, top of head to ankles, should fill at least this share of the picture's height."""
-    square_hips: float = 0.18
+    square_hips: float = Field(0.18, gt=0, le=5)
     """Standing hip width ÷ hip height at or above which the hips say 'facing the camera' (front views of the
     footage: 0.17-0.34, the lowest framed on the legs; the 60° oblique view: 0.10). Stricter than the judge's
     ``min_view_width`` (0.12), which only has to rule out views near the side because the judge also catches a
     lifter turned on each rep: an installer should mount the camera square, not just good enough."""
-    square_shoulders: float = 0.3
+    square_shoulders: float = Field(0.3, gt=0, le=5)
     """Standing shoulder width ÷ hip height at or above which the shoulders say 'facing the camera' (front views
     of the footage: 0.40-0.52; the 60° oblique view: 0.10; side views: 0.02-0.06)."""
-    side_feet: float = 0.15
+    side_feet: float = Field(0.15, ge=0, le=5)
     """Standing gap between the ankles ÷ hip height below which the camera sees the lifter from the side, one
     foot behind the other (side views of the footage: 0.06-0.07; the oblique view: 0.26)."""
-    max_tilt_deg: float = 5.0
+    max_tilt_deg: float = Field(5.0, ge=0, lt=90)
     """The shoulder line may lean this much before the camera is called not level."""
-    min_knees_seen: float = 0.8
+    min_knees_seen: float = Field(0.8, ge=0, le=1)
     """Share of the frames around the bottom of the test squat in which both knees must be seen."""
-    min_brightness: float = 45.0
-    max_brightness: float = 225.0
+    min_brightness: float = Field(45.0, ge=0, le=255)
+    max_brightness: float = Field(225.0, ge=0, le=255)
     """Mean grey level (0-255) of the picture that is neither too dark nor washed out."""
-    min_fps: float = 8.0
+    min_fps: float = Field(8.0, gt=0, le=120)
     """Frames a second below which the bottom of a quick rep falls between frames."""
-    min_seen_share: float = 0.2
+    min_seen_share: float = Field(0.2, ge=0, le=1)
     """Share of frames with a lifter in them below which nobody is taken to be at the rack."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AimSettings:
+        if not self.min_brightness < self.max_brightness:
+            raise ValueError("needs min_brightness < max_brightness (a picture between them is well lit), not "
+                             f"{self.min_brightness:g} and {self.max_brightness:g}")
+        return self
 
 
 @dataclass

@@ -450,7 +450,7 @@ def cmd_aim(args, config) -> int:
     if args.source == "picamera" and not args.json:
         print(f"Watching the camera for {args.seconds:g} s: stand at the bar facing it, and do one slow squat.",
               file=sys.stderr, flush=True)
-    report = check_aim(frames, _interpreter(args, config), analysis=config.analysis,
+    report = check_aim(frames, _interpreter(args, config), analysis=config.analysis, settings=config.aim,
                        seconds=args.seconds if args.source == "picamera" else None)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_findings(report.findings))
     return 0 if report.camera_ready else 1

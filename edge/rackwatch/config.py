@@ -5,6 +5,7 @@ The file fills one typed tree, :class:`Config`, and every part of the rack reads
     [rack]                 RackSettings          (here)
     [model]                ModelSettings         (rackwatch.pose)
     [camera]               CameraSettings        (rackwatch.camera)
+    [aim]                  AimSettings           (rackwatch.aim)
     [analysis]             AnalysisSettings      (rackwatch.analysis)
       [analysis.reps]        RepSettings           (rackwatch.reps)
       [analysis.judge]       JudgeSettings         (rackwatch.judge)
@@ -25,6 +26,7 @@ import tomllib
 from pathlib import Path
 from pydantic import Field, ValidationError
 
+from .aim import AimSettings
 from .analysis import AnalysisSettings
 from .camera import CameraSettings
 from .judge import JudgeSettings
@@ -51,6 +53,7 @@ class Config(Settings):
     rack: RackSettings = RackSettings()
     model: ModelSettings = ModelSettings()
     camera: CameraSettings = CameraSettings()
+    aim: AimSettings = AimSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     mqtt: MqttSettings = MqttSettings()
     panel: PanelSettings | None = None
@@ -101,6 +104,6 @@ def config_from_data(data: dict, where: str) -> Config:
     return config
 
 
-__all__ = ["Config", "ConfigError", "ModelSettings", "RackSettings", "CameraSettings", "load_config",
+__all__ = ["Config", "ConfigError", "ModelSettings", "RackSettings", "CameraSettings", "load_config", "AimSettings",
            "config_from_data", "AnalysisSettings", "RepSettings", "JudgeSettings", "OneEuroSettings",
            "MqttSettings", "PanelSettings"]

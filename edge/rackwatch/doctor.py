@@ -432,7 +432,7 @@ def run_doctor(args: Any, config: Any, *, pin_factory: Any = None, on_pi: bool |
         from .camera import open_frames
 
         frames = open_frames(args.source or "picamera", "max", (camera.width, camera.height), camera.fps)
-        report = check_aim(frames, interpreter, analysis=config.analysis,
+        report = check_aim(frames, interpreter, analysis=config.analysis, settings=config.aim,
                            seconds=None if args.source else getattr(args, "aim_seconds", 15.0), model_fps=model_fps)
         findings += report.findings
     if "gpio" in wanted:

@@ -307,8 +307,9 @@ def run_command(args: Any, config: Any, load_interpreter: Callable[[], Interpret
                       "it. Check the wiring and the [panel.pins] of the config.", file=sys.stderr)
     # Live frames idle while nobody is at the rack; a recording read at full speed is judged frame by frame.
     live = args.source == "picamera" or args.speed == "realtime"
-    service = RackService(link, store, interpreter, frames, rack=rack, analysis=config.analysis, panel=panel,
-                          health_interval=args.health_every, idle=IdleMode.from_settings(camera) if live else None)
+    service = RackService(link, store, interpreter, frames, rack=rack, analysis=config.analysis, aim=config.aim,
+                          panel=panel, health_interval=args.health_every,
+                          idle=IdleMode.from_settings(camera) if live else None)
 
     def on_signal(signum, _frame):
         if service.stopping:   # asked twice: stop waiting for the broker

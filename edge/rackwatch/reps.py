@@ -323,6 +323,68 @@ class _Held:
     """The tallest hip height seen since it ended."""
 
 
+class _StillWindow:
+    """The upright frames of the lifter's latest stillness, oldest first, each with its hip height.
+
+    :meth:`RepTracker._try_calibrate` asks on every upright frame whether the window's hip heights still lie within
+    ``still_tolerance`` of each other, so the greatest and least of them are kept at hand rather than found anew
+    by a scan of the window each frame (on the Pi every millisecond outside the model is a frame lost). Two
+    queues do it: ``_high`` holds, oldest first, each height in the window that no later one exceeds, so it falls
+    from front to back and its front is the window's greatest; ``_low`` is its mirror for the least. A height
+    enters each queue once and leaves it at most once, so a frame costs about the same however long the window.
+    """
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[float, geometry.Frame, float]] = deque()   # (t, frame, hip height)
+        self._high: deque[float] = deque()
+        self._low: deque[float] = deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def append(self, t: float, frame: geometry.Frame, height: float) -> None:
+        self._entries.append((t, frame, height))
+        # A height that a newer one passes can never again be the window's extreme: the newer one outlasts it.
+        # An equal one stays: each copy leaves the queue when its own frame leaves the window (see popleft).
+        while self._high and self._high[-1] < height:
+            self._high.pop()
+        self._high.append(height)
+        while self._low and self._low[-1] > height:
+            self._low.pop()
+        self._low.append(height)
+
+    def popleft(self) -> None:
+        _, _, height = self._entries.popleft()
+        # The oldest height is still queued only if nothing newer passed it, and then it is the queue's front.
+        if self._high[0] == height:
+            self._high.popleft()
+        if self._low[0] == height:
+            self._low.popleft()
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._high.clear()
+        self._low.clear()
+
+    @property
+    def first_t(self) -> float:
+        return self._entries[0][0]
+
+    @property
+    def highest(self) -> float:
+        return self._high[0]
+
+    @property
+    def lowest(self) -> float:
+        return self._low[0]
+
+    def frames(self) -> list[geometry.Frame]:
+        return [frame for _, frame, _ in self._entries]
+
+    def heights(self) -> list[float]:
+        return [height for _, _, height in self._entries]
+
+
 class RepTracker:
     """Feed :meth:`update` one frame at a time; it returns the reps that the frame completes.
 
@@ -334,7 +396,7 @@ class RepTracker:
         self.calibration: Calibration | None = None
         self.phase = "standing"
         self.lifter_seen = False
-        self._still: deque[tuple[float, geometry.Frame, float]] = deque()
+        self._still = _StillWindow()   # the upright frames of the lifter's latest stillness
         self._before_calibration: deque[tuple[float, geometry.Frame, float | None]] = deque()
         self._rep: _Pending | None = None
         self._held: list[_Held] = []   # reps waiting out ``plant_after_s``
@@ -501,21 +563,19 @@ class RepTracker:
             self._still.clear()
             self._still_calibrated = False
             return False
-        self._still.append((t, frame, height))
-        heights = [h for _, _, h in self._still]
-        while len(heights) > 1 and (max(heights) - min(heights)) > s.still_tolerance * max(heights):
-            self._still.popleft()
-            heights = heights[1:]
+        still = self._still
+        still.append(t, frame, height)
+        # The lifter moved: drop the oldest frames until the rest lie within still_tolerance of each other.
+        while len(still) > 1 and still.highest - still.lowest > s.still_tolerance * still.highest:
+            still.popleft()
             self._still_calibrated = False
-        while t - self._still[0][0] > 2 * s.still_s:  # a long wait at the rack must not grow the window
-            self._still.popleft()
-            heights = heights[1:]
-        if t - self._still[0][0] < s.still_s or self._still_calibrated:
+        while t - still.first_t > 2 * s.still_s:  # a long wait at the rack must not grow the window
+            still.popleft()
+        if t - still.first_t < s.still_s or self._still_calibrated:
             return False
         # Once per still period: the standing posture does not change while the lifter holds still.
         self._still_calibrated = True
-        frames = [f for _, f, _ in self._still]
-        self.calibration = _calibrate(t, frames, statistics.median(heights), self.calibration)
+        self.calibration = _calibrate(t, still.frames(), statistics.median(still.heights()), self.calibration)
         return True
 
     def _replay(self) -> list[Rep]:

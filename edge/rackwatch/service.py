@@ -131,6 +131,7 @@ class RackService:
     :param frames: the frame source (:func:`rackwatch.camera.open_frames`); closed by the service. ``None`` for
         a service that only takes commands (tests).
     :param rack: the rack's id, written into every event.
+    :param aim: what counts as a well-aimed camera (the config's ``[aim]``), for the aim in the rack's state.
     :param panel: a :class:`~rackwatch.panel.Panel` (the gpiozero ``RackPanel`` or the terminal's
         ``VirtualPanel``) made by the caller (who closes it); or ``None`` and
     :param pin_factory: a gpiozero pin factory: the service builds a ``RackPanel`` on it from ``panel_settings``
@@ -142,6 +143,7 @@ class RackService:
 
     def __init__(self, sink: EventSink, store: SettingsStore, interpreter: Interpreter,
                  frames: FrameSource | None = None, *, rack: str, analysis: AnalysisSettings = AnalysisSettings(),
+                 aim: AimSettings = AimSettings(),
                  panel: Panel | None = None, pin_factory: Any = None, panel_settings: Any = None,
                  health_interval: float = 5.0, notifier: SystemdNotifier | None = None, out: TextIO | None = None,
                  idle: IdleMode | None = None):
@@ -159,6 +161,7 @@ class RackService:
         self.analyzer = LiftAnalyzer(rack=self.rack, lifter=store.settings, settings=analysis)
         # The camera's aim, judged as `rackwatch aim` judges it, from the poses the rack finds anyway.
         self._aim = AimSurvey(None, analysis, analyzer=self.analyzer)
+        self.aim_settings = aim   # the config's [aim]: what counts as well aimed
         self._aim_calibration: object | None = None
         self._aim_judged_t: float | None = None
         self.camera: tuple[str, str] | None = None   # ("ready" or "needs attention", why) for the state
@@ -417,8 +420,8 @@ class RackService:
         if (calibration is None or calibration is self._aim_calibration) and frame.t - since < wait:
             return
         self._aim_calibration, self._aim_judged_t = calibration, frame.t
-        fps = self.frames.fps if self.frames is not None else AimSettings().min_fps
-        report = self._aim.report(fps)
+        fps = self.frames.fps if self.frames is not None else self.aim_settings.min_fps
+        report = self._aim.report(fps, self.aim_settings)
         self.camera = ("ready" if report.camera_ready else "needs attention", report.reason)
         self._aim.forget_before(frame.t - self.AIM_WINDOW_S)
 
