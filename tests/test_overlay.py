@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rackwatch.overlay import (BOX_COLOUR, SIDE_COLOURS, VERDICT_COLOURS, Line, draw, layout, legend, rep_lines,
-                               short_reason)
+from rackwatch.events import NotCountedEvent
+from rackwatch.overlay import (BANNER_SECONDS, BOX_COLOUR, SIDE_COLOURS, VERDICT_COLOURS, Line, OverlayWriter, draw,
+                               layout, legend, rep_lines, short_reason, shown_lines)
 from rackwatch.pose import KP, Pose
 
 import cv2   # a hard dependency of rackwatch: present wherever it is installed
@@ -139,6 +140,48 @@ def test_an_unjudged_rep_reads_not_judged_with_its_reason_shortened(clips):
         canvas = draw(image, NOBODY, MIN_SCORE, rep)
         last_line = (x0 + 3, y1 - header.pad - header.line_height, x1 - 3, y1 - 3)
         assert pixels(canvas, (235, 235, 235), last_line) > 20   # the reason's light text on the dark box
+
+
+JUMP = NotCountedEvent(rack=None, set_id=None, exercise="squat", t_start=1.0, t_end=1.8, why="jump",
+                       reason="both feet left the floor (0.21 hip heights): a jump, not a squat")
+
+
+@pytest.mark.footage
+def test_a_movement_not_counted_reads_not_counted_and_why(clips):
+    image = clips[PORTRAIT].frames[0][0]
+    assert [line.text for line in shown_lines(JUMP)] == ["not counted: a jump, not a squat"]
+    canvas = draw(image, NOBODY, MIN_SCORE, JUMP)
+    x0, y0, x1, y1 = header_box(image, JUMP)
+    grey = np.array(VERDICT_COLOURS["unjudged"], np.uint8)
+    for edge in (canvas[y0, x0:x1 + 1], canvas[y1, x0:x1 + 1], canvas[y0:y1 + 1, x0], canvas[y0:y1 + 1, x1]):
+        assert np.all(edge == grey)
+    assert pixels(canvas, VERDICT_COLOURS["unjudged"], (x0 + 3, y0 + 3, x1 - 3, y1 - 3)) > 20   # its words
+    # One line more than the legend alone.
+    assert y1 - y0 > header_box(image, None)[3] - header_box(image, None)[1]
+
+
+def test_the_overlay_video_says_not_counted_for_two_seconds(tmp_path):
+    fps, grey = 10, np.full((360, 640, 3), 128, np.uint8)
+    path = tmp_path / "overlay.mp4"
+    writer = OverlayWriter(path, fps, MIN_SCORE)
+    for i in range(40):
+        t = i / fps
+        writer.add(t, grey, NOBODY, [JUMP] if i == 10 else [])
+    writer.close()
+    legend_only = layout(640, 360, legend())
+    below_legend = slice(legend_only.box[3] + 4, legend_only.box[3] + legend_only.line_height)
+    column = slice(legend_only.box[0] + 8, legend_only.box[0] + 40)
+    video, boxed = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        # Under the legend: the header's dark box while "not counted" shows, the picture's grey otherwise.
+        boxed.append(frame[below_legend, column].mean() < 80)
+    video.release()
+    shown = [i for i, dark in enumerate(boxed) if dark]
+    assert len(boxed) == 40
+    assert shown == list(range(10, 10 + round(BANNER_SECONDS * fps) + 1))
 
 
 @pytest.mark.parametrize("width, height", [(360, 640), (1080, 1920), (1920, 1080), (200, 120)])

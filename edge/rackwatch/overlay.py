@@ -10,7 +10,8 @@ What a coach sees:
   is why the colours say it, not the position;
 * a header in the top-left corner, on a dark box with a border: the legend (which colour is which leg), and for
   two seconds after each rep its verdict in the verdict's colour, then each knee's grade in its leg's colour, or
-  why the rep was not judged (shortened to its first clause; the full reason is in the table and the JSON).
+  why the rep was not judged (shortened to its first clause; the full reason is in the table and the JSON); for
+  two seconds after a movement the rack did not count (a jump, a lunge, ...), that it was not counted and why.
 
 Text is scaled to the frame's width and wrapped, and the box is laid out to fit inside the frame, so a portrait
 phone video (1080 x 1920) reads as well as a landscape one.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .events import Event, RepEvent
+from .events import NOT_COUNTED_WHY, Event, NotCountedEvent, RepEvent
 from .pose import KP, Pose
 
 BGR = tuple[int, int, int]
@@ -46,8 +47,11 @@ BOX_BORDER: BGR = (235, 235, 235)
 _TEXT: BGR = (235, 235, 235)
 #: The longest reason shown; the rest is in the table.
 REASON_CHARS = 90
-#: Seconds a rep's verdict stays on the overlay video.
+#: Seconds a rep's verdict, or a movement's "not counted", stays on the overlay video.
 BANNER_SECONDS = 2.0
+
+#: What the header shows after the legend: a rep's verdict, or a movement that was not counted.
+Shown = RepEvent | NotCountedEvent
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,24 @@ def rep_lines(event: RepEvent) -> list[Line]:
         grade = "not judged" if leg is None else f"{leg.severity} ({leg.cave:+.2f})"
         lines.append(Line(f"{side} knee: {grade}", SIDE_COLOURS[side], SIDE_COLOURS[side]))
     return lines
+
+
+def not_counted_lines(event: NotCountedEvent) -> list[Line]:
+    """The header line for a movement that was not counted: that it was not, and why in a few words."""
+    return [Line(f"not counted: {NOT_COUNTED_WHY[event.why]}", VERDICT_COLOURS["unjudged"])]
+
+
+def shown_lines(event: Shown) -> list[Line]:
+    """The header lines for a rep or for a movement that was not counted."""
+    return rep_lines(event) if isinstance(event, RepEvent) else not_counted_lines(event)
+
+
+def _border(event: Shown | None) -> BGR:
+    """The box's border: the verdict's colour, grey for a movement not counted, plain without either."""
+    if event is None:
+        return BOX_BORDER
+    verdict = event.verdict if isinstance(event, RepEvent) else "unjudged"
+    return VERDICT_COLOURS.get(verdict, VERDICT_COLOURS["unjudged"])
 
 
 def rep_banner(event: RepEvent) -> tuple[str, BGR]:
@@ -185,8 +207,8 @@ class OverlayWriter:
         self.fps = fps
         self.min_score = min_score
         self._writer = None
-        self._rep: RepEvent | None = None
-        self._rep_until = -1.0
+        self._shown: Shown | None = None
+        self._shown_until = -1.0
 
     def add(self, t: float, image: np.ndarray, pose: Pose, new_events: list[Event]) -> None:
         import cv2
@@ -197,18 +219,18 @@ class OverlayWriter:
             if not self._writer.isOpened():
                 raise OSError(f"Cannot write a video to {self.path}.")
         for event in new_events:
-            if isinstance(event, RepEvent):
-                self._rep, self._rep_until = event, t + BANNER_SECONDS
-        self._writer.write(draw(image, pose, self.min_score, self._rep if t <= self._rep_until else None))
+            if isinstance(event, (RepEvent, NotCountedEvent)):
+                self._shown, self._shown_until = event, t + BANNER_SECONDS
+        self._writer.write(draw(image, pose, self.min_score, self._shown if t <= self._shown_until else None))
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
 
 
-def draw(image: np.ndarray, pose: Pose, min_score: float, rep: RepEvent | None = None) -> np.ndarray:
+def draw(image: np.ndarray, pose: Pose, min_score: float, event: Shown | None = None) -> np.ndarray:
     """A copy of ``image`` with the skeleton, each leg in its side's colour with the ankle's plumb line, and the
-    header: the legend, and ``rep``'s verdict when given."""
+    header: the legend, and ``event`` when given (a rep's verdict, or a movement that was not counted)."""
     import cv2
 
     canvas = image.copy()
@@ -234,9 +256,7 @@ def draw(image: np.ndarray, pose: Pose, min_score: float, rep: RepEvent | None =
         for joint in (hip, knee, ankle):
             if ok[KP[joint]]:
                 cv2.circle(canvas, _pt(pose, joint), 3 * scale, colour, -1, cv2.LINE_AA)
-    lines = legend() + (rep_lines(rep) if rep is not None else [])
-    border = VERDICT_COLOURS.get(rep.verdict, VERDICT_COLOURS["unjudged"]) if rep is not None else BOX_BORDER
-    draw_header(canvas, lines, border)
+    draw_header(canvas, legend() + (shown_lines(event) if event is not None else []), _border(event))
     return canvas
 
 
