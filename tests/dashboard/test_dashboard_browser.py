@@ -221,7 +221,9 @@ def test_a_sets_chart_renders_and_the_csv_export_holds_its_reps(chromium, dashbo
     reps = [samples.rep("rack06", "set-6", n, v, load_kg=120, one_rm_kg=140) for n, v in enumerate(verdicts, 1)]
     for rep in reps:
         racks.send(rep)
-    racks.send(samples.set_summary("rack06", "set-6", 5, 3, load_kg=120, one_rm_kg=140))
+    remarks = ("Not judged on rep 5 (right): the knee was hidden.",
+               "Not counted: 1 movement that looked like a rep: a jump, not a squat (1).")
+    racks.send(samples.set_summary("rack06", "set-6", 5, 3, load_kg=120, one_rm_kg=140, remarks=remarks))
     page = sign_in(chromium, dashboard, name="ada")
     page.wait_for_selector("#tile-rack06[data-verdict=cave]", timeout=5_000)
     page.goto(dashboard.url + "/history?rack=rack06")
@@ -231,6 +233,9 @@ def test_a_sets_chart_renders_and_the_csv_export_holds_its_reps(chromium, dashbo
     assert size[0] > 300 and size[1] > 200
     assert "5 reps, 3 clean, at 120 kg" in page.inner_text("main")
     assert page.locator("#reps tbody tr").count() == 5
+    # What the rack said of the set in words: its remarks (a movement not counted among them) and cues.
+    assert page.locator("#remarks li").all_inner_texts() == list(remarks)
+    assert page.locator("#cues li").all_inner_texts() == ["push the knees out"]
     legend = page.inner_text("#chart")
     assert "left knee" in legend and "right knee" in legend and "moderate" in legend
     screenshot(page, "07-set-chart")

@@ -138,7 +138,7 @@ def test_a_rack_offline_past_the_grace_period_raises_one_alert(store):
 def test_sets_by_rack_and_day_with_filters(store):
     batch = [samples.rep("rack01", "s1", n, v) for n, v in ((1, "clean"), (2, "cave"))]
     batch += [samples.rep("rack02", "s2", n, "clean") for n in (1, 2, 3)]
-    batch += [samples.set_summary("rack02", "s2", 3, 3)]
+    batch += [samples.set_summary("rack02", "s2", 3, 3, remarks=("Very wide stance.",))]
     store.ingest([message(e) for e in batch])
     today = utcnow().date()
     assert {(s["rack"], s["reps"], s["caves"]) for s in store.sets(day=today)} == {("rack01", 2, 1), ("rack02", 3, 0)}
@@ -148,6 +148,7 @@ def test_sets_by_rack_and_day_with_filters(store):
     assert store.sets(day=today - timedelta(days=1)) == []
     reps, summary = store.set_detail("rack02", "s2")
     assert [r.rep for r in reps] == [1, 2, 3] and summary.clean_reps == 3
+    assert store.set_words(summary) == {"remarks": ["Very wide stance."], "cues": []}
 
 
 def test_retention_deletes_old_events_with_what_was_drawn_from_them(store):

@@ -77,11 +77,12 @@ def not_counted(rack: str, why: str = "jump", *, set_id: str | None = None, at: 
 
 
 def set_summary(rack: str, set_id: str, reps: int, clean_reps: int, *, load_kg: float = 100.0,
-                one_rm_kg: float = 140.0, at: datetime | None = None) -> dict[str, Any]:
+                one_rm_kg: float = 140.0, at: datetime | None = None, remarks: tuple[str, ...] = ()
+                ) -> dict[str, Any]:
     return make_event("set", rack, at=at, set_id=set_id, exercise="squat", load=load(load_kg, one_rm_kg), reps=reps,
                       clean_reps=clean_reps, worst_rep=reps if clean_reps < reps else None,
                       cave_onset_rep=clean_reps + 1 if clean_reps < reps else None,
-                      weaker_side="right" if clean_reps < reps else None, velocity_loss_pct=12.0, remarks=[],
+                      weaker_side="right" if clean_reps < reps else None, velocity_loss_pct=12.0, remarks=list(remarks),
                       cues=["push the knees out"] if clean_reps < reps else [],
                       advice={"action": "hold", "next_load": load_kg, "text": f"stay at {load_kg:g} kg"})
 

@@ -451,6 +451,12 @@ class Store:
                                  .order_by(SetSummary.time.desc())).first()
             return reps, summary
 
+    def set_words(self, summary: SetSummary) -> dict[str, Any]:
+        """What a set's summary says in words (``remarks`` and ``cues``), from its wire JSON."""
+        with self.session() as db:
+            payload = orjson.loads(db.scalars(select(Event.payload).where(Event.id == summary.id)).one())
+        return {"remarks": payload["remarks"], "cues": payload["cues"]}
+
     def reps(self, *, rack: str | None = None, day: date | None = None) -> list[Rep]:
         with self.session() as db:
             query = select(Rep).order_by(Rep.time, Rep.rack, Rep.rep)

@@ -250,7 +250,8 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
         chart = {"rep": [r.rep for r in reps], "left": [r.cave_left for r in reps],
                  "right": [r.cave_right for r in reps], "load": [r.load_value for r in reps],
                  "minor": limits.minor_cave, "moderate": limits.moderate_cave, "severe": limits.severe_cave}
-        return page(request, "set.html", ctx, rack=rack, set_id=set_id, reps=reps, summary=summary,
+        words = store.set_words(summary) if summary is not None else {}
+        return page(request, "set.html", ctx, rack=rack, set_id=set_id, reps=reps, summary=summary, words=words,
                     chart_json=json.dumps(chart))
 
     @app.get("/export/{what}.csv")
