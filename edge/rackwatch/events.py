@@ -373,7 +373,7 @@ class HealthEvent(Event):
     outbox_depth: int = Field(ge=0)
     # The loss fields and the version came after the first racks.
     events_dropped: int = added_later(
-        default=0, ge=0, description="Reps, sets or replies dropped because the outbox was full.")
+        default=0, ge=0, description="Reps, sets, replies or movements not counted dropped because the outbox was full.")
     events_unreadable: int = added_later(
         default=0, ge=0, description="Events lost to a damaged outbox or that no broker takes.")
     events_refused: int = added_later(default=0, ge=0, description="Events the broker refused for good (its ACL).")

@@ -43,11 +43,11 @@ When things go wrong
     * **A journal (WAL) cut short or removed** after a crash: SQLite silently ignores what is missing. The
       outbox notices (a WAL that ends mid-frame; a file that was left open but has no WAL) and says that the
       events of the last moments before the crash may be lost (``outbox_damaged``).
-    * **A full disk** (or any other write the disk refuses): reps, sets and replies wait in memory (at most
-      ``memory_max``; beyond that the oldest is lost and counted in ``events_dropped``), only the newest state
-      and health snapshot wait beside them (older ones are counted in ``snapshots_skipped``), the pump keeps
-      sending from disk and memory alike, and every second or so the outbox tries the disk again; once it takes
-      writes, what waited in memory is written, in order. Events still in memory when the process ends are
+    * **A full disk** (or any other write the disk refuses): reps, sets, replies and movements not counted wait in
+      memory (at most ``memory_max``; beyond that the oldest is lost and counted in ``events_dropped``), only the
+      newest state and health snapshot wait beside them (older ones are counted in ``snapshots_skipped``), the
+      pump keeps sending from disk and memory alike, and every second or so the outbox tries the disk again; once
+      it takes writes, what waited in memory is written, in order. Events still in memory when the process ends are
       lost, and :meth:`Outbox.report` says so.
     * **Two processes on one state folder**: :class:`StateFolderLock` (an ``flock`` on
       ``<state_dir>/rackwatch.lock``) lets the second one stop at once with :class:`StateFolderInUse`.
@@ -714,9 +714,9 @@ class Outbox:
     def _disk_refused(self, exc: BaseException) -> None:
         reason = str(exc) or type(exc).__name__
         if self.disk_error is None:
-            log.error("the outbox %s cannot be written (%s): reps, sets and replies wait in memory (up to %d), "
-                      "of the state and health snapshots only the newest is kept; trying again every %g s. Free "
-                      "some space on that disk.", self.path, reason, self.memory_max, RETRY_EVERY_S)
+            log.error("the outbox %s cannot be written (%s): reps, sets, replies and movements not counted wait in "
+                      "memory (up to %d), of the state and health snapshots only the newest is kept; trying again "
+                      "every %g s. Free some space on that disk.", self.path, reason, self.memory_max, RETRY_EVERY_S)
         self.disk_error = reason
         self._retry_at = time.monotonic() + RETRY_EVERY_S
 

@@ -111,7 +111,7 @@ def test_events_lost_on_a_rack_or_its_full_disk_raise_an_unhealthy_alert(store):
     store.ingest([message(samples.health("rack01", events_dropped=3, pump_failures=1))])
     alerts = store.alerts()
     assert [a.kind for a in alerts] == ["unhealthy"]
-    assert "3 more reps, sets or replies dropped" in alerts[0].message
+    assert "3 more reps, sets, replies or movements not counted dropped" in alerts[0].message
     assert "1 more failures sending from the outbox" in alerts[0].message
     store.acknowledge(alerts[0].id, "sam")
     store.ingest([message(samples.health("rack01", events_dropped=3, pump_failures=1))])

@@ -58,7 +58,7 @@ def rep_alerts(rep: dict[str, Any], caves_in_set: int, rules: AlertRules) -> lis
 
 #: The health report's loss counters (cumulative on the rack) and what one more means, in words for staff.
 LOSS_COUNTERS = {
-    "events_dropped": "reps, sets or replies dropped (the rack's outbox was full)",
+    "events_dropped": "reps, sets, replies or movements not counted dropped (the rack's outbox was full)",
     "events_unreadable": "events lost to a damaged outbox or refused by every broker",
     "events_refused": "events the broker refused for good (its access list)",
     "outbox_damaged": "damaged outbox files set aside",
