@@ -46,10 +46,10 @@ class JudgeSettings(Settings):
     severe_cave: float = Field(0.12, ge=0, le=1)
     min_view_width: float = Field(0.12, ge=0, le=10)
     """Standing hip width ÷ hip height below this means the camera looks at the lifter too far from the side."""
-    max_turn_shift: float = Field(0.05, gt=0, le=1)
-    """At the bottom of a rep, knees and hips that both move sideways by more than this (leg lengths), in opposite
-    directions, mean the lifter is turned to the camera (knees forward and hips back, seen at an angle): the rep's
-    knees are not judged."""
+    max_turn_shift: float = Field(0.11, gt=0, le=1)
+    """At the bottom of a rep, knees and hips that move sideways in opposite directions by more than this together
+    (the knees' common shift plus the hips', leg lengths) mean the lifter is turned to the camera (knees forward
+    and hips back, seen at an angle): the rep's knees are not judged."""
     min_leg_seen: float = Field(0.75, ge=0, le=1)
     """A leg is judged only if its hip, knee and ankle were all seen in at least this share of the rep's frames..."""
     min_leg_confidence: float = Field(0.5, ge=0, le=1)
@@ -101,25 +101,38 @@ class LegMeasure:
     medial_shift: float | None
 
 
+def _sideways(sample) -> tuple[float, float, float] | None:
+    """The left knee's, the right knee's and the hips' sideways shift in one frame (leg lengths, + toward the
+    lifter's left), or ``None`` when one is not seen."""
+    left, right, hips = sample.legs["left"], sample.legs["right"], sample.hip_shift
+    if left is None or right is None or hips is None:
+        return None
+    # knee_inside_ankle is + toward the midline: toward the lifter's right for the left knee, left for the right.
+    return -left.knee_inside_ankle, right.knee_inside_ankle, hips
+
+
 def turn_shifts(rep: Rep) -> list[float]:
     """Per frame of a two-legged rep, the sideways knee shift that comes from seeing the squat at an angle.
 
     In a squat the knees travel forward and the hips back. Seen square from the front, neither shows sideways;
     seen at an angle, both knees slide the same way across the picture (relative to the feet) and the hips the
     other way, so one knee looks caved and the other pushed out. A real cave moves the knees toward each other,
-    and a weight shift moves knees and hips the same way; so the part of the knees' common sideways shift that
-    the hips mirror is taken for the view, and removed (:func:`measure_leg`). Shifts are in leg lengths, +
-    toward the lifter's left; 0 where a knee or the hips are not seen.
+    and a weight shift moves knees and hips the same way. So where the hips mirror the knees' common shift, the
+    view's part of it is removed (:func:`measure_leg`): as much as both knees show (each moved that way at least
+    that far), or as much as the hips show, whichever is more, and never more than the common shift itself. A
+    cave of one knee moves the knees' mean but not the other knee, and not the hips, so it stays. Shifts are in
+    leg lengths, + toward the lifter's left; 0 where a knee or the hips are not seen.
     """
     out = []
     for sample in rep.samples:
-        left, right, hips = sample.legs["left"], sample.legs["right"], sample.hip_shift
-        if left is None or right is None or hips is None:
+        shifts = _sideways(sample)
+        if shifts is None:
             out.append(0.0)
             continue
-        # knee_inside_ankle is + toward the midline: toward the lifter's right for the left knee, left for the right.
-        knees = (right.knee_inside_ankle - left.knee_inside_ankle) / 2
-        out.append(math.copysign(min(abs(knees), abs(hips)), knees) if knees * hips < 0 else 0.0)
+        left, right, hips = shifts
+        knees = (left + right) / 2
+        both = min(abs(left), abs(right)) if left * right > 0 else 0.0
+        out.append(math.copysign(min(abs(knees), max(abs(hips), both)), knees) if knees * hips < 0 else 0.0)
     return out
 
 
@@ -167,19 +180,21 @@ def turned_away(rep: Rep, settings: JudgeSettings) -> bool:
     """Whether the lifter squatted turned to the camera on this rep (see :func:`turn_shifts`).
 
     Judged per rep, since a lifter may turn between reps: at the bottom, the knees' common sideways shift and the
-    hips' shift point opposite ways and both exceed ``max_turn_shift``.
+    hips' shift point opposite ways and add up to more than ``max_turn_shift``. Seen at an angle θ, the knees
+    shift by their forward travel × sin θ and the hips by their backward travel × sin θ: the sum grows with the
+    angle whatever the squat's style (an upright squat moves the knees more, a hips-back squat the hips).
     """
     knees, hips = [], []
     for sample, phase in zip(rep.samples, rep.phase_of):
-        left, right = sample.legs["left"], sample.legs["right"]
-        if phase != "bottom" or left is None or right is None or sample.hip_shift is None:
+        shifts = _sideways(sample)
+        if phase != "bottom" or shifts is None:
             continue
-        knees.append((right.knee_inside_ankle - left.knee_inside_ankle) / 2)
-        hips.append(sample.hip_shift)
+        knees.append((shifts[0] + shifts[1]) / 2)
+        hips.append(shifts[2])
     if not knees:
         return False
     knee, hip = float(np.median(knees)), float(np.median(hips))
-    return knee * hip < 0 and min(abs(knee), abs(hip)) > settings.max_turn_shift
+    return knee * hip < 0 and abs(knee) + abs(hip) > settings.max_turn_shift
 
 
 def leg_unseen(rep: Rep, side: str, settings: JudgeSettings) -> str | None:
