@@ -20,12 +20,13 @@ rolls, a lifter who shifts sideways or turns during a rep. Every joint gets the 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rackwatch.pose import KP, Pose
+from rackwatch.pose import KEYPOINT_NAMES, Pose
 
 Vec = np.ndarray
 
@@ -66,6 +67,11 @@ class Camera:
     height_px: int = 480
 
 
+def _cross(a: Vec, b: Vec) -> Vec:
+    # (np.cross is slow on single vectors, and this runs for every joint of every frame)
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
 def _knee(hip: Vec, ankle: Vec, thigh: float, shank: float, toward: Vec,
           plane: tuple[Vec, float] | None = None) -> Vec:
     """Where the knee is: of the points ``thigh`` from the hip and ``shank`` from the ankle (a circle about the
@@ -79,7 +85,7 @@ def _knee(hip: Vec, ankle: Vec, thigh: float, shank: float, toward: Vec,
     radius = math.sqrt(max(shank ** 2 - along ** 2, 0.0))
     e1 = toward - np.dot(toward, axis) * axis                       # forward, square to the axis
     e1 /= np.linalg.norm(e1)
-    e2 = np.cross(axis, e1)
+    e2 = _cross(axis, e1)
     if plane is None:
         return centre + radius * e1
     # normal · (centre + radius (cos phi e1 + sin phi e2)) = offset: the solution nearest phi = 0.
@@ -92,6 +98,15 @@ def _knee(hip: Vec, ankle: Vec, thigh: float, shank: float, toward: Vec,
     base, spread = math.atan2(b, a), math.acos(ratio)
     phi = min((base + spread, base - spread), key=lambda p: abs(math.remainder(p, 2 * math.pi)))
     return centre + radius * (math.cos(phi) * e1 + math.sin(phi) * e2)
+
+
+@functools.lru_cache(maxsize=64)
+def _standing_knee(lifter: Lifter, side: str) -> Vec:
+    sign = 1.0 if side == "left" else -1.0
+    turn = math.radians(lifter.turnout)
+    return _knee(np.array([sign * lifter.hip_width / 2, lifter.ankle_height + lifter.standing, 0.0]),
+                 np.array([sign * lifter.stance / 2, lifter.ankle_height, 0.0]), lifter.thigh, lifter.shank,
+                 np.array([sign * math.sin(turn), 0.0, math.cos(turn)]))
 
 
 def joints(lifter: Lifter, depth: float = 0.0, cave: float = 0.0, progress: float | None = None) -> dict[str, Vec]:
@@ -111,8 +126,7 @@ def joints(lifter: Lifter, depth: float = 0.0, cave: float = 0.0, progress: floa
         turn = math.radians(L.turnout)
         toes = np.array([sign * math.sin(turn), 0.0, math.cos(turn)])
         across = np.array([math.cos(turn), 0.0, -sign * math.sin(turn)])   # level, square to the toes
-        stood = _knee(np.array([sign * L.hip_width / 2, L.ankle_height + standing, 0.0]), ankle, L.thigh, L.shank,
-                      toes)
+        stood = _standing_knee(L, side)
         if cave:   # inward along x, from where the knee stood
             plane = np.array([1.0, 0.0, 0.0]), stood[0] - sign * cave * L.leg * progress
         else:      # over the toes: forward along the foot, no further across it than it stood
@@ -134,23 +148,26 @@ def joints(lifter: Lifter, depth: float = 0.0, cave: float = 0.0, progress: floa
     return out
 
 
-def project(points: dict[str, Vec], camera: Camera) -> np.ndarray:
-    """The points as seen by the camera: a (17, 2) array of pixels in KP order."""
+@functools.lru_cache(maxsize=64)
+def _lens(camera: Camera) -> tuple[Vec, Vec, Vec, Vec]:
+    """Where the camera is, and its forward, right and up directions: it looks at the standing hips."""
     yaw = math.radians(camera.yaw)
     eye = np.array([camera.distance * math.sin(yaw), camera.height, camera.distance * math.cos(yaw)])
-    target = np.array([0.0, 0.95, 0.0])
-    forward = target - eye
+    forward = np.array([0.0, 0.95, 0.0]) - eye
     forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 1.0, 0.0])
+    right = _cross(forward, np.array([0.0, 1.0, 0.0]))
     right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
-    xy = np.zeros((17, 2), np.float32)
-    for name, p in points.items():
-        d = p - eye
-        z = np.dot(d, forward)
-        xy[KP[name]] = (camera.width / 2 + camera.focal * np.dot(d, right) / z,
-                        camera.height_px / 2 - camera.focal * np.dot(d, up) / z)
-    return xy
+    return eye, forward, right, _cross(right, forward)
+
+
+def project(points: dict[str, Vec], camera: Camera) -> np.ndarray:
+    """The points as seen by the camera: a (17, 2) array of pixels in KP order."""
+    eye, forward, right, up = _lens(camera)
+    d = np.array([points[name] for name in KEYPOINT_NAMES]) - eye
+    z = d @ forward
+    x = camera.width / 2 + camera.focal * (d @ right) / z
+    y = camera.height_px / 2 - camera.focal * (d @ up) / z
+    return np.stack([x, y], axis=1).astype(np.float32)
 
 
 def _ease(u: float) -> float:
