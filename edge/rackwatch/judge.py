@@ -49,7 +49,11 @@ class JudgeSettings(Settings):
     max_turn_shift: float = Field(0.11, gt=0, le=1)
     """At the bottom of a rep, knees and hips that move sideways in opposite directions by more than this together
     (the knees' common shift plus the hips', leg lengths) mean the lifter is turned to the camera (knees forward
-    and hips back, seen at an angle): the rep's knees are not judged."""
+    and hips back, seen at an angle): the rep's knees are not judged..."""
+    max_knee_travel: float = Field(3.0, gt=0, le=100)
+    """...the knees' shift counted up to this many times the hips': seen at an angle, the knees shift by their
+    forward travel and the hips by their backward travel (× sin θ), and the knees travel at most about this many
+    times as far as the hips (an upright squat). Beyond it a knee moves on its own, a cave of one knee."""
     min_leg_seen: float = Field(0.75, ge=0, le=1)
     """A leg is judged only if its hip, knee and ankle were all seen in at least this share of the rep's frames..."""
     min_leg_confidence: float = Field(0.5, ge=0, le=1)
@@ -101,38 +105,25 @@ class LegMeasure:
     medial_shift: float | None
 
 
-def _sideways(sample) -> tuple[float, float, float] | None:
-    """The left knee's, the right knee's and the hips' sideways shift in one frame (leg lengths, + toward the
-    lifter's left), or ``None`` when one is not seen."""
-    left, right, hips = sample.legs["left"], sample.legs["right"], sample.hip_shift
-    if left is None or right is None or hips is None:
-        return None
-    # knee_inside_ankle is + toward the midline: toward the lifter's right for the left knee, left for the right.
-    return -left.knee_inside_ankle, right.knee_inside_ankle, hips
-
-
 def turn_shifts(rep: Rep) -> list[float]:
     """Per frame of a two-legged rep, the sideways knee shift that comes from seeing the squat at an angle.
 
     In a squat the knees travel forward and the hips back. Seen square from the front, neither shows sideways;
     seen at an angle, both knees slide the same way across the picture (relative to the feet) and the hips the
     other way, so one knee looks caved and the other pushed out. A real cave moves the knees toward each other,
-    and a weight shift moves knees and hips the same way. So where the hips mirror the knees' common shift, the
-    view's part of it is removed (:func:`measure_leg`): as much as both knees show (each moved that way at least
-    that far), or as much as the hips show, whichever is more, and never more than the common shift itself. A
-    cave of one knee moves the knees' mean but not the other knee, and not the hips, so it stays. Shifts are in
-    leg lengths, + toward the lifter's left; 0 where a knee or the hips are not seen.
+    and a weight shift moves knees and hips the same way; so the part of the knees' common sideways shift that
+    the hips mirror is taken for the view, and removed (:func:`measure_leg`). Shifts are in leg lengths, +
+    toward the lifter's left; 0 where a knee or the hips are not seen.
     """
     out = []
     for sample in rep.samples:
-        shifts = _sideways(sample)
-        if shifts is None:
+        left, right, hips = sample.legs["left"], sample.legs["right"], sample.hip_shift
+        if left is None or right is None or hips is None:
             out.append(0.0)
             continue
-        left, right, hips = shifts
-        knees = (left + right) / 2
-        both = min(abs(left), abs(right)) if left * right > 0 else 0.0
-        out.append(math.copysign(min(abs(knees), max(abs(hips), both)), knees) if knees * hips < 0 else 0.0)
+        # knee_inside_ankle is + toward the midline: toward the lifter's right for the left knee, left for the right.
+        knees = (right.knee_inside_ankle - left.knee_inside_ankle) / 2
+        out.append(math.copysign(min(abs(knees), abs(hips)), knees) if knees * hips < 0 else 0.0)
     return out
 
 
@@ -180,21 +171,23 @@ def turned_away(rep: Rep, settings: JudgeSettings) -> bool:
     """Whether the lifter squatted turned to the camera on this rep (see :func:`turn_shifts`).
 
     Judged per rep, since a lifter may turn between reps: at the bottom, the knees' common sideways shift and the
-    hips' shift point opposite ways and add up to more than ``max_turn_shift``. Seen at an angle θ, the knees
-    shift by their forward travel × sin θ and the hips by their backward travel × sin θ: the sum grows with the
-    angle whatever the squat's style (an upright squat moves the knees more, a hips-back squat the hips).
+    hips' shift point opposite ways and add up to more than ``max_turn_shift``, the knees' counted up to
+    ``max_knee_travel`` times the hips'. Seen at an angle θ, the knees shift by their forward travel × sin θ and
+    the hips by their backward travel × sin θ: the sum grows with the angle whatever the squat's style (an upright
+    squat moves the knees more, a hips-back squat the hips), while a cave of one knee, which the hips do not
+    mirror, adds little to it.
     """
     knees, hips = [], []
     for sample, phase in zip(rep.samples, rep.phase_of):
-        shifts = _sideways(sample)
-        if phase != "bottom" or shifts is None:
+        left, right = sample.legs["left"], sample.legs["right"]
+        if phase != "bottom" or left is None or right is None or sample.hip_shift is None:
             continue
-        knees.append((shifts[0] + shifts[1]) / 2)
-        hips.append(shifts[2])
+        knees.append((right.knee_inside_ankle - left.knee_inside_ankle) / 2)
+        hips.append(sample.hip_shift)
     if not knees:
         return False
     knee, hip = float(np.median(knees)), float(np.median(hips))
-    return knee * hip < 0 and abs(knee) + abs(hip) > settings.max_turn_shift
+    return knee * hip < 0 and min(abs(knee), settings.max_knee_travel * abs(hip)) + abs(hip) > settings.max_turn_shift
 
 
 def leg_unseen(rep: Rep, side: str, settings: JudgeSettings) -> str | None:
