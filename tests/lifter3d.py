@@ -1,17 +1,17 @@
 """A squatting lifter in 3-D, seen through a camera from any direction around them: MoveNet's 17 keypoints as pixels.
 
 The lifter's own axes, in metres: x toward their left, y up, z the way they face; the origin on the floor between
-the ankles. The camera stands ``distance`` metres from the origin at ``camera_height``, turned ``yaw`` degrees
+the ankles. The camera stands ``Camera.distance`` metres from the origin at ``Camera.height``, turned ``yaw`` degrees
 around the lifter toward their left (0: square in front, 90: at their left side, 180: behind, negative: toward
 their right), and looks at the standing hips. It is a pinhole camera: a body part nearer the camera is larger.
 
 A squat, as it moves the joints:
 
 - the hips go down by ``depth`` of their standing height and back by ``hips_back`` times that drop;
-- each knee stays where thigh and shank meet (their lengths do not change), in the plane of the hip–ankle line
-  and the foot: on a clean rep it travels forward over the toes, which point ``turnout`` degrees outward;
-- on a caving rep it falls inward from there, until at the bottom it sits ``cave`` leg lengths nearer the midline
-  than it stood (the knee turns about the hip–ankle line to get there, so the leg's lengths still hold);
+- each knee stays where thigh and shank meet (their lengths do not change): on a clean rep it travels forward
+  over the toes, which point ``turnout`` degrees outward, no further across the foot than it stood;
+- on a caving rep it falls inward instead, until at the bottom it sits ``cave`` leg lengths nearer the midline
+  than it stood (it turns about the hip–ankle line to get there, so the leg's lengths still hold);
 - the torso leans forward up to ``lean`` degrees at the bottom.
 
 What is not drawn: the model's errors where a leg hides behind the other or under the arms, clothing, a foot that
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -205,4 +205,4 @@ def recording(lifter: Lifter, camera: Camera, fps: float, *, reps: int = 3, dept
     return poses
 
 
-__all__ = ["Camera", "Lifter", "joints", "project", "recording", "replace"]
+__all__ = ["Camera", "Lifter", "joints", "project", "recording"]

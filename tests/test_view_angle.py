@@ -52,7 +52,8 @@ def reps_seen(squatter: str, yaw: int, cave: float, fps: int = 10, settings: Ana
 
 def legs(rep):
     """Per leg: the severity judged, or the reason it was not judged."""
-    return {side: v.severity if (v := rep.valgus.leg(side)) else rep.valgus.unjudged[side] for side in ("left", "right")}
+    return {side: v.severity if (v := rep.valgus.leg(side)) else rep.valgus.unjudged[side]
+            for side in ("left", "right")}
 
 
 def judged(squatter: str, yaw: int) -> bool:
@@ -105,12 +106,24 @@ def test_the_knees_are_judged_from_the_front_up_to_one_angle_and_not_beyond(squa
     assert judged(squatter, 180)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "a shallow upright squat with a wide stance and the feet straight moves the knees 3.7 times as far sideways as "
+    "the hips at 25°, past max_knee_travel (3): the turn is missed on one rep, and only the hips' share of the "
+    "knees' shift is taken out (docs/valgus.md, 'Views between front and side, simulated')"))
+def test_known_limit_a_shallow_upright_wide_squat_at_25_degrees():
+    lifter = Lifter(stance=0.55, turnout=0, hips_back=0.3)
+    poses = recording(lifter, Camera(yaw=25), 10, depth=0.30, seed=25)
+    reps = [e for _, e in analyze(poses, 10, px=0, frame_height=Camera().height_px) if e.type == "rep"]
+    assert len(reps) == REPS and all(rep.verdict in ("clean", "unjudged") for rep in reps)
+
+
 # -- each promise can fail: what the rules prevent, seen in the same simulation --------------------------------
 
 LOOSE = AnalysisSettings(judge=JudgeSettings(max_turn_shift=1.0, min_view_width=0.0))
 
 
-@pytest.mark.parametrize("squatter, yaw", [("upright, narrow, feet straight", 30), ("hips back, medium, feet out 15", 75)])
+@pytest.mark.parametrize("squatter, yaw", [("upright, narrow, feet straight", 30),
+                                           ("hips back, medium, feet out 15", 75)])
 def test_with_the_view_checks_off_a_caving_knee_seen_at_an_angle_reads_clean(squatter, yaw):
     # What "turned" and "side_view" prevent: the far knee's cave hidden by the view's shift, and the side view.
     reps = reps_seen(squatter, yaw, CAVE, settings=LOOSE)
