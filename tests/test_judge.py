@@ -180,6 +180,21 @@ def test_a_slight_angle_is_taken_out_of_the_knees_not_read_as_a_cave():
         assert angled.valgus.leg(leg).cave == pytest.approx(plain.valgus.leg(leg).cave, abs=0.005)
 
 
+def test_an_upright_squat_at_an_angle_is_not_judged_though_the_hips_barely_move():
+    # An upright squat: the knees travel far forward, the hips hardly back. Seen at an angle the knees slide 0.09
+    # leg lengths and the hips 0.035 the other way: both under 0.05 (the old rule judged it, and only the hips'
+    # 0.035 was taken out: one knee read 0.055), together past max_turn_shift.
+    event = _rep(stand(1) + _moved(squat(), knees_px=36, hips_px=-14) + stand(1))
+    assert event.valgus.unjudged == {"left": "turned", "right": "turned"}
+
+
+def test_knees_sliding_far_past_what_the_hips_mirror_are_not_taken_for_a_turn():
+    # Knees 0.125 one way, hips 0.01 the other: more than max_knee_travel times the hips, so the knees moved on their
+    # own (one caving, the other pushing out), and are judged.
+    event = _rep(stand(1) + _moved(squat(), knees_px=50, hips_px=-4) + stand(1))
+    assert not event.valgus.unjudged
+
+
 def test_a_weight_shift_is_not_mistaken_for_an_angle():
     # Knees and hips moving the same way is the lifter shifting over one foot: the knees are judged as they are,
     # so the knee that moved toward the midline reads caved.

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rackwatch import geometry
-from rackwatch.analysis import LiftAnalyzer
+from rackwatch.analysis import AnalysisSettings, LiftAnalyzer
 from rackwatch.load import LifterSettings
 from rackwatch.pose import KP, Pose
 from rackwatch.reps import RepSettings, RepTracker
@@ -266,12 +266,13 @@ def test_the_analysis_tells_the_tracker_whether_a_foot_may_move():
     assert not analyzer.tracker.single_leg
 
 
-def analyze(poses, fps, lifter=LifterSettings()):
-    """Every event the analysis hands back, each with the time of the frame that caused it."""
-    analyzer = LiftAnalyzer(rack="rack01", lifter=lifter)
+def analyze(poses, fps, lifter=LifterSettings(), px=1.5, settings=AnalysisSettings(), frame_height=1000.0):
+    """Every event the analysis hands back, each with the time of the frame that caused it (``px`` of jitter added
+    to every joint first)."""
+    analyzer = LiftAnalyzer(rack="rack01", lifter=lifter, settings=settings)
     out = []
-    for i, pose in enumerate(noisy(poses)):
-        out += [(i / fps, event) for event in analyzer.update(i / fps, pose, 1000.0)]
+    for i, pose in enumerate(noisy(poses, px) if px else poses):
+        out += [(i / fps, event) for event in analyzer.update(i / fps, pose, frame_height)]
     return out + [(len(poses) / fps, event) for event in analyzer.finish()]
 
 

@@ -46,10 +46,14 @@ class JudgeSettings(Settings):
     severe_cave: float = Field(0.12, ge=0, le=1)
     min_view_width: float = Field(0.12, ge=0, le=10)
     """Standing hip width ÷ hip height below this means the camera looks at the lifter too far from the side."""
-    max_turn_shift: float = Field(0.05, gt=0, le=1)
-    """At the bottom of a rep, knees and hips that both move sideways by more than this (leg lengths), in opposite
-    directions, mean the lifter is turned to the camera (knees forward and hips back, seen at an angle): the rep's
-    knees are not judged."""
+    max_turn_shift: float = Field(0.11, gt=0, le=1)
+    """At the bottom of a rep, knees and hips that move sideways in opposite directions by more than this together
+    (the knees' common shift plus the hips', leg lengths) mean the lifter is turned to the camera (knees forward
+    and hips back, seen at an angle): the rep's knees are not judged..."""
+    max_knee_travel: float = Field(3.0, gt=0, le=100)
+    """...the knees' shift counted up to this many times the hips': seen at an angle, the knees shift by their
+    forward travel and the hips by their backward travel (× sin θ), and the knees travel at most about this many
+    times as far as the hips (an upright squat). Beyond it a knee moves on its own, a cave of one knee."""
     min_leg_seen: float = Field(0.75, ge=0, le=1)
     """A leg is judged only if its hip, knee and ankle were all seen in at least this share of the rep's frames..."""
     min_leg_confidence: float = Field(0.5, ge=0, le=1)
@@ -167,7 +171,11 @@ def turned_away(rep: Rep, settings: JudgeSettings) -> bool:
     """Whether the lifter squatted turned to the camera on this rep (see :func:`turn_shifts`).
 
     Judged per rep, since a lifter may turn between reps: at the bottom, the knees' common sideways shift and the
-    hips' shift point opposite ways and both exceed ``max_turn_shift``.
+    hips' shift point opposite ways and add up to more than ``max_turn_shift``, the knees' counted up to
+    ``max_knee_travel`` times the hips'. Seen at an angle θ, the knees shift by their forward travel × sin θ and
+    the hips by their backward travel × sin θ: the sum grows with the angle whatever the squat's style (an upright
+    squat moves the knees more, a hips-back squat the hips), while a cave of one knee, which the hips do not
+    mirror, adds little to it.
     """
     knees, hips = [], []
     for sample, phase in zip(rep.samples, rep.phase_of):
@@ -179,7 +187,7 @@ def turned_away(rep: Rep, settings: JudgeSettings) -> bool:
     if not knees:
         return False
     knee, hip = float(np.median(knees)), float(np.median(hips))
-    return knee * hip < 0 and min(abs(knee), abs(hip)) > settings.max_turn_shift
+    return knee * hip < 0 and min(abs(knee), settings.max_knee_travel * abs(hip)) + abs(hip) > settings.max_turn_shift
 
 
 def leg_unseen(rep: Rep, side: str, settings: JudgeSettings) -> str | None:
