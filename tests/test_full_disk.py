@@ -18,7 +18,8 @@ import pytest
 
 import real_parts
 from conftest import FOOTAGE
-from mqtt_broker import Subscriber, assert_contract, sample_health, sample_rep, sample_state, wait_until
+from mqtt_broker import (Subscriber, assert_contract, sample_health, sample_not_counted, sample_rep, sample_state,
+                         wait_until)
 from rackwatch.mqtt import LinkSettings, RackLink
 from rackwatch.outbox import Outbox
 
@@ -112,6 +113,20 @@ def test_the_outbox_keeps_reps_in_memory_on_a_full_disk_and_writes_them_when_spa
         assert any("takes writes again" in r.getMessage() for r in caplog.records)
     with Outbox(state) as box:                                         # and on disk for real
         assert [e.event_id for e in box if e.kind == "rep"] == every_rep
+
+
+def test_memory_full_on_a_full_disk_loses_a_movement_not_counted_before_a_rep(small_disk):
+    with Outbox(small_disk.path / "state", memory_max=3) as box:
+        small_disk.fill()
+        refused = add_until_the_disk_refuses(box)            # the first rep in memory
+        jump = sample_not_counted("rack01")
+        box.add(jump.to_wire(), "rackwatch/rack01/not_counted")
+        later = [sample_rep("rack01", n) for n in (9001, 9002)]
+        for event in later:                                   # memory full at the second: the movement goes
+            box.add(event.to_wire(), REP)
+        kept = [e.event_id for e in box]
+        assert jump.id not in kept and kept[-3:] == [refused[-1]] + [r.id for r in later]
+        assert box.losses()["events_dropped"] == 1
 
 
 def test_a_rack_on_a_full_disk_keeps_publishing_to_the_broker_and_reports_it_in_health(small_disk, broker):

@@ -33,6 +33,10 @@ def sample_set(*args, **kwargs) -> dict:
     return mqtt_broker.sample_set(*args, **kwargs).to_wire()
 
 
+def sample_not_counted(*args, **kwargs) -> dict:
+    return mqtt_broker.sample_not_counted(*args, **kwargs).to_wire()
+
+
 def sample_state(*args, **kwargs) -> dict:
     return mqtt_broker.sample_state(*args, **kwargs).to_wire()
 
@@ -117,6 +121,17 @@ def test_only_the_newest_unsent_health_snapshot_is_kept(tmp_path):
         kinds = [e.kind for e in box]
         assert kinds == ["rep", "health", "rep"]
         assert [e.event_id for e in box if e.kind == "health"] == [healths[-1]["id"]]
+
+
+def test_when_full_a_movement_not_counted_goes_before_a_rep_and_its_loss_is_counted(tmp_path):
+    with Outbox(tmp_path, max_events=3) as box:
+        rep1, rep2, rep3 = (sample_rep("rack01", n) for n in (1, 2, 3))
+        jump = sample_not_counted("rack01")
+        for event, topic in ((rep1, REP), (jump, "rackwatch/rack01/not_counted"), (rep2, REP)):
+            box.add(event, topic)
+        box.add(rep3, REP)                       # full: the movement goes, though the first rep is older
+        assert ids(box) == [rep1["id"], rep2["id"], rep3["id"]]
+        assert box.counter("dropped_not_counted") == 1 and box.dropped == 1   # in events_dropped, unlike snapshots
 
 
 def test_when_full_health_goes_first_then_old_state_then_the_oldest_rep_and_that_loss_is_counted(tmp_path):

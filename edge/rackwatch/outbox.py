@@ -25,8 +25,10 @@ Durability choices
 When full (``max_events`` rows), the oldest *least valuable* row makes room for the new one:
     1. the oldest ``health`` row (health is a momentary snapshot, sent with QoS 0 anyway);
     2. else the oldest ``state`` row (the retained state is a snapshot too; the newest one is what counts);
-    3. else the oldest row of any kind -- a rep, set, reply or movement not counted is lost, and
-       :attr:`Outbox.dropped` counts it.
+    3. else the oldest ``not_counted`` row (a movement that did not count tells less than a rep: an hour of
+       jumping jacks in front of a rack during an outage must not push out the reps and sets around it);
+    4. else the oldest row of any kind -- a rep, set or reply is lost.
+Each of 3 and 4 is counted in :attr:`Outbox.dropped` (``events_dropped`` in the health events).
 Besides, only the newest *unsent* health row is kept at all: after an outage nobody needs a backlog of stale fps
 figures, and it keeps hours of outage from filling the outbox with health.
 
@@ -79,12 +81,13 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_EVENTS = 20_000
-# Reps, sets and replies kept in memory while the disk refuses writes (hours of lifting at a rep every few seconds).
+# Events other than snapshots kept in memory while the disk refuses writes (hours of lifting at a rep every few
+# seconds).
 DEFAULT_MEMORY_MAX = 2_000
-# Cheapest to lose first: see the module docstring.
-_DROP_ORDER = ("health", "state")
 # Momentary pictures of the rack: the newest one is what counts, so they are not worth an fsync each.
-SNAPSHOTS = frozenset(_DROP_ORDER)
+SNAPSHOTS = frozenset(("health", "state"))
+# Cheapest to lose first: see the module docstring.
+_DROP_ORDER = ("health", "state", "not_counted")
 
 # The WAL is checkpointed into the main file every this many pages (SQLite's default is 1000, ~4 MB), and
 # truncated back to this many bytes after a checkpoint: a nearly full SD card is not filled by the journal.
@@ -687,6 +690,8 @@ class Outbox:
             if row:
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", row)
                 self._bump(f"dropped_{kind}")
+                if kind not in SNAPSHOTS:
+                    self._bump("dropped")
                 self._rows -= 1
                 return
         row = self._db.execute("SELECT seq, kind FROM outbox ORDER BY seq LIMIT 1").fetchone()
@@ -705,10 +710,12 @@ class Outbox:
         else:
             events = [e for e in self._waiting if e.kind not in SNAPSHOTS]
             if len(events) >= self.memory_max:
-                self._waiting.remove(events[0])
+                # The same order as on disk: a movement not counted goes before a rep, a set or a reply.
+                oldest = next((e for e in events if e.kind == "not_counted"), events[0])
+                self._waiting.remove(oldest)
                 self._bump("dropped")
                 log.error("%d events wait in memory because the disk refuses writes (%s): dropped the oldest %s",
-                          len(events), self.disk_error, events[0].kind)
+                          len(events), self.disk_error, oldest.kind)
         self._waiting.append(entry)
 
     def _disk_refused(self, exc: BaseException) -> None:
@@ -771,14 +778,15 @@ class Outbox:
 
     @property
     def dropped(self) -> int:
-        """Reps, sets or replies lost because the outbox (or the memory beside it) was full."""
+        """Reps, sets, replies or movements not counted lost because the outbox (or the memory beside it) was
+        full."""
         return self.counter("dropped")
 
     def losses(self) -> dict[str, Any]:
         """What went wrong, as counted since the outbox file was made; the health event carries these fields.
 
-        ``events_dropped``: reps, sets, replies dropped because the outbox was full (or the memory beside it, on a
-        full disk); ``events_unreadable``: events lost to a damaged file (or rows no broker could take);
+        ``events_dropped``: reps, sets, replies and movements not counted dropped because the outbox was full (or
+        the memory beside it, on a full disk); ``events_unreadable``: events lost to a damaged file (or rows no broker could take);
         ``events_refused``: messages the broker refused for good; ``outbox_damaged``: times the file was found
         damaged (set aside) or its journal cut short; ``snapshots_skipped``: state/health snapshots not kept
         because the disk was full;
