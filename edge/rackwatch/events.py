@@ -32,7 +32,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_serializer,
                       model_serializer, model_validator)
@@ -107,9 +107,16 @@ class Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True,
                               json_schema_serialization_defaults_required=True)
 
+    #: Fields added later that stay off the wire while empty: a consumer older than the field refuses fields it
+    #: does not know, so it then still takes the event (it misses only what it could not have shown).
+    _unsent_when_empty: ClassVar[tuple[str, ...]] = ()
+
     @model_serializer(mode="wrap")
     def _rounded_on_the_wire(self, handler, info):   # (no return annotation: the schema stays the fields')
         data = handler(self)
+        for key in self._unsent_when_empty:
+            if not data.get(key):
+                data.pop(key, None)
         if info.mode == "json":
             for name, spec in type(self).model_fields.items():
                 key = spec.alias or name
@@ -301,6 +308,7 @@ class SetEvent(Event):
     """The summary of a finished set."""
 
     model_config = ConfigDict(json_schema_extra=_optional_fields)
+    _unsent_when_empty = ("not_counted",)
 
     type: Literal["set"] = "set"
     set_id: str = Field(min_length=1)
