@@ -1,7 +1,7 @@
 """Where the rack's events go: an *event sink* is anything with ``publish(event)``.
 
-:class:`~rackwatch.service.RackService` judges reps and hands every event (rep, not counted, set, state, health,
-reply) to one sink, the way Frigate hands its events to its communicators. Three sinks exist:
+:class:`~rackwatch.service.RackService` judges reps and hands every event (rep, not counted, set, state, health)
+to one sink, the way Frigate hands its events to its communicators. Three sinks exist:
 
 :class:`rackwatch.mqtt.RackLink`
     the rack at work: into the durable outbox, then to the broker. It is also the rack's command source (see
