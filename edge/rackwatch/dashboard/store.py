@@ -382,6 +382,11 @@ class Store:
             missed = self._newest_not_counted(db)
             return [rack_snapshot(row, missed.get(row.rack)) for row in db.scalars(select(Rack).order_by(Rack.rack))]
 
+    def rack_names(self) -> list[str]:
+        """The racks' names, sorted (for a filter: no snapshot, no events read)."""
+        with self.session() as db:
+            return list(db.scalars(select(Rack.rack).order_by(Rack.rack)))
+
     def rack(self, rack: str) -> dict[str, Any] | None:
         with self.session() as db:
             row = db.get(Rack, rack)
