@@ -199,6 +199,7 @@ def test_a_movement_not_counted_is_stored_and_the_newest_comes_back_with_the_rac
                            message(older), message(other)])
     assert (result.stored, result.duplicates, result.invalid) == (3, 1, 0)
     assert [m["id"] for m in store.not_counted("rack01")] == [newer["id"], older["id"]]   # newest first
+    assert store.not_counted("rack01")[0]["time_utc"] == at.replace(tzinfo=None)   # the stored time, for the page
     rack = store.rack("rack01")
     assert rack["last_not_counted"] == newer and rack["last_not_counted_time"] == at.replace(tzinfo=None)
     assert {r["rack"]: r["last_not_counted"]["why"] for r in store.racks()} == {"rack01": "step",
