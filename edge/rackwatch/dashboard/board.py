@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, NamedTuple
 
+from rackwatch.events import NOT_COUNTED_WHY
+
 from .alerts import AlertRules, health_problems
 from .store import IngestResult, utcnow
 
@@ -115,8 +117,6 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
 def _not_counted_text(missed: dict[str, Any] | None) -> str:
     if missed is None:
         return ""
-    from rackwatch.events import NOT_COUNTED_WHY
-
     return f"not counted: {NOT_COUNTED_WHY[missed['why']]}"
 
 
