@@ -205,3 +205,19 @@ def test_the_board_folds_the_newest_movement_not_counted_by_its_own_time():
     board.show(RackNews.of(check(message(event))) for event in (newer, older))   # the older arrives late
     assert board.snapshots["rack01"]["last_not_counted"] == newer
     assert RackNews.of(check(message(newer))).leaf == "not_counted"
+
+
+def test_a_rep_counted_after_the_movement_not_counted_hides_the_note():
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    jump = samples.not_counted("rack01", "jump", at=now - timedelta(seconds=30))
+    before = samples.rep("rack01", "set-a", 1, at=now - timedelta(seconds=40))
+    after = samples.rep("rack01", "set-a", 2, at=now - timedelta(seconds=10))
+    board = Board(RULES)
+    news = [Message("rackwatch/rack01/availability", b"online"), message(before), message(jump)]
+    board.show(RackNews.of(check(m)) for m in news)
+    shown = tile_view(board.snapshots["rack01"], RULES, now.replace(tzinfo=None))
+    assert shown["not_counted"] == "not counted: a jump, not a squat"   # the rep before it does not hide it
+    board.show([RackNews.of(check(message(after)))])
+    tile = tile_view(board.snapshots["rack01"], RULES, now.replace(tzinfo=None))
+    assert tile["verdict_text"] == "rep 2: clean"
+    assert tile["not_counted"] == tile["not_counted_reason"] == ""   # a rep counted since: no "not counted" beside it

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -203,7 +204,11 @@ def test_a_movement_not_counted_shows_on_its_tile_with_why_and_on_the_rack_page(
     assert note.inner_text() == "not counted: a jump, not a squat"
     assert note.get_attribute("title") == samples.NOT_COUNTED_REASONS["jump"]
     assert page.get_attribute("#tile-rack07", "data-verdict") == "none"   # no rep: no verdict colour
-    racks.send(samples.not_counted("rack07", "step"))   # the newest replaces it
+    # The newest replaces it; its time written with an offset (the contract allows one): the page shows it in UTC.
+    step = samples.not_counted("rack07", "step")
+    at = datetime.fromisoformat(step["time"].replace("Z", "+00:00"))
+    step["time"] = at.astimezone(timezone(timedelta(hours=2))).isoformat(timespec="milliseconds")
+    racks.send(step)
     page.wait_for_selector("#tile-rack07 .not-counted:text-is('not counted: a lunge or a step, not a squat')",
                            timeout=5_000)
     screenshot(page, "05b-not-counted-on-its-tile")
@@ -213,6 +218,8 @@ def test_a_movement_not_counted_shows_on_its_tile_with_why_and_on_the_rack_page(
         return [row.inner_text() for row in page.query_selector_all("#not-counted tr.missed td:nth-child(2)")]
     wait_until(lambda: len(listed()) == 2, what="both movements on the rack's page")
     assert listed() == [samples.NOT_COUNTED_REASONS["step"], samples.NOT_COUNTED_REASONS["jump"]]
+    shown = page.query_selector("#not-counted tr.missed td:nth-child(1)").inner_text()
+    assert shown == at.strftime("%H:%M:%S"), (shown, step["time"])   # UTC, not the +02:00 clock
     page.context.close()
 
 

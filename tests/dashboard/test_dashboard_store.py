@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from dashboard_parts import store, store_url  # noqa: F401  (fixtures)
 from rackwatch.dashboard import samples
@@ -25,7 +25,10 @@ def test_migrations_create_every_table_and_run_again_without_change(store_url):
     assert {"racks", "events", "reps", "sets", "health", "replies", "commands", "invalid_messages", "alerts",
             "users", "sessions", "alembic_version"} <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
+    # 0002: the events are read by type (a rack's movements not counted) without scanning the table
+    assert {"name": "ix_events_type_rack_time", "column_names": ["type", "rack", "time"]} in [
+        {"name": ix["name"], "column_names": ix["column_names"]} for ix in inspect(store.engine).get_indexes("events")]
     store.close()
 
 
@@ -196,10 +199,36 @@ def test_a_movement_not_counted_is_stored_and_the_newest_comes_back_with_the_rac
                            message(older), message(other)])
     assert (result.stored, result.duplicates, result.invalid) == (3, 1, 0)
     assert [m["id"] for m in store.not_counted("rack01")] == [newer["id"], older["id"]]   # newest first
+    assert store.not_counted("rack01")[0]["time_utc"] == at.replace(tzinfo=None)   # the stored time, for the page
     rack = store.rack("rack01")
     assert rack["last_not_counted"] == newer and rack["last_not_counted_time"] == at.replace(tzinfo=None)
     assert {r["rack"]: r["last_not_counted"]["why"] for r in store.racks()} == {"rack01": "step",
                                                                               "rack02": "start_unseen"}
+    assert store.rack_names() == ["rack01", "rack02"]
+
+
+def test_the_movements_not_counted_are_read_by_the_index_not_by_scanning_the_events(store):
+    if store.dialect != "sqlite":
+        return   # the plan is SQLite's; the index's existence on both is checked with the migrations
+    store.ingest([message(samples.not_counted("rack01")), message(samples.health("rack01"))])
+    statements = []
+
+    def keep(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", keep)
+    try:
+        store.not_counted("rack01")
+        store.rack("rack01")
+        store.racks()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", keep)
+    on_events = [(sql, params) for sql, params in statements if "FROM events" in sql]
+    assert len(on_events) == 3, statements
+    with store.engine.connect() as conn:
+        for sql, params in on_events:
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
+            assert "ix_events_type_rack_time" in plan and "SCAN events" not in plan, (sql, plan)
 
 
 def test_a_malformed_not_counted_event_is_refused_with_why_and_kept_aside(store):

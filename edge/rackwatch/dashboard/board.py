@@ -16,7 +16,8 @@ within a few hundredths of a second of the rack's message.
 What a tile shows is decided by :func:`tile_view` (pure, tested without a browser): online or offline, idle or in
 a set, lifter seen, load and % of one-rep max, reps so far, the last rep's verdict as a colour (``clean``,
 ``minor``, ``cave``, and ``unjudged`` as its own grey state, never shown as clean), the latest movement the rack
-did not count and why (for :data:`NOT_COUNTED_SHOWN`), and whether the camera is ready or needs attention.
+did not count and why (for :data:`NOT_COUNTED_SHOWN`, until a rep counts after it), and whether the camera is
+ready or needs attention.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, NamedTuple
+
+from rackwatch.events import NOT_COUNTED_WHY
 
 from .alerts import AlertRules, health_problems
 from .store import IngestResult, utcnow
@@ -61,7 +64,10 @@ def tile_view(snapshot: dict[str, Any], rules: AlertRules, now: datetime | None 
     health = snapshot.get("health")
     online = snapshot.get("online")
     missed = snapshot.get("last_not_counted")
-    if not (online and missed and now - snapshot["last_not_counted_time"] < NOT_COUNTED_SHOWN):
+    missed_at = snapshot.get("last_not_counted_time")
+    rep_at = snapshot.get("last_rep_time")
+    # Shown for two minutes, unless a rep counted since (the tile would say both "rep 3: clean" and "not counted").
+    if not (online and missed and now - missed_at < NOT_COUNTED_SHOWN and (rep_at is None or rep_at <= missed_at)):
         missed = None
     load = state.get("load")
     # An offline rack's last state is old news: it is neither in a set nor watching a lifter now.
@@ -111,8 +117,6 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
 def _not_counted_text(missed: dict[str, Any] | None) -> str:
     if missed is None:
         return ""
-    from rackwatch.events import NOT_COUNTED_WHY
-
     return f"not counted: {NOT_COUNTED_WHY[missed['why']]}"
 
 

@@ -382,6 +382,11 @@ class Store:
             missed = self._newest_not_counted(db)
             return [rack_snapshot(row, missed.get(row.rack)) for row in db.scalars(select(Rack).order_by(Rack.rack))]
 
+    def rack_names(self) -> list[str]:
+        """The racks' names, sorted (for a filter: no snapshot, no events read)."""
+        with self.session() as db:
+            return list(db.scalars(select(Rack.rack).order_by(Rack.rack)))
+
     def rack(self, rack: str) -> dict[str, Any] | None:
         with self.session() as db:
             row = db.get(Rack, rack)
@@ -398,11 +403,12 @@ class Store:
         return {event.rack: event for event in db.scalars(query)}
 
     def not_counted(self, rack: str, limit: int = 20) -> list[dict[str, Any]]:
-        """The rack's latest movements not counted, newest first (their wire JSON, with ``time`` as received)."""
+        """The rack's latest movements not counted, newest first: their wire JSON (``time`` as the rack wrote it,
+        perhaps with an offset), with ``time_utc``, the stored time (naive UTC) for the pages to show."""
         with self.session() as db:
-            query = (select(Event.payload).where(Event.rack == rack, Event.type == "not_counted")
+            query = (select(Event.payload, Event.time).where(Event.rack == rack, Event.type == "not_counted")
                      .order_by(Event.time.desc()).limit(limit))
-            return [orjson.loads(payload) for payload in db.scalars(query)]
+            return [orjson.loads(payload) | {"time_utc": time} for payload, time in db.execute(query)]
 
     def alerts(self, *, open_only: bool = False, limit: int = 200) -> list[Alert]:
         with self.session() as db:

@@ -41,6 +41,8 @@ class Event(Base):
     time: Mapped[datetime] = mapped_column(DateTime, index=True)
     received_at: Mapped[datetime] = mapped_column(DateTime)
     payload: Mapped[str] = mapped_column(Text)
+    # The newest movement not counted of each rack, and a rack's latest ones, are read by type (migration 0002).
+    __table_args__ = (Index("ix_events_type_rack_time", "type", "rack", "time"),)
 
 
 class Rep(Base):

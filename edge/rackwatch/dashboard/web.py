@@ -236,7 +236,7 @@ def create_app(store: Store, board: Board, ingester=None, *, secure_cookies: boo
                 ctx: Context = Depends(signed_in)):
         rack_id, day_value = _filters(rack, day)
         sets = store.sets(rack=rack_id, day=day_value, verdict=verdict if verdict in ("cave", "clean") else None)
-        return page(request, "history.html", ctx, sets=sets, racks=[r["rack"] for r in store.racks()],
+        return page(request, "history.html", ctx, sets=sets, racks=store.rack_names(),
                     rack=rack_id or "", day=day or "", verdict=verdict or "")
 
     @app.get("/sets/{rack}/{set_id}", response_class=HTMLResponse)
