@@ -421,8 +421,13 @@ def test_the_virtual_panel_says_why_a_movement_was_not_counted():
     with VirtualPanel(SettingsStore(), out=out) as panel:
         assert panel.show_not_counted(sample_not_counted("rack01")) == NOT_COUNTED
         assert out.getvalue().splitlines()[-1] == (
-            "not counted: no light, buzzer: C5 0.06s, rest, C5 0.06s, rest, C5 0.06s - not counted: both feet "
-            "left the floor (0.16 hip heights): a jump, not a squat")
+            "not counted: no light, buzzer: C5 0.06s, rest, C5 0.06s, rest, C5 0.06s - both feet left the floor "
+            "(0.16 hip heights): a jump, not a squat")
+        assert out.getvalue().count("not counted") == 1   # said once
+    with VirtualPanel(SettingsStore(), out=out, buzzer_enabled=False) as panel:
+        panel.show_not_counted(sample_not_counted("rack01"))
+        assert out.getvalue().splitlines()[-1] == (
+            "not counted: no light - both feet left the floor (0.16 hip heights): a jump, not a squat")
 
 
 def test_the_virtual_panel_says_why_a_rep_was_not_judged():
