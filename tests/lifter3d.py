@@ -1,9 +1,10 @@
 """A squatting lifter in 3-D, seen through a camera from any direction around them: MoveNet's 17 keypoints as pixels.
 
 The lifter's own axes, in metres: x toward their left, y up, z the way they face; the origin on the floor between
-the ankles. The camera stands ``Camera.distance`` metres from the origin at ``Camera.height``, turned ``yaw`` degrees
-around the lifter toward their left (0: square in front, 90: at their left side, 180: behind, negative: toward
-their right), and looks at the standing hips. It is a pinhole camera: a body part nearer the camera is larger.
+the ankles. The camera stands ``Camera.distance`` metres from the origin, its lens ``Camera.lens_height`` metres above
+the floor, turned ``yaw`` degrees around the lifter toward their left (0: square in front, 90: at their left side,
+180: behind, negative: toward their right), and looks at the standing hips. It is a pinhole camera: a body part
+nearer the camera is larger.
 
 A squat, as it moves the joints:
 
@@ -61,9 +62,9 @@ class Lifter:
 class Camera:
     yaw: float = 0.0               # degrees around the lifter, + toward their left
     distance: float = 3.5          # metres from the point between the ankles
-    height: float = 1.2            # the lens above the floor: between hips and chest
+    lens_height: float = 1.2       # metres, the lens above the floor: between hips and chest
     focal: float = 700.0           # pixels: a standing lifter of 1.75 m is about 320 px tall at 3.5 m
-    width: int = 640
+    width: int = 640               # the picture's size, in pixels
     height_px: int = 480
 
 
@@ -152,7 +153,7 @@ def joints(lifter: Lifter, depth: float = 0.0, cave: float = 0.0, progress: floa
 def _lens(camera: Camera) -> tuple[Vec, Vec, Vec, Vec]:
     """Where the camera is, and its forward, right and up directions: it looks at the standing hips."""
     yaw = math.radians(camera.yaw)
-    eye = np.array([camera.distance * math.sin(yaw), camera.height, camera.distance * math.cos(yaw)])
+    eye = np.array([camera.distance * math.sin(yaw), camera.lens_height, camera.distance * math.cos(yaw)])
     forward = np.array([0.0, 0.95, 0.0]) - eye
     forward /= np.linalg.norm(forward)
     right = _cross(forward, np.array([0.0, 1.0, 0.0]))

@@ -8,6 +8,7 @@ frequency it was asked to play.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import threading
 import time
@@ -360,7 +361,7 @@ def test_an_unjudged_rep_is_its_own_state_never_a_green(panel, factory):
     assert feedback_for("wobbly") == FEEDBACK["unjudged"] and feedback_for(None) == FEEDBACK["unjudged"]
 
 
-def test_a_movement_not_counted_puts_the_lights_out_and_plays_its_own_falling_tune(panel, factory):
+def test_a_movement_not_counted_puts_the_lights_out_and_plays_its_own_tune(panel, factory):
     panel.show_rep(rep_showing("clean"))
     eventually(lambda: tune_finished(panel))
     silence(factory)
@@ -368,8 +369,51 @@ def test_a_movement_not_counted_puts_the_lights_out_and_plays_its_own_falling_tu
     assert feedback == NOT_COUNTED and feedback.light is None
     assert lit(panel) == set()   # the last rep's green went out: nothing says this one counted
     eventually(lambda: tune_finished(panel))
-    assert notes(factory) == ["B5", None, "E5", None]   # the unjudged question, falling: "no"
+    assert notes(factory) == ["C5", None, "C5", None, "C5", None]   # three quick low beeps
     assert NOT_COUNTED.tune not in {f.tune for f in FEEDBACK.values()} | {LIMIT, TICK}
+
+
+def rhythm(tune):
+    """A tune with its pitches left out: ``(sounding, seconds)`` for each note and rest."""
+    return tuple((note is not None, seconds) for note, seconds in tune)
+
+
+def heard_rhythm(pin):
+    """What a buzzer pin did since ``clear_states``, pitch left out: ``(sounding, seconds)`` for each stretch of
+    sound or silence but the last (a pin state's timestamp is the time since the change before it)."""
+    changes = pin.states[1:]
+    return tuple((bool(change.state), after.timestamp) for change, after in zip(changes, changes[1:]))
+
+
+#: Every tune the buzzer can answer a movement with.
+AFTER_A_MOVEMENT = {**{verdict: feedback.tune for verdict, feedback in FEEDBACK.items()},
+                    "not_counted": NOT_COUNTED.tune}
+
+
+def test_every_tune_after_a_movement_can_be_told_by_its_rhythm_alone(panel, factory):
+    # For a lifter who cannot hear which way a pitch goes: with the pitches left out, no two tunes are the same
+    # (a tune that is another one's notes in reverse, at the same lengths, is not told apart).
+    for (a, tune_a), (b, tune_b) in itertools.combinations(AFTER_A_MOVEMENT.items(), 2):
+        assert rhythm(tune_a) != rhythm(tune_b), f"{a} and {b} differ only in pitch"
+    # Not counted, which shares its dark lights with unjudged, is the only tune of three notes: told apart by
+    # counting, without judging lengths.
+    count = {name: sum(sounding for sounding, _ in rhythm(tune)) for name, tune in AFTER_A_MOVEMENT.items()}
+    assert count["not_counted"] == 3 and sorted(count.values()).count(3) == 1, count
+
+    # And the buzzer pin plays each rhythm as written: the same notes and rests, none shortened. (Only a lower
+    # bound on each length: a busy machine may stretch a tune, never shorten it.)
+    pin = factory.pin(PINS.buzzer)
+    for name, tune in AFTER_A_MOVEMENT.items():
+        eventually(lambda: tune_finished(panel))
+        pin.clear_states()
+        if name == "not_counted":
+            panel.show_not_counted(sample_not_counted("rack01"))
+        else:
+            panel.show_rep(rep_showing(name))
+        eventually(lambda: tune_finished(panel))
+        heard = heard_rhythm(pin)
+        assert [sounding for sounding, _ in heard] == [sounding for sounding, _ in rhythm(tune)], name
+        assert all(got >= want - 0.01 for (_, got), (_, want) in zip(heard, rhythm(tune))), (name, heard)
 
 
 def test_the_virtual_panel_says_why_a_movement_was_not_counted():
@@ -377,8 +421,13 @@ def test_the_virtual_panel_says_why_a_movement_was_not_counted():
     with VirtualPanel(SettingsStore(), out=out) as panel:
         assert panel.show_not_counted(sample_not_counted("rack01")) == NOT_COUNTED
         assert out.getvalue().splitlines()[-1] == (
-            "not counted: no light, buzzer: B5 0.08s, rest, E5 0.12s - not counted: both feet left the floor "
+            "not counted: no light, buzzer: C5 0.06s, rest, C5 0.06s, rest, C5 0.06s - both feet left the floor "
             "(0.16 hip heights): a jump, not a squat")
+        assert out.getvalue().count("not counted") == 1   # said once
+    with VirtualPanel(SettingsStore(), out=out, buzzer_enabled=False) as panel:
+        panel.show_not_counted(sample_not_counted("rack01"))
+        assert out.getvalue().splitlines()[-1] == (
+            "not counted: no light - both feet left the floor (0.16 hip heights): a jump, not a squat")
 
 
 def test_the_virtual_panel_says_why_a_rep_was_not_judged():

@@ -22,13 +22,13 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import FOOTAGE, PROJECT
-from mqtt_broker import MosquittoBroker, Subscriber, assert_contract, free_port, unique, wait_until
+from mqtt_broker import MosquittoBroker, Subscriber, assert_contract, free_port, sample_rep, unique, wait_until
 from rackwatch import commands as cmds
 from rackwatch import contract
 from rackwatch.config import ConfigError, load_config
 from rackwatch.load import SettingsStore
 from rackwatch.mqtt import LinkSettings, RackLink
-from rackwatch.panel import FEEDBACK, NOT_COUNTED, PanelPins, PanelSettings, PanelTiming, RackPanel
+from rackwatch.panel import FEEDBACK, PanelPins, PanelSettings, PanelTiming, RackPanel
 from rackwatch.host import SystemdNotifier
 from rackwatch.camera import Distant, VideoFile, open_frames, open_source
 from rackwatch.rack import camera_fps, link_settings, parse_broker_url, serve
@@ -406,10 +406,12 @@ def test_remote_commands_change_the_store_the_analyzer_and_the_retained_state(br
 
 
 @pytest.mark.broker
-def test_a_rep_not_counted_reaches_the_broker_on_its_topic_and_the_panel_at_once(broker, tmp_path, interpreter):
+def test_a_rep_not_counted_reaches_the_broker_on_its_topic_puts_the_last_light_out_and_plays(broker, tmp_path,
+                                                                                            interpreter):
     # lnewco IMG_7027 three times further back (as in test_small_lifter): the model finds the lifter only a third
-    # of the way down, so that rep's start was not seen. No rep counts and no set opens, but the lifter hears it
-    # was not counted, and the dashboard gets why on rackwatch/rack01/not_counted (QoS 1, through the outbox).
+    # of the way down, so that rep's start was not seen. No rep counts and no set opens, but the last rep's light
+    # goes out, the lifter hears it was not counted, and the dashboard gets why on rackwatch/rack01/not_counted
+    # (QoS 1, through the outbox).
     store = SettingsStore(tmp_path / "state")
     sub = Subscriber(broker, "rackwatch/#")
     link = link_for(broker, tmp_path / "state")
@@ -419,11 +421,19 @@ def test_a_rep_not_counted_reaches_the_broker_on_its_topic_and_the_panel_at_once
     out = io.StringIO()
     service = RackService(link, store, interpreter, frames, rack="rack01", panel=panel,
                           notifier=SystemdNotifier({}), out=out)
+    # A previous lifter's clean rep, still lit (verdict_time is a minute); its tune is played and forgotten, so
+    # that the buzzer's pin shows only what the movement not counted plays.
+    panel.show_rep(sample_rep("rack01").model_copy(update={"verdict": "clean"}))
+    wait_until(lambda: not panel.tune_player.is_playing, what="the clean rep's tune")
+    factory.pin(BUZZER_PIN).clear_states()
+    assert panel.lights["green"].is_lit and not lit(factory, BUZZER_PIN)
     link.start()
     try:
         assert link.wait_connected(10)
         assert service.run() == 0
         sub.wait_for(lambda s: s.received("rackwatch/rack01/not_counted"), what="the not_counted event")
+        # The panel was shown the event before run() returned: every verdict light is out now.
+        assert [name for name, light in panel.lights.items() if light.is_lit] == []
     finally:
         link.close()
         panel.close()
@@ -435,8 +445,8 @@ def test_a_rep_not_counted_reaches_the_broker_on_its_topic_and_the_panel_at_once
     assert (event["type"], event["why"], event["set_id"]) == ("not_counted", "start_unseen", None)
     assert "start was not seen" in event["reason"] and event["t_end"] < 3
     assert sub.received("rackwatch/rack01/rep") == [] and sub.received("rackwatch/rack01/set") == []
-    # No verdict light, and the buzzer played: nothing but the not-counted tune plays on a rack without reps.
-    assert NOT_COUNTED.light is None and not any(lit(factory, pin) for pin in LIGHT_PINS.values())
+    # The buzzer played after the clean tune was forgotten: nothing but the not-counted tune plays on a rack
+    # without reps.
     assert lit(factory, BUZZER_PIN) and f"not counted: {event['reason']}" in out.getvalue()
     assert service.counts["not_counted"] == 1
     assert_contract(sub, rack="rack01")

@@ -324,3 +324,41 @@ def test_the_analyze_table_says_what_was_not_counted_and_why():
     report = format_report("clip.mp4", result)
     for e in result.not_counted:
         assert f"not counted, {e.t_start:.1f}-{e.t_end:.1f} s: {e.reason}" in report and e.why == "jump"
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_a_lunge_handed_on_by_a_change_of_load_belongs_to_the_set_that_change_ends(fps):
+    # A rep, then a lunge, and the lifter enters a new load the moment they are back up from it: the lunge is still
+    # waiting out plant_after_s in the tracker, and the change hands it on (release_held) into the set it ends.
+    poses = noisy(stand(fps) + squat(fps) + stand(fps) + lunge(fps, "right") + stand(fps))
+    lunge_from = len(stand(fps) + squat(fps) + stand(fps))
+    analyzer = LiftAnalyzer(rack="rack01")
+    before, bent = [], False
+    for i, pose in enumerate(poses):
+        before += analyzer.update(i / fps, pose, 1000.0)
+        bent = bent or (i >= lunge_from and analyzer.phase != "standing")
+        if bent and analyzer.phase == "standing":
+            break   # the lunge has just ended: it is held, not yet handed on
+    else:
+        raise AssertionError("the lunge never looked like a rep to the tracker")
+    assert [e.type for e in before] == ["rep"], "the lunge must still be held when the load changes"
+    rep = before[0]
+    changed = analyzer.change(LifterSettings(load=60))
+    assert [e.type for e in changed] == ["not_counted", "set"]   # before the summary it is counted in
+    lunged, summary = changed
+    assert lunged.why == "step" and lunged.set_id == rep.set_id == summary.set_id is not None
+    assert summary.reps == 1 and summary.not_counted == {"step": 1}
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_a_lunge_ending_after_the_set_rest_belongs_to_no_set(fps):
+    # set_rest_s of 2 s: the lunge starts a second after the rep, within it, but ends (and is handed on) after it,
+    # when the set has ended. It belongs to no set, is counted in none, and the next rep opens a new one.
+    settings = AnalysisSettings(set_rest_s=2)
+    poses = stand(fps) + squat(fps) + stand(fps) + lunge(fps, "right") + stand(fps) + squat(fps) + stand(fps)
+    events = [e for _, e in analyze(poses, fps, settings=settings)]
+    assert [e.type for e in events] == ["rep", "set", "not_counted", "rep", "set"]
+    rep, ended, lunged, _, summary = events
+    assert lunged.why == "step" and lunged.t_end - rep.t_end > settings.set_rest_s
+    assert lunged.set_id is None and ended.not_counted == summary.not_counted == {}
+    assert summary.set_id not in (None, ended.set_id)

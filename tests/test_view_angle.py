@@ -100,7 +100,8 @@ def test_the_knees_are_judged_from_the_front_up_to_one_angle_and_not_beyond(squa
     # From the front and within 10° of it the knees are judged...
     assert all(judged(squatter, yaw) for yaw in angles if abs(yaw) <= 10), dict(zip(angles, seen))
     # ...and once the camera is too far round, at every angle beyond too (up to the side).
-    switch = seen.index(False)
+    switch = next((i for i, judged_here in enumerate(seen) if not judged_here), len(seen))
+    assert switch < len(seen), f"{squatter}: judged at every angle up to the side: {dict(zip(angles, seen))}"
     assert not any(seen[switch:]), dict(zip(angles, seen))
     # From behind the view is square again: judged.
     assert judged(squatter, 180)

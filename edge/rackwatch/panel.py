@@ -65,8 +65,8 @@ class Feedback:
     meaning: str
 
 
-#: Verdict → light and tune. The tunes differ in pitch *and* rhythm, so they can be told apart in a noisy gym
-#: without looking, and by lifters who cannot tell red from green.
+#: Verdict → light and tune. The tunes differ in pitch *and* rhythm (as does :data:`NOT_COUNTED`), so they can
+#: be told apart in a noisy gym without looking, by lifters who cannot tell red from green, and by rhythm alone.
 FEEDBACK: dict[str, Feedback] = {
     "clean": Feedback("clean", "green", (("A6", 0.08),),
                       "clean rep: the knees stayed over the feet"),
@@ -87,9 +87,12 @@ UNJUDGED = FEEDBACK["unjudged"]
 
 
 #: A movement that looked like a rep but was not counted (a jump, a lunge, a rep whose start was not seen): no
-#: light (the last rep's goes out, so its green cannot be taken for this one's) and the unjudged rep's question
-#: turned down, falling, so that a lifter who is not looking hears that it did not count.
-NOT_COUNTED = Feedback("not_counted", None, (("B5", 0.08), (None, 0.04), ("E5", 0.12)), "not counted")
+#: light (the last rep's goes out, so its green cannot be taken for this one's) and three quick low notes. It
+#: is the only tune of three notes, so it differs from every verdict's tune by its rhythm alone, for a lifter who
+#: cannot hear which way a pitch moves (the unjudged tune shares its lights-out); short and soft-pitched, above
+#: the cave's long low tone, so it does not sound like an alarm.
+NOT_COUNTED = Feedback("not_counted", None,
+                       (("C5", 0.06), (None, 0.05), ("C5", 0.06), (None, 0.05), ("C5", 0.06)), "not counted")
 
 
 def feedback_for(verdict: str | None) -> Feedback:
@@ -324,7 +327,7 @@ class PanelTiming(Settings):
     accelerate_after: Seconds = 2.0    # ...and from this long after the press,
     fast_steps: int = Field(4, ge=1, le=100)   # ...this many steps at a time
     bounce_time: Seconds | None = 0.02  # ignore contact chatter shorter than this (None: no debouncing)
-    verdict_time: Seconds = 4.0        # a rep's light stays on this long (or until the next rep)
+    verdict_time: Seconds = 4.0        # a rep's light stays on this long (or until the next rep or not-counted)
     label_time: Seconds = 0.8          # the mode's name stays on the display this long
     mode_timeout: Seconds | None = 15.0  # back to editing the load after this long without a press
     identify_time: Seconds = 5.0       # identify() blinks for this long

@@ -95,8 +95,9 @@ class VirtualPanel:
         return self._show_verdict(rep_event.verdict, rep_event.rep, rep_event.unjudged_reason)
 
     def show_not_counted(self, event: NotCountedEvent) -> Feedback:
-        # Why it did not count is what the lifter can act on (keep the feet planted, start standing): say it.
-        return self._give(NOT_COUNTED, "not counted", event.reason)
+        # Why it did not count is what the lifter can act on (keep the feet planted, start standing): say it. The
+        # line starts with what it means ("not counted"), as a rep's starts with "rep 3", so it is said once.
+        return self._give(NOT_COUNTED, NOT_COUNTED.meaning, event.reason)
 
     def _show_verdict(self, verdict: str | None, rep: int | None = None, reason: str | None = None) -> Feedback:
         feedback = feedback_for(verdict)
@@ -107,8 +108,9 @@ class VirtualPanel:
     def _give(self, feedback: Feedback, what: str, reason: str | None) -> Feedback:
         light = f"{feedback.light.upper()} light" if feedback.light else "no light"
         sound = f", buzzer: {describe_tune(feedback.tune)}" if self.buzzer_enabled and feedback.tune else ""
-        why = f": {reason}" if reason else ""
-        self._print(f"{what}: {light}{sound} - {feedback.meaning}{why}")
+        # what: light, sound - meaning: reason; a meaning the line starts with is not said again.
+        said = ": ".join(part for part in (None if feedback.meaning == what else feedback.meaning, reason) if part)
+        self._print(f"{what}: {light}{sound}" + (f" - {said}" if said else ""))
         return feedback
 
     def set_status(self, lifter_seen: bool, broker_ok: bool, fault: bool) -> str:
