@@ -30,17 +30,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def require(found, part: str, install: str):
+def require(found, part: str, install: str, *, module_level: bool = False):
     """``found`` if it is truthy; otherwise stop the test: a failure under CI, a skip elsewhere.
 
-    ``part`` names what is missing and where it was looked for; ``install`` says how to get it.
+    ``part`` names what is missing and where it was looked for; ``install`` says how to get it. With
+    ``module_level`` it may be called while a test module is imported, and stops every test in it.
     """
     if found:
         return found
     message = f"{part}. Install it: {install}."
     if in_ci():
         pytest.fail(f"CI=true and a real part is missing: {message}", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=module_level)
 
 
 def find_program(name: str, env_var: str, *, fallback_dirs: tuple[str, ...] = ("/usr/sbin",)) -> tuple[str | None, str]:
@@ -91,9 +92,9 @@ def footage() -> Path:
                    "at it)")
 
 
-def module(name: str, install: str):
+def module(name: str, install: str, *, module_level: bool = False):
     """An importable module the tests need (a test extra, say), imported."""
     try:
         return importlib.import_module(name)
     except ImportError:
-        return require(None, f"the Python module {name!r} cannot be imported", install)
+        return require(None, f"the Python module {name!r} cannot be imported", install, module_level=module_level)

@@ -82,6 +82,15 @@ def test_a_missing_part_fails_under_ci_and_skips_elsewhere(monkeypatch):
     assert real_parts.require("/usr/bin/widget", "no widget here", "apt install widget") == "/usr/bin/widget"
 
 
+def test_a_missing_module_stops_a_whole_test_module_the_same_way(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true .* 'no_such_extra' cannot be imported"):
+        real_parts.module("no_such_extra", "pip install it", module_level=True)
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="'no_such_extra' cannot be imported. Install it: pip install it"):
+        real_parts.module("no_such_extra", "pip install it", module_level=True)
+
+
 def test_ci_without_the_footage_fails_even_the_tests_parametrized_over_its_clips(tmp_path):
     environ = {k: v for k, v in os.environ.items() if k != "CI"} | {"CI": "true", "RACKWATCH_FOOTAGE": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_footage.py"],
