@@ -137,6 +137,8 @@ class LiftAnalyzer:
 
     def _hand_on(self, reps: list[Rep]) -> list[Event]:
         """The tracker's reps judged, and the movements it turned away since, as events in the order they ended."""
+        if not reps and not self.tracker.rejected:   # nearly every frame: nothing ended (no lists, no merge)
+            return []
         return [self._judge(item) if isinstance(item, Rep) else self._not_counted(item)
                 for item in heapq.merge(reps, self.tracker.take_rejected(), key=lambda item: item.t_end)]
 

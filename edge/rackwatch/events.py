@@ -76,6 +76,11 @@ NOT_COUNTED_WHY: dict[str, str] = {
     "start_unseen": "the rep's start was not seen",
 }
 
+
+def not_counted_words(why: str) -> str:
+    """A movement not counted in a few words, as the board's tile and the overlay show it."""
+    return f"not counted: {NOT_COUNTED_WHY[why]}"
+
 #: What the wire's ``time`` looks like (the rack writes milliseconds and ``Z``; others may write an offset).
 TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
 
@@ -381,7 +386,8 @@ class HealthEvent(Event):
     outbox_depth: int = Field(ge=0)
     # The loss fields and the version came after the first racks.
     events_dropped: int = added_later(
-        default=0, ge=0, description="Reps, sets, replies or movements not counted dropped because the outbox was full.")
+        default=0, ge=0,
+        description="Reps, sets, replies or movements not counted dropped because the outbox was full.")
     events_unreadable: int = added_later(
         default=0, ge=0, description="Events lost to a damaged outbox or that no broker takes.")
     events_refused: int = added_later(default=0, ge=0, description="Events the broker refused for good (its ACL).")

@@ -786,8 +786,8 @@ class Outbox:
         """What went wrong, as counted since the outbox file was made; the health event carries these fields.
 
         ``events_dropped``: reps, sets, replies and movements not counted dropped because the outbox was full (or
-        the memory beside it, on a full disk); ``events_unreadable``: events lost to a damaged file (or rows no broker could take);
-        ``events_refused``: messages the broker refused for good; ``outbox_damaged``: times the file was found
+        the memory beside it, on a full disk); ``events_unreadable``: events lost to a damaged file (or rows no
+        broker could take); ``events_refused``: messages the broker refused for good; ``outbox_damaged``: times the file was found
         damaged (set aside) or its journal cut short; ``snapshots_skipped``: state/health snapshots not kept
         because the disk was full;
         ``disk_full``: the disk refuses writes right now; ``events_in_memory``: events waiting in memory for it.

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .events import NOT_COUNTED_WHY, Event, NotCountedEvent, RepEvent
+from .events import Event, NotCountedEvent, RepEvent, not_counted_words
 from .pose import KP, Pose
 
 BGR = tuple[int, int, int]
@@ -107,7 +107,7 @@ def rep_lines(event: RepEvent) -> list[Line]:
 
 def not_counted_lines(event: NotCountedEvent) -> list[Line]:
     """The header line for a movement that was not counted: that it was not, and why in a few words."""
-    return [Line(f"not counted: {NOT_COUNTED_WHY[event.why]}", VERDICT_COLOURS["unjudged"])]
+    return [Line(not_counted_words(event.why), VERDICT_COLOURS["unjudged"])]
 
 
 def shown_lines(event: Shown) -> list[Line]:

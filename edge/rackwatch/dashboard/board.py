@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, NamedTuple
 
-from rackwatch.events import NOT_COUNTED_WHY
+from rackwatch.events import not_counted_words
 
 from .alerts import AlertRules, health_problems
 from .store import IngestResult, utcnow
@@ -115,9 +115,7 @@ def _verdict_text(rep: dict[str, Any] | None) -> str:
 
 
 def _not_counted_text(missed: dict[str, Any] | None) -> str:
-    if missed is None:
-        return ""
-    return f"not counted: {NOT_COUNTED_WHY[missed['why']]}"
+    return not_counted_words(missed["why"]) if missed is not None else ""
 
 
 class RackNews(NamedTuple):

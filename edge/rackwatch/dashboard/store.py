@@ -81,11 +81,11 @@ class IngestResult:
 @dataclass(frozen=True, slots=True)
 class Checked:
     """A message read and checked against the contract: what the store writes, and what the board shows before
-    it is stored. ``leaf`` is ``availability``, an event kind (``rep``, ``not_counted``, ``set``, ``state``, ``health``,
-    ``reply``)
-    or None for a command to a rack (not the racks' news); ``text`` is the payload as received (``online`` or
-    ``offline`` for availability), ``payload`` its decoded event; ``when`` is the event's own time (availability:
-    when it arrived). ``error`` says why a message breaks the contract (it is kept aside, never shown)."""
+    it is stored. ``leaf`` is ``availability``, an event kind (``rep``, ``not_counted``, ``set``, ``state``,
+    ``health``, ``reply``) or None for a command to a rack (not the racks' news); ``text`` is the payload as
+    received (``online`` or ``offline`` for availability), ``payload`` its decoded event; ``when`` is the event's
+    own time (availability: when it arrived). ``error`` says why a message breaks the contract (it is kept aside,
+    never shown)."""
     message: Message
     rack: str = ""
     leaf: str | None = None
